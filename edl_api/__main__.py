@@ -1,0 +1,3 @@
+from edl_api.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""API key format, hashing and the verified-key cache.
+
+A key is `<prefix>_<key_id:12><secret:32><checksum:6>` in base62. The key id is public
+(an indexed lookup column), the secret is bcrypt-hashed at rest, and the checksum lets
+us refuse a mistyped or forged key without touching the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from pwdlib import PasswordHash
+from pwdlib.hashers.bcrypt import BcryptHasher
+
+ADMIN_PREFIX = "edla"
+PROFILE_PREFIX = "edlp"
+FEED_PREFIX = "edlf"
+PREFIXES = (ADMIN_PREFIX, PROFILE_PREFIX, FEED_PREFIX)
+
+_ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
+_ID_LEN, _SECRET_LEN, _CHECK_LEN = 12, 32, 6
+_KEY_RE = re.compile(
+    rf"^({'|'.join(PREFIXES)})_([0-9A-Za-z]{{{_ID_LEN}}})([0-9A-Za-z]{{{_SECRET_LEN}}})"
+    rf"([0-9A-Za-z]{{{_CHECK_LEN}}})$"
+)
+
+_hashers: dict[int, PasswordHash] = {}
+DEFAULT_ROUNDS = 12
+
+
+def _hasher(rounds: int = DEFAULT_ROUNDS) -> PasswordHash:
+    if rounds not in _hashers:
+        _hashers[rounds] = PasswordHash((BcryptHasher(rounds=rounds),))
+    return _hashers[rounds]
+
+
+def _base62(number: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        number, rem = divmod(number, 62)
+        chars.append(_ALPHABET[rem])
+    return "".join(reversed(chars))
+
+
+def _random(width: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(width))
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode()), _CHECK_LEN)
+
+
+@dataclass(frozen=True)
+class ParsedKey:
+    prefix: str
+    key_id: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class NewKey:
+    plaintext: str
+    key_id: str
+    key_hash: str
+
+
+def generate_key(prefix: str, rounds: int = DEFAULT_ROUNDS) -> NewKey:
+    if prefix not in PREFIXES:
+        raise ValueError(f"unknown key prefix {prefix!r}")
+    key_id, secret = _random(_ID_LEN), _random(_SECRET_LEN)
+    body = f"{prefix}_{key_id}{secret}"
+    return NewKey(body + _checksum(body), key_id, hash_secret(secret, rounds))
+
+
+def parse_key(key: str) -> ParsedKey | None:
+    """The key's parts, or None for a malformed or bad-checksum key (no DB query needed)."""
+    match = _KEY_RE.match(key)
+    if match is None:
+        return None
+    prefix, key_id, secret, check = match.groups()
+    if not hmac.compare_digest(_checksum(f"{prefix}_{key_id}{secret}"), check):
+        return None
+    return ParsedKey(prefix, key_id, secret)
+
+
+def hash_secret(secret: str, rounds: int = DEFAULT_ROUNDS) -> str:
+    return _hasher(rounds).hash(secret)
+
+
+def verify_secret(secret: str, key_hash: str) -> bool:
+    try:
+        # The cost is read from the hash itself, whatever rounds made it.
+        return _hasher().verify(secret, key_hash)
+    except Exception:  # a corrupt hash must fail closed, not raise
+        return False
+
+
+V = TypeVar("V")
+
+
+class VerifiedKeyCache(Generic[V]):
+    """Maps HMAC(process secret, key) → what the key resolved to, for a short TTL.
+
+    bcrypt runs once per key per process; the HMAC means the cache never holds a
+    plaintext key. Revocation and scope changes call `drop_key_id` / `clear`.
+    """
+
+    def __init__(self, ttl_seconds: float, max_entries: int) -> None:
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._pepper = secrets.token_bytes(32)
+        self._entries: OrderedDict[bytes, tuple[float, str, V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _digest(self, key: str) -> bytes:
+        return hmac.new(self._pepper, key.encode(), hashlib.sha256).digest()
+
+    def get(self, key: str) -> V | None:
+        digest = self._digest(key)
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            expires, _key_id, value = entry
+            if expires < time.monotonic():
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return value
+
+    def put(self, key: str, key_id: str, value: V) -> None:
+        if self._ttl <= 0:
+            return
+        digest = self._digest(key)
+        with self._lock:
+            self._entries[digest] = (time.monotonic() + self._ttl, key_id, value)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def drop_key_id(self, key_id: str) -> None:
+        with self._lock:
+            for digest in [d for d, (_, kid, _) in self._entries.items() if kid == key_id]:
+                del self._entries[digest]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

@@ -1,0 +1,130 @@
+"""`edl-api serve | migrate | create-admin | check-config | run-local`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from edl_api.settings import Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from edl_api.app import create_app
+
+    settings = Settings()
+    # Our own logging config (api.log with redaction) is set in the lifespan.
+    uvicorn.run(
+        create_app(settings), host=args.host, port=args.port, log_config=None,
+        proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips,
+    )
+    return 0
+
+
+async def _migrate(settings: Settings) -> None:
+    from edl_api.db import create_engine, ensure_schema
+
+    engine = create_engine(settings)
+    try:
+        await ensure_schema(engine)
+    finally:
+        await engine.dispose()
+
+
+def _migrate_cmd(_: argparse.Namespace) -> int:
+    settings = Settings()
+    asyncio.run(_migrate(settings))
+    print(f"database at head: {_display_url(settings.resolved_database_url)}")
+    return 0
+
+
+def _display_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def _create_admin(settings: Settings, name: str, role: str, is_super: bool) -> str:
+    from edl_api.auth import keys
+    from edl_api.db import create_engine, create_sessionmaker, ensure_schema
+    from edl_api.models import AdminAccount
+
+    engine = create_engine(settings)
+    try:
+        await ensure_schema(engine)
+        new_key = keys.generate_key(keys.ADMIN_PREFIX, settings.bcrypt_rounds)
+        async with create_sessionmaker(engine)() as session:
+            session.add(
+                AdminAccount(
+                    name=name, role=role, is_super_admin=is_super,
+                    key_id=new_key.key_id, key_hash=new_key.key_hash,
+                )
+            )
+            await session.commit()
+        return new_key.plaintext
+    finally:
+        await engine.dispose()
+
+
+def _create_admin_cmd(args: argparse.Namespace) -> int:
+    key = asyncio.run(_create_admin(Settings(), args.name, args.role, args.super))
+    # The only time this key is shown: print it alone on stdout so scripts can capture it.
+    print(key)
+    return 0
+
+
+def _check_config_cmd(args: argparse.Namespace) -> int:
+    from edl_api.engine.__main__ import check_config_main
+
+    return check_config_main(args.file)
+
+
+def _run_local_cmd(args: argparse.Namespace) -> int:
+    from edl_api.engine.__main__ import run_local_main
+
+    return run_local_main(args.file, args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edl-api", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="apply migrations and serve the API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--proxy-headers", action="store_true",
+                       help="trust X-Forwarded-* from --forwarded-allow-ips (behind nginx)")
+    serve.add_argument("--forwarded-allow-ips", default="127.0.0.1")
+    serve.set_defaults(func=_serve)
+
+    migrate = sub.add_parser("migrate", help="upgrade the database schema to head")
+    migrate.set_defaults(func=_migrate_cmd)
+
+    admin = sub.add_parser("create-admin", help="create an admin account and print its key once")
+    admin.add_argument("--name", required=True)
+    admin.add_argument("--role", choices=["operator", "reader"], default="operator")
+    admin.add_argument("--super", action="store_true", help="make it a super-admin")
+    admin.set_defaults(func=_create_admin_cmd)
+
+    check = sub.add_parser("check-config", help="validate a pipeline config file")
+    check.add_argument("file")
+    check.set_defaults(func=_check_config_cmd)
+
+    local = sub.add_parser("run-local", help="run a pipeline config offline, no server")
+    local.add_argument("file")
+    local.add_argument("--out", required=True, help="folder for <type>.txt and report.json")
+    local.set_defaults(func=_run_local_cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""One error path: services raise AppError subclasses; one handler renders the envelope."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("edl_api")
+
+
+class AppError(Exception):
+    code = "error"
+    status_code = 400
+    headers: dict[str, str] | None = None
+
+    def __init__(self, detail: Any = None, *, code: str | None = None) -> None:
+        self.detail = detail if detail is not None else self.code.replace("_", " ")
+        if code is not None:
+            self.code = code
+        super().__init__(str(self.detail))
+
+
+class BadRequest(AppError):
+    code = "bad_request"
+    status_code = 400
+
+
+class Unauthorized(AppError):
+    code = "unauthorized"
+    status_code = 401
+
+    def __init__(self, detail: Any = "missing or invalid API key", *, basic: bool = False) -> None:
+        super().__init__(detail)
+        challenge = 'Basic realm="edl"' if basic else 'Bearer realm="edl"'
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class Forbidden(AppError):
+    code = "forbidden"
+    status_code = 403
+
+
+class NotFound(AppError):
+    code = "not_found"
+    status_code = 404
+
+
+class Conflict(AppError):
+    code = "conflict"
+    status_code = 409
+
+
+class Unprocessable(AppError):
+    code = "unprocessable"
+    status_code = 422
+
+
+class PayloadTooLarge(AppError):
+    code = "payload_too_large"
+    status_code = 413
+
+
+def error_body(code: str, detail: Any) -> dict[str, Any]:
+    return {"error": code, "detail": detail}
+
+
+def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
+    # Never echo the submitted input back: it may hold a secret.
+    cleaned = []
+    for err in errors:
+        item = {k: v for k, v in err.items() if k in ("loc", "msg", "type")}
+        cleaned.append(item)
+    return cleaned
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.code, exc.detail), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            error_body("validation_error", _clean_validation_errors(exc.errors())),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        detail = exc.detail if isinstance(exc.detail, str) else code
+        return JSONResponse(
+            error_body(code, detail), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error: %s", type(exc).__name__)
+        return JSONResponse(error_body("internal_error", "internal server error"), 500)

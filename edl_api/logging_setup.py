@@ -1,0 +1,77 @@
+"""api.log (rotated) with a redaction filter: no key or Authorization value is ever written."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import sys
+
+from edl_api.settings import Settings
+
+_KEY_RE = re.compile(r"edl[apf]_[0-9A-Za-z]{8,}")
+_AUTH_RE = re.compile(
+    r"(?i)(authorization|x-api-key|password|token)([\"']?\s*[:=]\s*[\"']?)([^\s\"',;]+)"
+)
+
+
+class RedactingFilter(logging.Filter):
+    """Scrubs API keys, legacy keys and credential-looking values from every record."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if len(s) >= 4]
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        text = _KEY_RE.sub(lambda m: m.group(0)[:5] + "***", text)
+        return _AUTH_RE.sub(lambda m: m.group(1) + m.group(2) + "***", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.redact(message)
+        if redacted != message or record.args:
+            record.msg, record.args = redacted, None
+        if record.exc_info and record.exc_info[1] is not None:
+            # Format the traceback now, redacted, so no handler prints the raw text.
+            record.exc_text = self.redact(
+                logging.Formatter().formatException(record.exc_info)
+            )
+            record.exc_info = None
+        return True
+
+
+def legacy_secrets(settings: Settings) -> list[str]:
+    values = [s.get_secret_value() for s in (*settings.operator_keys, *settings.reader_keys)]
+    if settings.api_key is not None:
+        values.append(settings.api_key.get_secret_value())
+    return values
+
+
+_configured_marker = "_edl_handler"
+
+
+def configure_logging(settings: Settings) -> None:
+    """Idempotent: replaces our handlers, leaves foreign ones alone (pytest's capture)."""
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _configured_marker, False):
+            root.removeHandler(handler)
+            handler.close()
+    redactor = RedactingFilter(legacy_secrets(settings))
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    file_handler = logging.handlers.RotatingFileHandler(
+        settings.log_dir / "api.log", maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8"
+    )
+    stream_handler = logging.StreamHandler(sys.stderr)
+    for handler in (file_handler, stream_handler):
+        handler.setFormatter(formatter)
+        handler.addFilter(redactor)
+        setattr(handler, _configured_marker, True)
+        root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True

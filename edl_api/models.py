@@ -1,0 +1,248 @@
+"""Every table of the service (one module avoids import cycles).
+
+Alembic owns the schema (alembic/versions/); these classes describe it for queries.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+# Stable constraint names so migrations are reproducible on SQLite and PostgreSQL.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: the same on SQLite (no zones) and PostgreSQL."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use edl_api.models.utcnow()")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+
+def _json(default_factory: Any = dict) -> Any:
+    return Field(default_factory=default_factory, sa_column=sa.Column(sa.JSON(), nullable=False))
+
+
+class AdminAccount(SQLModel, table=True):
+    __tablename__ = "admin_accounts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=20)  # operator | reader
+    is_super_admin: bool = False
+    key_id: str = Field(max_length=32, unique=True)
+    key_hash: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Profile(SQLModel, table=True):
+    __tablename__ = "profiles"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    key_id: str = Field(max_length=32, unique=True)
+    key_hash: str = Field(max_length=200)
+    created_by_admin_id: int | None = Field(default=None)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class AdminProfileLink(SQLModel, table=True):
+    __tablename__ = "admin_profile_links"
+
+    admin_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("admin_accounts.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    profile_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ProfileConfig(SQLModel, table=True):
+    __tablename__ = "profile_configs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    profile_id: int = Field(foreign_key="profiles.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=200)
+    version: int = 1
+    yaml: str = Field(sa_type=sa.Text)
+    refresh_interval_minutes: float | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ProfileConfigVersion(SQLModel, table=True):
+    """Every version a config ever had, the current one included."""
+
+    __tablename__ = "profile_config_versions"
+    __table_args__ = (sa.UniqueConstraint("config_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    config_id: int = Field(foreign_key="profile_configs.id", index=True, ondelete="CASCADE")
+    version: int
+    name: str = Field(max_length=200)
+    yaml: str = Field(sa_type=sa.Text)
+    refresh_interval_minutes: float | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Pipeline(SQLModel, table=True):
+    __tablename__ = "pipelines"
+
+    id: int | None = Field(default=None, primary_key=True)
+    profile_id: int = Field(foreign_key="profiles.id", index=True, ondelete="CASCADE")
+    profile_config_id: int = Field(foreign_key="profile_configs.id", index=True)
+    name: str = Field(max_length=200)
+    concurrency_limit: int = 1
+    is_active: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class PipelineRun(SQLModel, table=True):
+    __tablename__ = "pipeline_runs"
+    # One scheduler-made run per (pipeline, slot), however many schedulers tick.
+    __table_args__ = (sa.UniqueConstraint("pipeline_id", "schedule_slot"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pipeline_id: int = Field(foreign_key="pipelines.id", index=True, ondelete="CASCADE")
+    profile_id: int = Field(foreign_key="profiles.id", index=True, ondelete="CASCADE")
+    profile_config_id: int = Field(foreign_key="profile_configs.id")
+    config_version: int
+    config_snapshot: str = Field(sa_type=sa.Text)
+    state: str = Field(max_length=20, index=True)
+    trigger: str = Field(max_length=20)  # api | schedule
+    mode: str = Field(max_length=20)  # full | dry_run
+    persist: bool = True
+    timeout_seconds: float | None = None
+    reason: str | None = Field(default=None, max_length=500)
+    overrides: dict[str, Any] = _json()
+    schedule_slot: str | None = Field(default=None, max_length=40)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    counts: dict[str, Any] = _json()
+    errors: list[Any] = _json(list)
+    report: dict[str, Any] = _json()
+    diff: dict[str, Any] = _json()
+    progress: dict[str, Any] = _json()
+    cancel_requested: bool = False
+    worker: str | None = Field(default=None, max_length=200)
+    pid: int | None = None
+
+
+class Artifact(SQLModel, table=True):
+    """A run's output for one indicator type: immutable, content-addressed bytes."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (sa.UniqueConstraint("run_id", "indicator_type"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="pipeline_runs.id", index=True, ondelete="CASCADE")
+    pipeline_id: int = Field(foreign_key="pipelines.id", index=True, ondelete="CASCADE")
+    indicator_type: str = Field(max_length=10)
+    sha256: str = Field(max_length=64, index=True)
+    count: int = 0
+    size: int = 0
+    content: bytes = Field(sa_type=sa.LargeBinary)
+    content_gzip: bytes = Field(sa_type=sa.LargeBinary)
+    published: bool = False
+    reason: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class HostedFeed(SQLModel, table=True):
+    """What firewalls receive for (pipeline, type): repointed in one transaction per publish."""
+
+    __tablename__ = "hosted_feeds"
+
+    pipeline_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    indicator_type: str = Field(sa_column=sa.Column(sa.String(10), primary_key=True))
+    artifact_id: int = Field(foreign_key="artifacts.id")
+    run_id: int = Field(foreign_key="pipeline_runs.id")
+    sha256: str = Field(max_length=64)
+    count: int = 0
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Indicator(SQLModel, table=True):
+    """The latest published entries of a pipeline, with provenance carried across runs."""
+
+    __tablename__ = "indicators"
+    __table_args__ = (sa.UniqueConstraint("pipeline_id", "indicator_type", "value"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pipeline_id: int = Field(foreign_key="pipelines.id", index=True, ondelete="CASCADE")
+    indicator_type: str = Field(max_length=10)
+    value: str = Field(max_length=2100, index=True)
+    sources: list[str] = _json(list)
+    tags: list[str] = _json(list)
+    confidence: int = 50
+    first_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    run_id: int | None = Field(default=None)
+
+
+class FeedToken(SQLModel, table=True):
+    __tablename__ = "feed_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    profile_id: int = Field(foreign_key="profiles.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=200)
+    key_id: str = Field(max_length=32, unique=True)
+    key_hash: str = Field(max_length=200)
+    pipeline_ids: list[int] | None = Field(default=None, sa_column=sa.Column(sa.JSON()))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """Idempotency is a unique constraint on (scope, key), not a lock."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (sa.UniqueConstraint("scope", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=100)
+    key: str = Field(max_length=200)
+    request_hash: str = Field(max_length=64)
+    status_code: int = 201
+    response: dict[str, Any] = _json()
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -1,0 +1,59 @@
+"""One list envelope and one paging dependency for every list endpoint."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Depends, Query, Request
+from pydantic import BaseModel
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from edl_api.errors import AppError
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class PageParams(BaseModel):
+    limit: int = 50
+    offset: int = 0
+
+
+class PageTooLarge(AppError):
+    code = "validation_error"
+    status_code = 422
+
+
+def page_params(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, description="page size")] = 50,
+    offset: Annotated[int, Query(ge=0, description="items to skip")] = 0,
+) -> PageParams:
+    page_max: int = request.app.state.settings.page_max
+    if limit > page_max:
+        raise PageTooLarge(
+            [{"loc": ["query", "limit"], "msg": f"limit must be <= {page_max}",
+              "type": "too_large"}]
+        )
+    return PageParams(limit=limit, offset=offset)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+async def paginate(
+    session: AsyncSession, query: Select[Any], page: PageParams
+) -> tuple[list[Any], int]:
+    """One page of `query`'s rows (first column) and the total without paging."""
+    total = (
+        await session.execute(select(func.count()).select_from(query.order_by(None).subquery()))
+    ).scalar_one()
+    rows = (await session.execute(query.limit(page.limit).offset(page.offset))).scalars().all()
+    return list(rows), int(total)

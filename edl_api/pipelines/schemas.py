@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from edl_api.schemas import RequestModel, ResponseModel
+
+
+class PipelineCreate(RequestModel):
+    profile_config_id: int
+    name: str = Field(min_length=1, max_length=200)
+    concurrency_limit: int = Field(default=1, ge=1, le=64)
+    is_active: bool = True
+    idempotency_key: str | None = Field(default=None, max_length=200)
+
+
+class PipelineConfigPatch(RequestModel):
+    profile_config_id: int
+
+
+class PipelinePatch(RequestModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    concurrency_limit: int | None = Field(default=None, ge=1, le=64)
+    is_active: bool | None = None
+
+
+class PipelinePublic(ResponseModel):
+    id: int
+    profile_id: int
+    profile_config_id: int
+    name: str
+    concurrency_limit: int
+    is_active: bool
+    created_at: datetime
+    deleted_at: datetime | None

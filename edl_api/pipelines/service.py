@@ -1,0 +1,129 @@
+"""Pipelines bind a profile config; every query filters by the caller's scope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from edl_api import idempotency
+from edl_api.auth.principal import Principal
+from edl_api.errors import Conflict, NotFound, Unprocessable
+from edl_api.models import Pipeline, utcnow
+from edl_api.pagination import Page, PageParams, paginate
+from edl_api.pipelines.schemas import (
+    PipelineConfigPatch,
+    PipelineCreate,
+    PipelinePatch,
+    PipelinePublic,
+)
+from edl_api.profiles.service import get_config_in_scope
+
+
+async def create_pipeline(
+    session: AsyncSession, principal: Principal, body: PipelineCreate,
+    idem: idempotency.IdempotencyRequest | None,
+) -> PipelinePublic:
+    config = await get_config_in_scope(session, principal, body.profile_config_id)
+    principal.require_profile(config.profile_id, write=True)
+    if idem is not None and (stored := await idempotency.replay(session, idem)) is not None:
+        return PipelinePublic.model_validate(stored)
+    pipeline = Pipeline(
+        profile_id=config.profile_id, profile_config_id=body.profile_config_id, name=body.name,
+        concurrency_limit=body.concurrency_limit, is_active=body.is_active,
+    )
+    session.add(pipeline)
+    await session.flush()
+    response = PipelinePublic.model_validate(pipeline)
+    if idem is not None:
+        return PipelinePublic.model_validate(
+            await idempotency.remember(session, idem, response.model_dump(mode="json"))
+        )
+    return response
+
+
+async def get_pipeline(
+    session: AsyncSession, principal: Principal, pipeline_id: int, *, write: bool = False
+) -> Pipeline:
+    pipeline = await session.get(Pipeline, pipeline_id)
+    if pipeline is None or not principal.sees_profile(pipeline.profile_id):
+        raise NotFound("not found")
+    principal.require_profile(pipeline.profile_id, write=write)
+    return pipeline
+
+
+def _scope(principal: Principal) -> Any:
+    if principal.profile_ids is None:
+        return True
+    return Pipeline.profile_id.in_(principal.profile_ids)  # type: ignore[attr-defined]
+
+
+async def list_pipelines(
+    session: AsyncSession, principal: Principal, page: PageParams, *,
+    profile_id: int | None = None, profile_config_id: int | None = None,
+    active_only: bool = False, include_deleted: bool = False,
+) -> Page[PipelinePublic]:
+    filters: list[Any] = [_scope(principal)]
+    if profile_id is not None:
+        filters.append(Pipeline.profile_id == profile_id)
+    if profile_config_id is not None:
+        filters.append(Pipeline.profile_config_id == profile_config_id)
+    if active_only:
+        filters.append(Pipeline.is_active.is_(True))  # type: ignore[attr-defined]
+    if active_only or not include_deleted:
+        filters.append(Pipeline.deleted_at.is_(None))  # type: ignore[union-attr]
+    rows, total = await paginate(
+        session,
+        select(Pipeline).where(*filters).order_by(Pipeline.id.desc()),  # type: ignore[union-attr]
+        page,
+    )
+    return Page(
+        items=[PipelinePublic.model_validate(p) for p in rows],
+        total=total, limit=page.limit, offset=page.offset,
+    )
+
+
+def _refuse_deleted(pipeline: Pipeline) -> None:
+    if pipeline.deleted_at is not None:
+        raise Conflict("the pipeline is deleted", code="pipeline_deleted")
+
+
+async def rebind_config(
+    session: AsyncSession, principal: Principal, pipeline_id: int, body: PipelineConfigPatch
+) -> PipelinePublic:
+    pipeline = await get_pipeline(session, principal, pipeline_id, write=True)
+    _refuse_deleted(pipeline)
+    config = await get_config_in_scope(session, principal, body.profile_config_id)
+    if config.profile_id != pipeline.profile_id:
+        raise Unprocessable(
+            "the config belongs to another profile", code="config_profile_mismatch"
+        )
+    pipeline.profile_config_id = body.profile_config_id
+    await session.flush()
+    return PipelinePublic.model_validate(pipeline)
+
+
+async def patch_pipeline(
+    session: AsyncSession, principal: Principal, pipeline_id: int, body: PipelinePatch
+) -> PipelinePublic:
+    pipeline = await get_pipeline(session, principal, pipeline_id, write=True)
+    _refuse_deleted(pipeline)
+    changes = body.model_dump(exclude_unset=True)
+    if not changes or any(value is None for value in changes.values()):
+        raise Unprocessable("give at least one non-null field", code="validation_error")
+    for field, value in changes.items():
+        setattr(pipeline, field, value)
+    await session.flush()
+    return PipelinePublic.model_validate(pipeline)
+
+
+async def delete_pipeline(
+    session: AsyncSession, principal: Principal, pipeline_id: int
+) -> PipelinePublic:
+    pipeline = await get_pipeline(session, principal, pipeline_id, write=True)
+    if pipeline.deleted_at is None:
+        pipeline.deleted_at = utcnow()
+        pipeline.is_active = False
+        await session.flush()
+    return PipelinePublic.model_validate(pipeline)

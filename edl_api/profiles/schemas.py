@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from edl_api.schemas import RequestModel, ResponseModel
+
+_REFRESH = {
+    "gt": 0, "le": 525_600, "description": "minutes between scheduled runs (decimals allowed)"
+}
+
+
+class ProfileCreate(RequestModel):
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+
+
+class ProfilePublic(ResponseModel):
+    id: int
+    name: str
+    description: str | None
+    created_at: datetime
+
+
+class ProfileBootstrapResponse(ResponseModel):
+    profile: ProfilePublic
+    api_key: str | None = Field(
+        description="the profile's key: shown only in the response that created it"
+    )
+
+
+class ProfileSummary(ProfilePublic):
+    pipelines: int
+    active_pipelines: int
+    configs: int
+    last_run_at: datetime | None
+
+
+class ConfigCreate(RequestModel):
+    name: str = Field(min_length=1, max_length=200)
+    yaml: str = Field(min_length=1, description="the pipeline config (YAML, see docs/config.md)")
+    refresh_interval_minutes: float | None = Field(default=None, **_REFRESH)  # type: ignore[arg-type]
+    idempotency_key: str | None = Field(default=None, max_length=200)
+
+
+class ConfigPatch(RequestModel):
+    """Any subset; a section given replaces that whole section of the YAML."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    yaml: str | None = Field(default=None, min_length=1)
+    sources: list[dict[str, Any]] | None = None
+    augment: dict[str, Any] | None = None
+    rules: dict[str, Any] | None = None
+    pipeline: dict[str, Any] | None = None
+    refresh_interval_minutes: float | None = Field(default=None, **_REFRESH)  # type: ignore[arg-type]
+
+
+class ConfigPublic(ResponseModel):
+    id: int
+    profile_id: int
+    name: str
+    version: int
+    yaml: str
+    refresh_interval_minutes: float | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConfigUsage(ResponseModel):
+    pipelines: int = 0
+    active_pipelines: int = 0
+    runs: int = 0
+    last_run_at: datetime | None = None
+    last_run_state: str | None = None
+    indicators: int = 0
+
+
+class ConfigWithUsage(ConfigPublic):
+    usage: ConfigUsage
+
+
+class ConfigVersionPublic(ResponseModel):
+    config_id: int
+    version: int
+    name: str
+    yaml: str
+    refresh_interval_minutes: float | None
+    created_at: datetime

@@ -1,0 +1,344 @@
+"""Profiles (tenants) and their versioned pipeline configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from edl_api import idempotency
+from edl_api.auth import keys
+from edl_api.auth.principal import Principal
+from edl_api.engine import config as engine_config
+from edl_api.errors import Forbidden, NotFound, Unprocessable
+from edl_api.models import (
+    AdminAccount,
+    AdminProfileLink,
+    Indicator,
+    Pipeline,
+    PipelineRun,
+    Profile,
+    ProfileConfig,
+    ProfileConfigVersion,
+    utcnow,
+)
+from edl_api.pagination import Page, PageParams, paginate
+from edl_api.profiles.schemas import (
+    ConfigCreate,
+    ConfigPatch,
+    ConfigPublic,
+    ConfigUsage,
+    ConfigVersionPublic,
+    ConfigWithUsage,
+    ProfileBootstrapResponse,
+    ProfileCreate,
+    ProfilePublic,
+    ProfileSummary,
+)
+
+
+class InvalidConfig(Unprocessable):
+    code = "invalid_config"
+
+
+def validate_yaml(text: str) -> engine_config.PipelineConfig:
+    """The engine's own model validates what the API stores: one language, one checker."""
+    try:
+        return engine_config.load_config(text)
+    except engine_config.ConfigError as exc:
+        raise InvalidConfig([p.model_dump() for p in exc.problems]) from exc
+
+
+# --- profiles -------------------------------------------------------------------------
+
+
+async def create_profile(
+    session: AsyncSession, principal: Principal, body: ProfileCreate, owner_admin_id: int | None,
+    idem: idempotency.IdempotencyRequest | None, cache: keys.VerifiedKeyCache[Principal],
+    rounds: int,
+) -> ProfileBootstrapResponse:
+    if idem is not None and (stored := await idempotency.replay(session, idem)) is not None:
+        return ProfileBootstrapResponse.model_validate(stored)
+    owner: int | None = None
+    if owner_admin_id is not None:
+        if principal.kind == "admin" and not principal.is_super_admin:
+            if owner_admin_id != principal.id:
+                raise Forbidden("only a super-admin may create a profile for another admin")
+        account = await session.get(AdminAccount, owner_admin_id)
+        if account is None or account.revoked_at is not None:
+            raise Unprocessable("owner_admin_id is not an active admin account",
+                                code="unknown_owner_admin")
+        owner = owner_admin_id
+    elif principal.kind == "admin" and not principal.is_super_admin:
+        owner = principal.id  # an operator's new profile is linked to it at once
+    new_key = keys.generate_key(keys.PROFILE_PREFIX, rounds)
+    profile = Profile(
+        name=body.name, description=body.description, key_id=new_key.key_id,
+        key_hash=new_key.key_hash,
+        created_by_admin_id=principal.id if principal.kind == "admin" else None,
+    )
+    session.add(profile)
+    await session.flush()
+    assert profile.id is not None
+    if owner is not None:
+        session.add(AdminProfileLink(admin_id=owner, profile_id=profile.id))
+        await session.flush()
+        cache.clear()  # the owner's cached scope must include the new profile now
+    response = ProfileBootstrapResponse(
+        profile=ProfilePublic.model_validate(profile), api_key=new_key.plaintext
+    )
+    if idem is not None:
+        stored = await idempotency.remember(
+            session, idem, response.model_dump(mode="json") | {"api_key": None}
+        )
+        if stored["profile"]["id"] != profile.id:
+            return ProfileBootstrapResponse.model_validate(stored)
+    return response
+
+
+def _profile_scope_filter(principal: Principal) -> Any:
+    if principal.profile_ids is None:
+        return True
+    return Profile.id.in_(principal.profile_ids)  # type: ignore[union-attr]
+
+
+async def list_profiles(
+    session: AsyncSession, principal: Principal, page: PageParams
+) -> Page[ProfileSummary]:
+    where = _profile_scope_filter(principal)
+    profiles, total = await paginate(
+        session, select(Profile).where(where).order_by(Profile.id.desc()), page  # type: ignore[union-attr]
+    )
+    ids = [p.id for p in profiles]
+    live = Pipeline.deleted_at.is_(None)  # type: ignore[union-attr]
+    pipelines = dict(
+        (await session.execute(
+            select(Pipeline.profile_id, func.count()).where(Pipeline.profile_id.in_(ids), live)  # type: ignore[attr-defined]
+            .group_by(Pipeline.profile_id)
+        )).tuples().all()
+    )
+    active = dict(
+        (await session.execute(
+            select(Pipeline.profile_id, func.count())
+            .where(Pipeline.profile_id.in_(ids), live, Pipeline.is_active.is_(True))  # type: ignore[attr-defined]
+            .group_by(Pipeline.profile_id)
+        )).tuples().all()
+    )
+    configs = dict(
+        (await session.execute(
+            select(ProfileConfig.profile_id, func.count())
+            .where(ProfileConfig.profile_id.in_(ids)).group_by(ProfileConfig.profile_id)  # type: ignore[attr-defined]
+        )).tuples().all()
+    )
+    last_runs = dict(
+        (await session.execute(
+            select(PipelineRun.profile_id, func.max(PipelineRun.created_at))
+            .where(PipelineRun.profile_id.in_(ids)).group_by(PipelineRun.profile_id)  # type: ignore[attr-defined]
+        )).tuples().all()
+    )
+    items = [
+        ProfileSummary(
+            **ProfilePublic.model_validate(p).model_dump(),
+            pipelines=pipelines.get(p.id, 0), active_pipelines=active.get(p.id, 0),
+            configs=configs.get(p.id, 0), last_run_at=last_runs.get(p.id),
+        )
+        for p in profiles
+    ]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+async def get_profile(session: AsyncSession, principal: Principal, profile_id: int) -> Profile:
+    principal.require_profile(profile_id)
+    profile = await session.get(Profile, profile_id)
+    if profile is None:
+        raise NotFound("not found")
+    return profile
+
+
+# --- configs --------------------------------------------------------------------------
+
+
+def _version_row(config: ProfileConfig) -> ProfileConfigVersion:
+    assert config.id is not None
+    return ProfileConfigVersion(
+        config_id=config.id, version=config.version, name=config.name, yaml=config.yaml,
+        refresh_interval_minutes=config.refresh_interval_minutes, created_at=config.updated_at,
+    )
+
+
+async def create_config(
+    session: AsyncSession, principal: Principal, profile_id: int, body: ConfigCreate,
+    idem: idempotency.IdempotencyRequest | None,
+) -> ConfigPublic:
+    await get_profile(session, principal, profile_id)
+    principal.require_profile(profile_id, write=True)
+    if idem is not None and (stored := await idempotency.replay(session, idem)) is not None:
+        return ConfigPublic.model_validate(stored)
+    validate_yaml(body.yaml)
+    config = ProfileConfig(
+        profile_id=profile_id, name=body.name, yaml=body.yaml,
+        refresh_interval_minutes=body.refresh_interval_minutes,
+    )
+    session.add(config)
+    await session.flush()
+    session.add(_version_row(config))
+    await session.flush()
+    response = ConfigPublic.model_validate(config)
+    if idem is not None:
+        return ConfigPublic.model_validate(
+            await idempotency.remember(session, idem, response.model_dump(mode="json"))
+        )
+    return response
+
+
+async def get_config(
+    session: AsyncSession, principal: Principal, profile_id: int, config_id: int
+) -> ProfileConfig:
+    principal.require_profile(profile_id)
+    config = await session.get(ProfileConfig, config_id)
+    if config is None or config.profile_id != profile_id:
+        raise NotFound("not found")
+    return config
+
+
+async def get_config_in_scope(
+    session: AsyncSession, principal: Principal, config_id: int
+) -> ProfileConfig:
+    """A config by id alone, as long as the caller may see its profile (else 404)."""
+    config = await session.get(ProfileConfig, config_id)
+    if config is None or not principal.sees_profile(config.profile_id):
+        raise NotFound("profile config not found")
+    return config
+
+
+async def patch_config(
+    session: AsyncSession, principal: Principal, profile_id: int, config_id: int,
+    body: ConfigPatch,
+) -> ConfigPublic:
+    config = await get_config(session, principal, profile_id, config_id)
+    principal.require_profile(profile_id, write=True)
+    changes = body.model_dump(exclude_unset=True)
+    if not changes:
+        raise Unprocessable("nothing to change", code="validation_error")
+    if "name" in changes and changes["name"] is None:
+        raise Unprocessable("name may not be null", code="validation_error")
+    if "yaml" in changes and changes["yaml"] is None:
+        raise Unprocessable("yaml may not be null", code="validation_error")
+    text = changes.get("yaml", config.yaml)
+    sections = {k: changes[k] for k in engine_config.SECTIONS if k in changes}
+    if sections:
+        try:
+            document = engine_config.load_config_document(text)
+        except engine_config.ConfigError as exc:
+            raise InvalidConfig([p.model_dump() for p in exc.problems]) from exc
+        for name, value in sections.items():
+            if value is None:
+                document.pop(name, None)
+            else:
+                document[name] = value
+        text = engine_config.dump_config_document(document)
+    if "yaml" in changes or sections:
+        validate_yaml(text)
+    config.yaml = text
+    if "name" in changes:
+        config.name = changes["name"]
+    if "refresh_interval_minutes" in changes:
+        config.refresh_interval_minutes = changes["refresh_interval_minutes"]
+    config.version += 1
+    config.updated_at = utcnow()
+    session.add(_version_row(config))
+    await session.flush()
+    return ConfigPublic.model_validate(config)
+
+
+async def config_usage(session: AsyncSession, config_ids: list[int]) -> dict[int, ConfigUsage]:
+    usage = {cid: ConfigUsage() for cid in config_ids}
+    if not config_ids:
+        return usage
+    live = Pipeline.deleted_at.is_(None)  # type: ignore[union-attr]
+    in_ids = Pipeline.profile_config_id.in_(config_ids)  # type: ignore[attr-defined]
+    for cid, total, active in (
+        await session.execute(
+            select(
+                Pipeline.profile_config_id, func.count(),
+                func.sum(case((Pipeline.is_active.is_(True), 1), else_=0)),  # type: ignore[attr-defined]
+            ).where(in_ids, live).group_by(Pipeline.profile_config_id)
+        )
+    ).tuples():
+        usage[cid].pipelines = total
+        usage[cid].active_pipelines = int(active or 0)
+    run_in = PipelineRun.profile_config_id.in_(config_ids)  # type: ignore[attr-defined]
+    for cid, runs, last_id in (
+        await session.execute(
+            select(PipelineRun.profile_config_id, func.count(), func.max(PipelineRun.id))
+            .where(run_in).group_by(PipelineRun.profile_config_id)
+        )
+    ).tuples():
+        usage[cid].runs = runs
+        last = await session.get(PipelineRun, last_id)
+        if last is not None:
+            usage[cid].last_run_at = last.finished_at or last.started_at or last.created_at
+            usage[cid].last_run_state = last.state
+    for cid, count in (
+        await session.execute(
+            select(Pipeline.profile_config_id, func.count(Indicator.id))  # type: ignore[arg-type]
+            .join(Indicator, Indicator.pipeline_id == Pipeline.id)
+            .where(in_ids, live, Pipeline.is_active.is_(True))  # type: ignore[attr-defined]
+            .group_by(Pipeline.profile_config_id)
+        )
+    ).tuples():
+        usage[cid].indicators = count
+    return usage
+
+
+async def list_configs(
+    session: AsyncSession, principal: Principal, profile_id: int, page: PageParams
+) -> Page[ConfigWithUsage]:
+    await get_profile(session, principal, profile_id)
+    where = ProfileConfig.profile_id == profile_id
+    configs, total = await paginate(
+        session,
+        select(ProfileConfig).where(where).order_by(ProfileConfig.id.desc()),  # type: ignore[union-attr]
+        page,
+    )
+    usage = await config_usage(session, [c.id for c in configs if c.id is not None])
+    items = [
+        ConfigWithUsage(**ConfigPublic.model_validate(c).model_dump(), usage=usage[c.id])  # type: ignore[index]
+        for c in configs
+    ]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+async def list_versions(
+    session: AsyncSession, principal: Principal, profile_id: int, config_id: int, page: PageParams
+) -> Page[ConfigVersionPublic]:
+    await get_config(session, principal, profile_id, config_id)
+    where = ProfileConfigVersion.config_id == config_id
+    rows, total = await paginate(
+        session,
+        select(ProfileConfigVersion).where(where)
+        .order_by(ProfileConfigVersion.version.desc()),  # type: ignore[attr-defined]
+        page,
+    )
+    return Page(
+        items=[ConfigVersionPublic.model_validate(v) for v in rows],
+        total=total, limit=page.limit, offset=page.offset,
+    )
+
+
+async def get_version(
+    session: AsyncSession, principal: Principal, profile_id: int, config_id: int, version: int
+) -> ConfigVersionPublic:
+    await get_config(session, principal, profile_id, config_id)
+    row = (
+        await session.execute(
+            select(ProfileConfigVersion).where(
+                ProfileConfigVersion.config_id == config_id,
+                ProfileConfigVersion.version == version,
+            )
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound("not found")
+    return ConfigVersionPublic.model_validate(row)

@@ -1,0 +1,72 @@
+"""Service settings: every knob comes from the environment (prefix EDL_) or `.env`."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EDL_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Path("data")
+    log_dir: Path = Path("logs")
+    database_url: str | None = None
+    log_level: str = "INFO"
+
+    api_key: SecretStr | None = None
+    operator_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    reader_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    auto_refresh_minutes: float = 0.0
+    max_concurrent_runs_total: int = Field(default=4, ge=1)
+    max_concurrent_runs_per_profile: int = Field(default=2, ge=1)
+
+    ssrf_allow_cidrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ssrf_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    source_dir: Path | None = None
+
+    # Limits that keep one caller from exhausting the service.
+    page_max: int = Field(default=500, ge=1)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # bcrypt cost for new keys; tests lower it, production keeps 12.
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    key_cache_ttl_seconds: float = Field(default=60.0, ge=0)
+    key_cache_size: int = Field(default=10_000, ge=1)
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+
+    @field_validator(
+        "operator_keys", "reader_keys", "ssrf_allow_cidrs", "ssrf_allow_hosts", mode="before"
+    )
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("auto_refresh_minutes")
+    @classmethod
+    def _non_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must be 0 (off) or a positive number of minutes")
+        return value
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'edl.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")

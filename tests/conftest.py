@@ -1,0 +1,111 @@
+"""Shared fixtures: an app per test on SQLite and (when reachable) PostgreSQL.
+
+EDL_TEST_DATABASE_URL names the PostgreSQL server (default: the local one, database
+`test`); each test session gets its own throwaway database there. Without PostgreSQL
+the postgres-backed tests skip — unless EDL_TEST_REQUIRE_POSTGRES=1 (CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from edl_api.app import create_app
+from edl_api.settings import Settings
+
+PG_URL = os.environ.get(
+    "EDL_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_PG = os.environ.get("EDL_TEST_REQUIRE_POSTGRES") == "1"
+SUPER_KEY = "legacy-super-key-0123456789"
+OPERATOR_LEGACY_KEY = "legacy-operator-key-0123456789"
+READER_LEGACY_KEY = "legacy-reader-key-0123456789"
+BACKENDS = [b for b in os.environ.get("EDL_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    url = make_url(PG_URL)
+    conn = await asyncpg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+        database=url.database, timeout=5,
+    )
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    name = f"edl_test_{uuid.uuid4().hex[:10]}"
+    try:
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # unreachable server
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL required but unreachable at {PG_URL}: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _truncate_all(app_engine: object) -> None:
+    from sqlalchemy import text
+    from sqlmodel import SQLModel
+
+    tables = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
+    async with app_engine.begin() as conn:  # type: ignore[attr-defined]
+        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+def make_settings(tmp_path: Path, database_url: str | None, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "data",
+        "log_dir": tmp_path / "logs",
+        "database_url": database_url,
+        "api_key": SUPER_KEY,
+        "operator_keys": OPERATOR_LEGACY_KEY,
+        "reader_keys": READER_LEGACY_KEY,
+        "bcrypt_rounds": 4,
+        "auto_refresh_minutes": 0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type,call-arg]
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
+    return make_settings(tmp_path, database_url)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[object]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        if not settings.is_sqlite:
+            await _truncate_all(application.state.engine)
+        yield application
+
+
+@pytest.fixture
+async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as http:
+        yield http
