@@ -14,11 +14,15 @@ from edl_api.auth.principal import Principal
 from edl_api.auth.router import router as admin_router
 from edl_api.db import create_engine, create_sessionmaker, ensure_schema
 from edl_api.errors import install_error_handlers
+from edl_api.feeds import store as feed_store
+from edl_api.feeds.router import router as feeds_router
 from edl_api.health import router as health_router
 from edl_api.logging_setup import configure_logging
 from edl_api.middleware import BodySizeLimit
 from edl_api.pipelines.router import router as pipelines_router
 from edl_api.profiles.router import router as profiles_router
+from edl_api.runs import background
+from edl_api.runs.router import router as runs_router
 from edl_api.settings import Settings
 
 logger = logging.getLogger("edl_api")
@@ -34,10 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await ensure_schema(engine)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        await background.start(app)
         logger.info("edl-api %s started (database: %s)", __version__, engine.dialect.name)
         try:
             yield
         finally:
+            await background.stop(app)
             await engine.dispose()
             logger.info("edl-api stopped")
 
@@ -52,8 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.key_cache = VerifiedKeyCache[Principal](
         settings.key_cache_ttl_seconds, settings.key_cache_size
     )
+    feed_store.install(app)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for router in (health_router, admin_router, profiles_router, pipelines_router):
+    for router in (
+        health_router, admin_router, profiles_router, pipelines_router, runs_router, feeds_router
+    ):
         app.include_router(router)
     return app
