@@ -1,0 +1,587 @@
+"""The pipeline config language (CONFIG.md): safe YAML loading and the pydantic model.
+
+Errors always carry the YAML line and the dotted field path, so the API and
+`edl-api check-config` can point at the offending key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import jmespath
+import jmespath.exceptions
+import pydantic
+import re2
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+MAX_CONFIG_BYTES: int = 256 * 1024
+SECTIONS: tuple[str, ...] = ("sources", "augment", "rules", "pipeline")
+MAX_NESTING = 32
+
+IndicatorType = Literal["ipv4", "ipv6", "cidr", "fqdn", "url"]
+OutputType = Literal["ipv4", "ipv6", "cidr", "fqdn", "url", "ip"]
+INDICATOR_TYPES: tuple[IndicatorType, ...] = ("ipv4", "ipv6", "cidr", "fqdn", "url")
+OUTPUT_TYPES: tuple[OutputType, ...] = (*INDICATOR_TYPES, "ip")
+
+# Path from the document root to a value: mapping keys are str, sequence indexes int.
+ConfigPath = tuple[str | int, ...]
+LineMap = Mapping[ConfigPath, int]
+
+_SECRET_REF = re.compile(r"\$\{([^}]*)\}")
+_SECRET_NAME = re.compile(r"EDL_SECRET_[A-Z0-9_]+")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
+# Headers the fetcher owns: letting a config set them would desync framing or the Host check.
+_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def re2_options() -> Any:
+    """RE2 options for user-supplied patterns: errors are reported to the user, not logged."""
+    options = re2.Options()
+    options.log_errors = False
+    return options
+
+
+class ConfigProblem(BaseModel):
+    """One problem in a config document."""
+
+    line: int | None
+    field: str
+    message: str
+
+
+class ConfigError(ValueError):
+    """A config document is unusable; `problems` lists every problem found."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(_format_problem(p) for p in problems))
+
+
+def _format_problem(problem: ConfigProblem) -> str:
+    parts = []
+    if problem.line is not None:
+        parts.append(f"line {problem.line}")
+    if problem.field:
+        parts.append(problem.field)
+    parts.append(problem.message)
+    return ": ".join(parts)
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1 timestamps and base-60 numbers.
+
+    `2001:10` must stay a string (it is an indicator, not 120610), and a date-looking
+    value must not turn into a datetime that pydantic then rejects with a puzzling message.
+    """
+
+
+_REPLACED_TAGS = frozenset(
+    {"tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+)
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def _re2_detail(exc: Exception) -> str:
+    detail = exc.args[0] if exc.args else exc
+    return detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
+
+
+def _problem(line: int | None, field: str, message: str) -> ConfigProblem:
+    return ConfigProblem(line=line, field=field, message=message)
+
+
+def _scan_guard(text: str) -> None:
+    """Reject tags, anchors, aliases and deep nesting before anything is composed."""
+    depth = 0
+    try:
+        for token in yaml.scan(text, Loader=_ConfigLoader):
+            line = token.start_mark.line + 1
+            if isinstance(token, yaml.TagToken):
+                raise ConfigError([_problem(line, "", "YAML tags are not allowed")])
+            if isinstance(token, yaml.AnchorToken | yaml.AliasToken):
+                raise ConfigError([_problem(line, "", "YAML anchors and aliases are not allowed")])
+            if isinstance(
+                token,
+                yaml.BlockMappingStartToken
+                | yaml.BlockSequenceStartToken
+                | yaml.FlowMappingStartToken
+                | yaml.FlowSequenceStartToken,
+            ):
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise ConfigError([_problem(line, "", "document is nested too deeply")])
+            elif isinstance(
+                token, yaml.BlockEndToken | yaml.FlowMappingEndToken | yaml.FlowSequenceEndToken
+            ):
+                depth -= 1
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError([_yaml_problem(exc)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([_problem(None, "", f"invalid YAML: {exc}")]) from None
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> ConfigProblem:
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark is not None else None
+    message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+    return _problem(line, "", f"invalid YAML: {message or 'syntax error'}")
+
+
+def _build(
+    loader: _ConfigLoader,
+    node: yaml.Node,
+    path: ConfigPath,
+    lines: dict[ConfigPath, int],
+    problems: list[ConfigProblem],
+) -> Any:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        mapping: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+                problems.append(_problem(key_line, _dotted(path), "keys must be plain strings"))
+                continue
+            key = str(key_node.value)
+            if key in mapping:
+                problems.append(_problem(key_line, _dotted((*path, key)), "duplicate key"))
+                continue
+            lines[(*path, key)] = key_line
+            mapping[key] = _build(loader, value_node, (*path, key), lines, problems)
+        return mapping
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _build(loader, item, (*path, index), lines, problems)
+            for index, item in enumerate(node.value)
+        ]
+    return loader.construct_object(node, deep=True)
+
+
+def _compose(text: str) -> tuple[dict[str, Any], dict[ConfigPath, int]]:
+    if not isinstance(text, str):
+        raise ConfigError([_problem(None, "", "config must be text")])
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
+        raise ConfigError([_problem(None, "", f"config is larger than {MAX_CONFIG_BYTES} bytes")])
+    _scan_guard(text)
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError([_problem(1, "", "config is empty; it must be a mapping")])
+        if not isinstance(node, yaml.MappingNode):
+            raise ConfigError([_problem(node.start_mark.line + 1, "", "config must be a mapping")])
+        lines: dict[ConfigPath, int] = {}
+        problems: list[ConfigProblem] = []
+        doc = _build(loader, node, (), lines, problems)
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError([_yaml_problem(exc)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([_problem(None, "", f"invalid YAML: {exc}")]) from None
+    except RecursionError:
+        raise ConfigError([_problem(None, "", "document is nested too deeply")]) from None
+    finally:
+        loader.dispose()
+    if problems:
+        raise ConfigError(problems)
+    return doc, lines
+
+
+def load_config_document(text: str) -> dict[str, Any]:
+    """Parse YAML safely into a plain dict (no tags, no aliases, size-capped, a mapping)."""
+    return _compose(text)[0]
+
+
+def load_config_document_with_lines(text: str) -> tuple[dict[str, Any], dict[ConfigPath, int]]:
+    """Like `load_config_document`, plus the 1-based line of every key and sequence item."""
+    return _compose(text)
+
+
+def dump_config_document(doc: dict[str, Any]) -> str:
+    """Serialise a plain config dict back to YAML, keeping key order."""
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+# --------------------------------------------------------------------------- model
+
+Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,63}$")]
+Confidence = Annotated[int, Field(ge=0, le=100)]
+
+
+def _field_error(field: str, message: str) -> PydanticCustomError:
+    """A model-level error that still names the exact field (see `_translate`)."""
+    return PydanticCustomError("config", "{message}", {"field": field, "message": message})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SourceConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    url: str | None = None
+    values: list[str] | None = None
+    path: str | None = None
+    format: Literal["text", "csv", "json", "regex", "stix"] = "text"
+    role: Literal["block", "allow"] = "block"
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
+    confidence: Confidence = 50
+    optional: bool = False
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    max_bytes: int = Field(default=50 * 1024 * 1024, ge=1, le=2 * 1024 * 1024 * 1024)
+    headers: dict[str, str] = Field(default_factory=dict, max_length=32)
+    types: list[IndicatorType] | None = None
+    # csv
+    column: str | int | None = None
+    header: bool | Literal["auto"] | None = None
+    delimiter: str | None = None
+    # json
+    query: str | None = None
+    # regex
+    pattern: str | None = None
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _values_as_text(cls, value: Any) -> Any:
+        # An inline value YAML typed as a number (e.g. 3232235777) is still an indicator token.
+        if isinstance(value, list):
+            return [
+                str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                for v in value
+            ]
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        import urllib.parse
+
+        if len(url) > 2048 or _CONTROL.search(url) or " " in url:
+            raise ValueError("must be a URL without spaces or control characters")
+        try:
+            parsed = urllib.parse.urlsplit(url)
+            port = parsed.port
+        except ValueError as exc:
+            raise ValueError(f"is not a valid URL ({exc})") from None
+        if parsed.scheme.lower() not in ("http", "https"):
+            raise ValueError("must be http or https")
+        if not parsed.hostname:
+            raise ValueError("must name a host")
+        if parsed.username is not None or parsed.password is not None:
+            raise ValueError(
+                "must not contain credentials; use headers with ${EDL_SECRET_*} instead"
+            )
+        if port == 0:
+            raise ValueError("port must be 1-65535")
+        if "${" in url:
+            raise ValueError("secrets (${...}) may only appear in headers")
+        return url
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, path: str) -> str:
+        if not path or _CONTROL.search(path) or len(path) > 1024:
+            raise ValueError("must be a non-empty relative path without control characters")
+        if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
+            raise ValueError("must be relative to EDL_SOURCE_DIR")
+        if any(part == ".." for part in re.split(r"[/\\]", path)):
+            raise ValueError("must not contain '..'")
+        return path
+
+    @field_validator("values")
+    @classmethod
+    def _check_values(cls, values: list[str]) -> list[str]:
+        if len(values) > 100_000:
+            raise ValueError("at most 100000 inline values")
+        return values
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"header {name} is set by the fetcher and cannot be configured")
+            if _CONTROL.search(value.replace("\t", " ")) or len(value) > 8192:
+                raise ValueError(f"header {name}: value must be one line of at most 8192 chars")
+            for ref in _SECRET_REF.findall(value):
+                if not _SECRET_NAME.fullmatch(ref):
+                    # Never echo the value: it may hold a literal credential.
+                    raise ValueError(
+                        f"header {name}: only ${{EDL_SECRET_*}} references may be used"
+                    )
+            if "${" in _SECRET_REF.sub("", value):
+                raise ValueError(f"header {name}: unterminated ${{...}} reference")
+        return headers
+
+    @field_validator("delimiter")
+    @classmethod
+    def _check_delimiter(cls, delimiter: str) -> str:
+        if len(delimiter) != 1 or delimiter in '"\r\n':
+            raise ValueError("must be a single character other than a quote or newline")
+        return delimiter
+
+    @field_validator("column")
+    @classmethod
+    def _check_column(cls, column: str | int) -> str | int:
+        if isinstance(column, int) and not 0 <= column <= 1000:
+            raise ValueError("column index must be 0-1000")
+        if isinstance(column, str) and not column.strip():
+            raise ValueError("column name must not be empty")
+        return column
+
+    @field_validator("query")
+    @classmethod
+    def _check_query(cls, query: str) -> str:
+        try:
+            jmespath.compile(query)
+        except jmespath.exceptions.JMESPathError as exc:
+            raise ValueError(f"is not a valid JMESPath expression ({exc})") from None
+        return query
+
+    @field_validator("pattern")
+    @classmethod
+    def _check_pattern(cls, pattern: str) -> str:
+        try:
+            compiled = re2.compile(pattern, options=re2_options())
+        except re2.error as exc:
+            raise ValueError(
+                f"is not a valid RE2 regular expression ({_re2_detail(exc)})"
+            ) from None
+        if compiled.groups < 1 and "indicator" not in compiled.groupindex:
+            raise ValueError("needs a capture group (group 1 or one named 'indicator')")
+        return pattern
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> SourceConfig:
+        given = [key for key in ("url", "values", "path") if getattr(self, key) is not None]
+        if not given:
+            raise _field_error("", "needs exactly one of url, values or path")
+        if len(given) > 1:
+            raise _field_error(given[1], f"{given[1]} and {given[0]} are exclusive")
+        if self.headers and self.url is None:
+            raise _field_error("headers", "headers only apply to url sources")
+        owners = {
+            "column": "csv",
+            "header": "csv",
+            "delimiter": "csv",
+            "query": "json",
+            "pattern": "regex",
+        }
+        for key, fmt in owners.items():
+            if getattr(self, key) is not None and self.format != fmt:
+                raise _field_error(key, f"only applies to format {fmt}")
+        if self.header is False and isinstance(self.column, str):
+            raise _field_error("column", "a column name needs a header (header: true or auto)")
+        if self.format == "regex" and self.pattern is None:
+            raise _field_error("pattern", "format regex needs a pattern")
+        return self
+
+    # Effective values for the format-specific options.
+    @property
+    def csv_column(self) -> str | int:
+        return 0 if self.column is None else self.column
+
+    @property
+    def csv_header(self) -> bool | Literal["auto"]:
+        return "auto" if self.header is None else self.header
+
+    @property
+    def csv_delimiter(self) -> str:
+        return "," if self.delimiter is None else self.delimiter
+
+
+class TagRule(_Strict):
+    types: list[IndicatorType] | None = None  # None: every type
+    add: list[Tag] = Field(min_length=1, max_length=32)
+
+
+class AugmentConfig(_Strict):
+    url_hosts: bool = False
+    wildcard_parent: bool = False
+    tags: list[TagRule] = Field(default_factory=list, max_length=100)
+
+
+class MinPrefix(_Strict):
+    ipv4: int = Field(default=8, ge=0, le=32)
+    ipv6: int = Field(default=32, ge=0, le=128)
+
+
+class RulesConfig(_Strict):
+    allow: list[str] = Field(default_factory=list, max_length=100_000)
+    exclude_reserved: bool = True
+    min_prefix: MinPrefix = Field(default_factory=MinPrefix)
+    drop_tld_wildcards: bool = True
+    exclude_regex: list[str] = Field(default_factory=list, max_length=100)
+    include_types: list[IndicatorType] = Field(default_factory=lambda: list(INDICATOR_TYPES))
+    min_confidence: Confidence = 0
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _allow_as_text(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [
+                str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                for v in value
+            ]
+        return value
+
+    @field_validator("allow")
+    @classmethod
+    def _check_allow(cls, allow: list[str]) -> list[str]:
+        from edl_api.engine.indicators import classify
+
+        for index, entry in enumerate(allow):
+            result = classify(entry)
+            if result.indicator_type is None:
+                raise _field_error(
+                    str(index), f"{entry[:80]!r} is not an IP, network, range, domain or URL"
+                )
+        return allow
+
+    @field_validator("exclude_regex")
+    @classmethod
+    def _check_exclude_regex(cls, patterns: list[str]) -> list[str]:
+        for index, pattern in enumerate(patterns):
+            try:
+                re2.compile(pattern, options=re2_options())
+            except re2.error as exc:
+                raise _field_error(
+                    str(index), f"is not a valid RE2 regular expression ({_re2_detail(exc)})"
+                ) from None
+        return patterns
+
+
+class GuardConfig(_Strict):
+    max_shrink_percent: float = Field(default=50, ge=0, le=100)
+    allow_empty: bool = False
+
+
+class PipelineOptions(_Strict):
+    outputs: list[OutputType] = Field(default_factory=lambda: list(OUTPUT_TYPES), min_length=1)
+    aggregate: bool = True
+    retain_missing_days: int = Field(default=0, ge=0, le=365)
+    max_entries: dict[OutputType, Annotated[int, Field(gt=0)]] = Field(default_factory=dict)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+
+    @field_validator("outputs")
+    @classmethod
+    def _unique_outputs(cls, outputs: list[str]) -> list[str]:
+        for index, output in enumerate(outputs):
+            if output in outputs[:index]:
+                raise _field_error(str(index), f"{output} is listed twice")
+        return outputs
+
+
+class PipelineConfig(_Strict):
+    sources: list[SourceConfig] = Field(min_length=1, max_length=200)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    pipeline: PipelineOptions = Field(default_factory=PipelineOptions)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PipelineConfig:
+        seen: set[str] = set()
+        for index, source in enumerate(self.sources):
+            if source.name in seen:
+                raise _field_error(
+                    f"sources.{index}.name", f"duplicate source name {source.name!r}"
+                )
+            seen.add(source.name)
+        return self
+
+
+# --------------------------------------------------------------------------- errors
+
+# Error types whose last loc part names a key that is absent from the document.
+_NAMED_ERRORS = ("missing", "extra_forbidden", "config")
+_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "is required",
+}
+
+
+def _translate(doc: Any, error: Mapping[str, Any], line_map: LineMap | None) -> ConfigProblem:
+    loc: list[str | int] = list(error.get("loc", ()))
+    ctx = error.get("ctx") or {}
+    if error.get("type") == "config" and ctx.get("field"):
+        loc.extend(int(p) if p.isdigit() else p for p in str(ctx["field"]).split("."))
+    # Walk the document to keep only the parts of loc that are real keys/indexes;
+    # pydantic appends union/validator tags ("str", "function-after[...]") we must drop.
+    path: list[str | int] = []
+    node: Any = doc
+    missing = False
+    for part in loc:
+        if isinstance(node, dict):
+            if part in node:
+                path.append(part)
+                node = node[part]
+                continue
+            if isinstance(part, str) and not missing and error.get("type") in _NAMED_ERRORS:
+                path.append(part)
+                missing = True
+            break
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+            continue
+        break
+    line = None
+    if line_map is not None:
+        probe = tuple(path)
+        while probe and probe not in line_map:
+            probe = probe[:-1]
+        line = line_map.get(probe) if probe else line_map.get((), None)
+    message = _MESSAGES.get(str(error.get("type")), str(error.get("msg", "invalid")))
+    if error.get("type") == "config":
+        message = str(ctx.get("message", message))
+    message = message.removeprefix("Value error, ")
+    return _problem(line, _dotted(tuple(path)), message)
+
+
+def _dotted(path: ConfigPath) -> str:
+    return ".".join(str(part) for part in path)
+
+
+def validate_config_document(
+    doc: dict[str, Any], line_map: LineMap | None = None
+) -> PipelineConfig:
+    """Validate a plain config dict; every problem names its field (and line when known)."""
+    if not isinstance(doc, dict):
+        raise ConfigError([_problem(None, "", "config must be a mapping")])
+    try:
+        return PipelineConfig.model_validate(doc)
+    except pydantic.ValidationError as exc:
+        problems = [_translate(doc, err, line_map) for err in exc.errors()]
+        problems.sort(key=lambda p: (p.line is None, p.line or 0, p.field))
+        raise ConfigError(problems) from None
+
+
+def load_config(text: str) -> PipelineConfig:
+    """Parse and validate a YAML config; problems carry YAML line numbers."""
+    doc, lines = _compose(text)
+    return validate_config_document(doc, lines)

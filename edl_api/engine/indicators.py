@@ -1,0 +1,360 @@
+"""Classification and normalisation of raw tokens (CONFIG.md "Semantics").
+
+Internally an indicator is a *kind* plus a *key* chosen for speed and exact set
+arithmetic: IPv4/IPv6 hosts are ints, networks are `(network_int, prefixlen)`,
+names and URLs are their normalised strings. `classify()` is the public,
+string-in/string-out face used by config validation and tests.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+from typing import Final
+
+# Internal kinds. "cidr4"/"cidr6" both publish as type "cidr".
+IPV4: Final = "ipv4"
+IPV6: Final = "ipv6"
+CIDR4: Final = "cidr4"
+CIDR6: Final = "cidr6"
+FQDN: Final = "fqdn"
+URL: Final = "url"
+KIND_TYPE: Final[dict[str, str]] = {
+    IPV4: "ipv4",
+    IPV6: "ipv6",
+    CIDR4: "cidr",
+    CIDR6: "cidr",
+    FQDN: "fqdn",
+    URL: "url",
+}
+
+MAX_TOKEN_CHARS: Final = 2048
+BITS: Final[dict[int, int]] = {4: 32, 6: 128}
+
+# (kind, key) pairs; key is int | tuple[int, int] | str depending on kind.
+Key = int | tuple[int, int] | str
+Parts = list[tuple[str, Key]]
+
+_AF_INET = socket.AF_INET
+_AF_INET6 = socket.AF_INET6
+_pton = socket.inet_pton
+_ntop = socket.inet_ntop
+_from_bytes = int.from_bytes
+
+_LABEL = r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)"
+# The last label must look like a TLD, so "1.2.3" or "1.2.3.4.5" never become names.
+_FQDN_RE = re.compile(rf"(?:{_LABEL}\.)+(?:[a-z]{{2,63}}|xn--[a-z0-9-]{{1,59}})")
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+_DEFAULT_PORTS: Final = {"http": "80", "https": "443", "ftp": "21"}
+_URL_SCHEMES: Final = frozenset(_DEFAULT_PORTS)
+_BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f\"<>\\^`{|}]")
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+def ipv4_to_int(text: str) -> int | None:
+    """Strict dotted quad (no leading zeros, no shorthand) to int."""
+    try:
+        return _from_bytes(_pton(_AF_INET, text), "big")
+    except (OSError, ValueError):
+        return None
+
+
+def ipv6_to_int(text: str) -> int | None:
+    try:
+        return _from_bytes(_pton(_AF_INET6, text), "big")
+    except (OSError, ValueError):
+        return None
+
+
+def int_to_ipv4(value: int) -> str:
+    return _ntop(_AF_INET, value.to_bytes(4, "big"))
+
+
+def int_to_ipv6(value: int) -> str:
+    """Compressed lowercase form (RFC 5952, as inet_ntop prints it)."""
+    return _ntop(_AF_INET6, value.to_bytes(16, "big"))
+
+
+def int_to_ip(value: int, version: int) -> str:
+    return int_to_ipv4(value) if version == 4 else int_to_ipv6(value)
+
+
+def parse_ip(text: str) -> tuple[int, int] | None:
+    """(version, int) of a strict IPv4 or IPv6 literal."""
+    if ":" in text:
+        value = ipv6_to_int(text)
+        return None if value is None else (6, value)
+    value = ipv4_to_int(text)
+    return None if value is None else (4, value)
+
+
+def range_to_prefixes(
+    start: int, end: int, bits: int, min_prefixlen: int = 0
+) -> list[tuple[int, int]]:
+    """Fewest (network, prefixlen) covering [start, end]; no prefix shorter than min_prefixlen."""
+    out: list[tuple[int, int]] = []
+    max_size_bits = bits - min_prefixlen
+    while start <= end:
+        # Largest aligned block at start: lowest set bit (a zero start aligns to anything).
+        size_bits = (start & -start).bit_length() - 1 if start else bits
+        span_bits = (end - start + 1).bit_length() - 1
+        size_bits = min(size_bits, span_bits, max_size_bits)
+        out.append((start, bits - size_bits))
+        start += 1 << size_bits
+    return out
+
+
+def network_bounds(network: int, prefixlen: int, bits: int) -> tuple[int, int]:
+    return network, network | ((1 << (bits - prefixlen)) - 1)
+
+
+# --------------------------------------------------------------------------- names
+
+
+def normalise_fqdn(text: str, allow_wildcard: bool = True) -> str | None:
+    """Lowercase, IDNA-encoded name with optional leading `*.`; None if not a name."""
+    name = text.lower()
+    if name.endswith("."):
+        name = name[:-1]
+    prefix = ""
+    if name.startswith("*."):
+        if not allow_wildcard:
+            return None
+        prefix, name = "*.", name[2:]
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except (UnicodeError, ValueError):
+            return None
+        # The codec may still have accepted non-LDH characters; the regex decides.
+    if len(name) > 253 or not _FQDN_RE.fullmatch(name):
+        return None
+    return prefix + name
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def _url_host(host: str) -> tuple[str, Key, str] | None:
+    """(kind, key, printable host) of a URL host, or None."""
+    if host.startswith("["):
+        if not host.endswith("]"):
+            return None
+        value = ipv6_to_int(host[1:-1])
+        if value is None:
+            return None
+        return IPV6, value, f"[{int_to_ipv6(value)}]"
+    value4 = ipv4_to_int(host)
+    if value4 is not None:
+        return IPV4, value4, host
+    name = normalise_fqdn(host, allow_wildcard=False)
+    if name is None:
+        return None
+    return FQDN, name, name
+
+
+def normalise_url(text: str) -> str | None:
+    """`host[:port]/path?query` (scheme, userinfo, fragment and default port dropped)."""
+    parsed = split_url(text)
+    return None if parsed is None else parsed[0]
+
+
+def split_url(text: str) -> tuple[str, str, Key] | None:
+    """(normalised url, host kind, host key) or None when `text` is not a usable URL."""
+    if len(text) > MAX_TOKEN_CHARS or _BAD_URL_CHARS.search(text):
+        return None
+    scheme = "http"
+    rest = text
+    sep = text.find("://")
+    if sep != -1:
+        scheme = text[:sep].lower()
+        if scheme not in _URL_SCHEMES:
+            return None
+        rest = text[sep + 3 :]
+    cut = len(rest)
+    for ch in "/?#":
+        pos = rest.find(ch)
+        if pos != -1 and pos < cut:
+            cut = pos
+    authority, tail = rest[:cut], rest[cut:]
+    tail = tail.split("#", 1)[0]
+    if "@" in authority:
+        authority = authority.rpartition("@")[2]
+    port = ""
+    if authority.startswith("["):
+        close = authority.find("]")
+        if close == -1:
+            return None
+        host, after = authority[: close + 1], authority[close + 1 :]
+        if after:
+            if not after.startswith(":"):
+                return None
+            port = after[1:]
+    elif ":" in authority:
+        host, _, port = authority.partition(":")
+    else:
+        host = authority
+    if port:
+        if not _PORT_RE.fullmatch(port) or not 0 < int(port) < 65536:
+            return None
+        port = str(int(port))
+        if port == _DEFAULT_PORTS[scheme]:
+            port = ""
+    parsed_host = _url_host(host)
+    if parsed_host is None:
+        return None
+    kind, key, printable = parsed_host
+    if not tail or tail.startswith("?"):
+        tail = "/" + tail
+    value = printable + (f":{port}" if port else "") + tail
+    if len(value) > MAX_TOKEN_CHARS:
+        return None
+    return value, kind, key
+
+
+def url_host(value: str) -> tuple[str, Key] | None:
+    """(kind, key) of the host of an already-normalised URL value."""
+    parsed = split_url(value)
+    return None if parsed is None else (parsed[1], parsed[2])
+
+
+# --------------------------------------------------------------------------- classify
+
+
+def _ip_network(text: str) -> tuple[str, Key] | str:
+    """`addr/len` -> (kind, key) with host bits cleared, or an invalid reason."""
+    address, _, length = text.partition("/")
+    parsed = parse_ip(address)
+    if parsed is None:
+        return "bad_cidr"
+    if not length.isdigit() or not length.isascii() or len(length) > 3:
+        return "bad_cidr"
+    version, value = parsed
+    bits = BITS[version]
+    prefixlen = int(length)
+    if prefixlen > bits:
+        return "bad_cidr"
+    if prefixlen == bits:
+        return (IPV4, value) if version == 4 else (IPV6, value)
+    network = value & ~((1 << (bits - prefixlen)) - 1)
+    return (CIDR4 if version == 4 else CIDR6), (network, prefixlen)
+
+
+def _ip_range(left: str, right: str) -> Parts | str:
+    first, last = parse_ip(left.strip()), parse_ip(right.strip())
+    if first is None or last is None or first[0] != last[0]:
+        return "bad_range"
+    version = first[0]
+    if first[1] > last[1]:
+        return "bad_range"
+    bits = BITS[version]
+    parts: Parts = []
+    for network, prefixlen in range_to_prefixes(first[1], last[1], bits):
+        if prefixlen == bits:
+            parts.append((IPV4 if version == 4 else IPV6, network))
+        else:
+            parts.append((CIDR4 if version == 4 else CIDR6, (network, prefixlen)))
+    return parts
+
+
+def classify_parts(token: str) -> Parts | str:
+    """Classify one trimmed token into (kind, key) parts, or return the invalid reason.
+
+    The hot path (a plain dotted quad) is tried by callers before this function.
+    """
+    if not token:
+        return "empty"
+    if len(token) > MAX_TOKEN_CHARS:
+        return "too_long"
+    value4 = ipv4_to_int(token)
+    if value4 is not None:
+        return [(IPV4, value4)]
+    if "://" in token:
+        url = split_url(token)
+        return "bad_url" if url is None else [(URL, url[0])]
+    if "/" in token:
+        head, _, tail = token.partition("/")
+        if tail.isdigit() and parse_ip(head) is not None:
+            network = _ip_network(token)
+            return network if isinstance(network, str) else [network]
+        url = split_url(token)
+        return "bad_url" if url is None else [(URL, url[0])]
+    if token.startswith("["):
+        close = token.find("]")
+        rest = token[close + 1 :] if close != -1 else ""
+        if close == -1 or (rest and not (rest[0] == ":" and _PORT_RE.fullmatch(rest[1:]))):
+            return "bad_ipv6"
+        value6 = ipv6_to_int(token[1:close])
+        return "bad_ipv6" if value6 is None else [(IPV6, value6)]
+    if "-" in token and token.count("-") == 1:
+        left, _, right = token.partition("-")
+        if parse_ip(left.strip()) is not None:
+            return _ip_range(left, right)
+    colons = token.count(":")
+    if colons >= 2:
+        value6 = ipv6_to_int(token)
+        if value6 is None:
+            value6 = ipv6_to_int(token.lower())
+        return "bad_ipv6" if value6 is None else [(IPV6, value6)]
+    if colons == 1:
+        host, _, port = token.partition(":")
+        if not _PORT_RE.fullmatch(port) or not 0 < int(port) < 65536:
+            return "bad_port"
+        value4 = ipv4_to_int(host)
+        if value4 is not None:
+            return [(IPV4, value4)]
+        name = normalise_fqdn(host, allow_wildcard=False)
+        return "bad_domain" if name is None else [(FQDN, name)]
+    if token.replace(".", "").isdigit():
+        return "bad_ipv4"
+    name = normalise_fqdn(token)
+    if name is None:
+        return "bad_domain" if "." in token else "unrecognised"
+    return [(FQDN, name)]
+
+
+def key_to_text(kind: str, key: Key) -> str:
+    """Printable (published) form of an internal (kind, key)."""
+    if kind == IPV4:
+        assert isinstance(key, int)
+        return int_to_ipv4(key)
+    if kind == IPV6:
+        assert isinstance(key, int)
+        return int_to_ipv6(key)
+    if kind in (CIDR4, CIDR6):
+        assert isinstance(key, tuple)
+        network, prefixlen = key
+        return f"{int_to_ip(network, 4 if kind == CIDR4 else 6)}/{prefixlen}"
+    assert isinstance(key, str)
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class Indicator:
+    indicator_type: str  # ipv4 | ipv6 | cidr | fqdn | url
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    indicators: tuple[Indicator, ...]  # empty when invalid; a range may give several
+    reason: str | None = None
+
+    @property
+    def indicator_type(self) -> str | None:
+        return self.indicators[0].indicator_type if self.indicators else None
+
+    @property
+    def value(self) -> str | None:
+        return self.indicators[0].value if self.indicators else None
+
+
+def classify(token: str) -> Classified:
+    """Classify and normalise one token (see CONFIG.md)."""
+    parts = classify_parts(token.strip())
+    if isinstance(parts, str):
+        return Classified((), parts)
+    return Classified(tuple(Indicator(KIND_TYPE[k], key_to_text(k, key)) for k, key in parts))
