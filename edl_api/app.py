@@ -18,7 +18,7 @@ from edl_api.feeds import store as feed_store
 from edl_api.feeds.router import router as feeds_router
 from edl_api.health import router as health_router
 from edl_api.logging_setup import configure_logging
-from edl_api.middleware import BodySizeLimit
+from edl_api.middleware import AccessLog, BodySizeLimit
 from edl_api.pipelines.router import router as pipelines_router
 from edl_api.profiles.router import router as profiles_router
 from edl_api.runs import background
@@ -61,8 +61,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     feed_store.install(app)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog)
     for router in (
-        health_router, admin_router, profiles_router, pipelines_router, runs_router, feeds_router
+        health_router,
+        admin_router,
+        profiles_router,
+        pipelines_router,
+        runs_router,
+        feeds_router,
     ):
         app.include_router(router)
     return app

@@ -18,8 +18,12 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings()
     # Our own logging config (api.log with redaction) is set in the lifespan.
     uvicorn.run(
-        create_app(settings), host=args.host, port=args.port, log_config=None,
-        proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips,
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        proxy_headers=args.proxy_headers,
+        forwarded_allow_ips=args.forwarded_allow_ips,
     )
     return 0
 
@@ -59,8 +63,11 @@ async def _create_admin(settings: Settings, name: str, role: str, is_super: bool
         async with create_sessionmaker(engine)() as session:
             session.add(
                 AdminAccount(
-                    name=name, role=role, is_super_admin=is_super,
-                    key_id=new_key.key_id, key_hash=new_key.key_hash,
+                    name=name,
+                    role=role,
+                    is_super_admin=is_super,
+                    key_id=new_key.key_id,
+                    key_hash=new_key.key_hash,
                 )
             )
             await session.commit()
@@ -95,8 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="apply migrations and serve the API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--proxy-headers", action="store_true",
-                       help="trust X-Forwarded-* from --forwarded-allow-ips (behind nginx)")
+    serve.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="trust X-Forwarded-* from --forwarded-allow-ips (behind nginx)",
+    )
     serve.add_argument("--forwarded-allow-ips", default="127.0.0.1")
     serve.set_defaults(func=_serve)
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from edl_api.auth.principal import Principal
 from edl_api.errors import Unprocessable
@@ -32,13 +33,14 @@ class IdempotencyRequest:
     request_hash: str
 
 
-
-
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
 def make_request(
-    principal: Principal, action: str, header_key: str | None, body: BaseModel,
+    principal: Principal,
+    action: str,
+    header_key: str | None,
+    body: BaseModel,
     extra: dict[str, Any] | None = None,
 ) -> IdempotencyRequest | None:
     body_key = getattr(body, "idempotency_key", None)
@@ -59,7 +61,8 @@ async def replay(session: AsyncSession, request: IdempotencyRequest) -> dict[str
     record = (
         await session.execute(
             select(IdempotencyRecord).where(
-                IdempotencyRecord.scope == request.scope, IdempotencyRecord.key == request.key
+                col(IdempotencyRecord.scope) == request.scope,
+                col(IdempotencyRecord.key) == request.key,
             )
         )
     ).scalar_one_or_none()
@@ -76,7 +79,9 @@ async def remember(
     """Store the response; if a concurrent request won the race, undo ours and replay theirs."""
     session.add(
         IdempotencyRecord(
-            scope=request.scope, key=request.key, request_hash=request.request_hash,
+            scope=request.scope,
+            key=request.key,
+            request_hash=request.request_hash,
             response=response,
         )
     )
@@ -94,6 +99,6 @@ async def remember(
 async def prune(session: AsyncSession, older_than_hours: float) -> int:
     cutoff = utcnow() - timedelta(hours=older_than_hours)
     result = await session.execute(
-        delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)
+        delete(IdempotencyRecord).where(col(IdempotencyRecord.created_at) < cutoff)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -11,7 +11,8 @@ from edl_api.settings import Settings
 
 _KEY_RE = re.compile(r"edl[apf]_[0-9A-Za-z]{8,}")
 _AUTH_RE = re.compile(
-    r"(?i)(authorization|x-api-key|password|token)([\"']?\s*[:=]\s*[\"']?)([^\s\"',;]+)"
+    r"(?i)(authorization|x-api-key|password|token)([\"']?\s*[:=]\s*[\"']?)"
+    r"((?:bearer|basic)\s+)?([^\s\"',;]+)"
 )
 
 
@@ -26,7 +27,7 @@ class RedactingFilter(logging.Filter):
         for secret in self._secrets:
             text = text.replace(secret, "***")
         text = _KEY_RE.sub(lambda m: m.group(0)[:5] + "***", text)
-        return _AUTH_RE.sub(lambda m: m.group(1) + m.group(2) + "***", text)
+        return _AUTH_RE.sub(lambda m: m.group(1) + m.group(2) + (m.group(3) or "") + "***", text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -35,9 +36,7 @@ class RedactingFilter(logging.Filter):
             record.msg, record.args = redacted, None
         if record.exc_info and record.exc_info[1] is not None:
             # Format the traceback now, redacted, so no handler prints the raw text.
-            record.exc_text = self.redact(
-                logging.Formatter().formatException(record.exc_info)
-            )
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         return True
 

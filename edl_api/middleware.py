@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -49,13 +51,53 @@ class BodySizeLimit:
         body = json.dumps(
             {"error": "payload_too_large", "detail": f"request body over {self.max_bytes} bytes"}
         ).encode()
-        await send({
-            "type": "http.response.start", "status": 413,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode())],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
 class _TooLarge(Exception):
     pass
+
+
+class AccessLog:
+    """One line per request: method, path, status, milliseconds. Never headers or bodies;
+    the redacting log filter scrubs any key a client put in the URL."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.logger = logging.getLogger("edl_api.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            query = scope.get("query_string", b"").decode("latin-1")
+            path = scope.get("path", "") + (f"?{query}" if query else "")
+            self.logger.info(
+                "%s %s %s %.1fms",
+                scope.get("method"),
+                path,
+                status,
+                (time.perf_counter() - started) * 1000,
+            )

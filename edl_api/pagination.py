@@ -39,8 +39,13 @@ def page_params(
     page_max: int = request.app.state.settings.page_max
     if limit > page_max:
         raise PageTooLarge(
-            [{"loc": ["query", "limit"], "msg": f"limit must be <= {page_max}",
-              "type": "too_large"}]
+            [
+                {
+                    "loc": ["query", "limit"],
+                    "msg": f"limit must be <= {page_max}",
+                    "type": "too_large",
+                }
+            ]
         )
     return PageParams(limit=limit, offset=offset)
 

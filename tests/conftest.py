@@ -35,8 +35,12 @@ async def _pg_admin(sql: str) -> None:
 
     url = make_url(PG_URL)
     conn = await asyncpg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-        database=url.database, timeout=5,
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+        timeout=5,
     )
     try:
         await conn.execute(sql)
@@ -109,3 +113,11 @@ async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as http:
         yield http
+
+
+@pytest.fixture
+async def world(client: httpx.AsyncClient) -> object:
+    """Two tenants, each with an operator, a reader, a profile key, a config and a pipeline."""
+    from tests.factories import build_world
+
+    return await build_world(client)

@@ -21,11 +21,16 @@ router = APIRouter(tags=["admin"])
 
 
 @router.post(
-    "/admin/accounts", status_code=201, response_model=AdminAccountCreated,
+    "/admin/accounts",
+    status_code=201,
+    response_model=AdminAccountCreated,
     summary="Create an admin account (super-admin); the key is shown only here",
 )
 async def create_account(
-    body: AdminAccountCreate, principal: SuperAdmin, session: SessionDep, settings: SettingsDep,
+    body: AdminAccountCreate,
+    principal: SuperAdmin,
+    session: SessionDep,
+    settings: SettingsDep,
     idempotency_key: IdempotencyHeader = None,
 ) -> AdminAccountCreated:
     idem = idempotency.make_request(principal, "admin.create", idempotency_key, body)
@@ -42,7 +47,8 @@ async def list_accounts(
 
 
 @router.delete(
-    "/admin/accounts/{account_id}", response_model=AdminAccountPublic,
+    "/admin/accounts/{account_id}",
+    response_model=AdminAccountPublic,
     summary="Revoke an admin account; its key stops working at once",
 )
 async def revoke_account(
@@ -52,7 +58,8 @@ async def revoke_account(
 
 
 @router.post(
-    "/admin/accounts/{account_id}/profiles/{profile_id}", response_model=AdminProfileLinkPublic,
+    "/admin/accounts/{account_id}/profiles/{profile_id}",
+    response_model=AdminProfileLinkPublic,
     summary="Link an admin account to a profile",
 )
 async def link_profile(
@@ -62,7 +69,8 @@ async def link_profile(
 
 
 @router.delete(
-    "/admin/accounts/{account_id}/profiles/{profile_id}", response_model=AdminProfileLinkPublic,
+    "/admin/accounts/{account_id}/profiles/{profile_id}",
+    response_model=AdminProfileLinkPublic,
     summary="Unlink an admin account from a profile",
 )
 async def unlink_profile(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from edl_api import idempotency
 from edl_api.auth import keys
@@ -21,15 +22,20 @@ from edl_api.pagination import Page, PageParams, paginate
 
 
 async def create_account(
-    session: AsyncSession, body: AdminAccountCreate, idem: idempotency.IdempotencyRequest | None,
+    session: AsyncSession,
+    body: AdminAccountCreate,
+    idem: idempotency.IdempotencyRequest | None,
     rounds: int,
 ) -> AdminAccountCreated:
     if idem is not None and (stored := await idempotency.replay(session, idem)) is not None:
         return AdminAccountCreated.model_validate(stored)
     new_key = keys.generate_key(keys.ADMIN_PREFIX, rounds)
     account = AdminAccount(
-        name=body.name, role=body.role, is_super_admin=body.is_super_admin,
-        key_id=new_key.key_id, key_hash=new_key.key_hash,
+        name=body.name,
+        role=body.role,
+        is_super_admin=body.is_super_admin,
+        key_id=new_key.key_id,
+        key_hash=new_key.key_hash,
     )
     session.add(account)
     await session.flush()
@@ -48,11 +54,13 @@ async def create_account(
 
 async def list_accounts(session: AsyncSession, page: PageParams) -> Page[AdminAccountPublic]:
     rows, total = await paginate(
-        session, select(AdminAccount).order_by(AdminAccount.id.desc()), page  # type: ignore[union-attr]
+        session, select(AdminAccount).order_by(col(AdminAccount.id).desc()), page
     )
     return Page(
         items=[AdminAccountPublic.model_validate(a) for a in rows],
-        total=total, limit=page.limit, offset=page.offset,
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
     )
 
 
@@ -75,7 +83,10 @@ async def revoke_account(
 
 
 async def set_link(
-    session: AsyncSession, account_id: int, profile_id: int, linked: bool,
+    session: AsyncSession,
+    account_id: int,
+    profile_id: int,
+    linked: bool,
     cache: keys.VerifiedKeyCache[Principal],
 ) -> AdminProfileLinkPublic:
     account = await _get_account(session, account_id)
@@ -89,7 +100,8 @@ async def set_link(
     elif not linked and existing is not None:
         await session.execute(
             delete(AdminProfileLink).where(
-                AdminProfileLink.admin_id == account_id, AdminProfileLink.profile_id == profile_id
+                col(AdminProfileLink.admin_id) == account_id,
+                col(AdminProfileLink.profile_id) == profile_id,
             )
         )
     await session.flush()
@@ -100,7 +112,9 @@ async def set_link(
 
 def describe(principal: Principal) -> Me:
     return Me(
-        kind=principal.kind, id=principal.id, role=principal.role,
+        kind=principal.kind,
+        id=principal.id,
+        role=principal.role,
         is_super_admin=principal.is_super_admin,
         profile_ids=None if principal.profile_ids is None else sorted(principal.profile_ids),
     )

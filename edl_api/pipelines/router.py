@@ -21,11 +21,15 @@ router = APIRouter(tags=["pipelines"])
 
 
 @router.post(
-    "/pipelines", status_code=201, response_model=PipelinePublic,
+    "/pipelines",
+    status_code=201,
+    response_model=PipelinePublic,
     summary="Create a pipeline bound to a profile config",
 )
 async def create_pipeline(
-    body: PipelineCreate, principal: Writer, session: SessionDep,
+    body: PipelineCreate,
+    principal: Writer,
+    session: SessionDep,
     idempotency_key: IdempotencyHeader = None,
 ) -> PipelinePublic:
     idem = idempotency.make_request(principal, "pipelines.create", idempotency_key, body)
@@ -34,32 +38,49 @@ async def create_pipeline(
 
 @router.get("/pipelines", response_model=Page[PipelinePublic], summary="List pipelines in scope")
 async def list_pipelines(
-    principal: Caller, session: SessionDep, page: PageDep,
+    principal: Caller,
+    session: SessionDep,
+    page: PageDep,
     profile_id: Annotated[int | None, Query()] = None,
     profile_config_id: Annotated[int | None, Query()] = None,
     active_only: Annotated[bool, Query(description="active, not deleted")] = False,
     include_deleted: Annotated[bool, Query()] = False,
 ) -> Page[PipelinePublic]:
     return await service.list_pipelines(
-        session, principal, page, profile_id=profile_id, profile_config_id=profile_config_id,
-        active_only=active_only, include_deleted=include_deleted,
+        session,
+        principal,
+        page,
+        profile_id=profile_id,
+        profile_config_id=profile_config_id,
+        active_only=active_only,
+        include_deleted=include_deleted,
     )
 
 
 @router.get(
-    "/profiles/{profile_id}/pipelines", response_model=Page[PipelinePublic],
-    summary="List a profile's pipelines", tags=["profiles"],
+    "/profiles/{profile_id}/pipelines",
+    response_model=Page[PipelinePublic],
+    summary="List a profile's pipelines",
+    tags=["profiles"],
 )
 async def list_profile_pipelines(
-    profile_id: int, principal: Caller, session: SessionDep, page: PageDep,
+    profile_id: int,
+    principal: Caller,
+    session: SessionDep,
+    page: PageDep,
     profile_config_id: Annotated[int | None, Query()] = None,
     active_only: Annotated[bool, Query()] = False,
     include_deleted: Annotated[bool, Query()] = False,
 ) -> Page[PipelinePublic]:
     principal.require_profile(profile_id)
     return await service.list_pipelines(
-        session, principal, page, profile_id=profile_id, profile_config_id=profile_config_id,
-        active_only=active_only, include_deleted=include_deleted,
+        session,
+        principal,
+        page,
+        profile_id=profile_id,
+        profile_config_id=profile_config_id,
+        active_only=active_only,
+        include_deleted=include_deleted,
     )
 
 
@@ -71,7 +92,8 @@ async def get_pipeline(pipeline_id: int, principal: Caller, session: SessionDep)
 
 
 @router.patch(
-    "/pipelines/{pipeline_id}", response_model=PipelinePublic,
+    "/pipelines/{pipeline_id}",
+    response_model=PipelinePublic,
     summary="Rename, (de)activate or change a pipeline's concurrency limit",
 )
 async def patch_pipeline(
@@ -81,7 +103,8 @@ async def patch_pipeline(
 
 
 @router.patch(
-    "/pipelines/{pipeline_id}/config", response_model=PipelinePublic,
+    "/pipelines/{pipeline_id}/config",
+    response_model=PipelinePublic,
     summary="Point a pipeline at another config of the same profile",
 )
 async def rebind_config(
@@ -91,7 +114,8 @@ async def rebind_config(
 
 
 @router.delete(
-    "/pipelines/{pipeline_id}", response_model=PipelinePublic,
+    "/pipelines/{pipeline_id}",
+    response_model=PipelinePublic,
     summary="Soft-delete a pipeline; its feeds stop being served",
 )
 async def delete_pipeline(

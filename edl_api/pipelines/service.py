@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from edl_api import idempotency
 from edl_api.auth.principal import Principal
@@ -22,7 +23,9 @@ from edl_api.profiles.service import get_config_in_scope
 
 
 async def create_pipeline(
-    session: AsyncSession, principal: Principal, body: PipelineCreate,
+    session: AsyncSession,
+    principal: Principal,
+    body: PipelineCreate,
     idem: idempotency.IdempotencyRequest | None,
 ) -> PipelinePublic:
     config = await get_config_in_scope(session, principal, body.profile_config_id)
@@ -30,8 +33,11 @@ async def create_pipeline(
     if idem is not None and (stored := await idempotency.replay(session, idem)) is not None:
         return PipelinePublic.model_validate(stored)
     pipeline = Pipeline(
-        profile_id=config.profile_id, profile_config_id=body.profile_config_id, name=body.name,
-        concurrency_limit=body.concurrency_limit, is_active=body.is_active,
+        profile_id=config.profile_id,
+        profile_config_id=body.profile_config_id,
+        name=body.name,
+        concurrency_limit=body.concurrency_limit,
+        is_active=body.is_active,
     )
     session.add(pipeline)
     await session.flush()
@@ -56,31 +62,38 @@ async def get_pipeline(
 def _scope(principal: Principal) -> Any:
     if principal.profile_ids is None:
         return True
-    return Pipeline.profile_id.in_(principal.profile_ids)  # type: ignore[attr-defined]
+    return col(Pipeline.profile_id).in_(principal.profile_ids)
 
 
 async def list_pipelines(
-    session: AsyncSession, principal: Principal, page: PageParams, *,
-    profile_id: int | None = None, profile_config_id: int | None = None,
-    active_only: bool = False, include_deleted: bool = False,
+    session: AsyncSession,
+    principal: Principal,
+    page: PageParams,
+    *,
+    profile_id: int | None = None,
+    profile_config_id: int | None = None,
+    active_only: bool = False,
+    include_deleted: bool = False,
 ) -> Page[PipelinePublic]:
     filters: list[Any] = [_scope(principal)]
     if profile_id is not None:
-        filters.append(Pipeline.profile_id == profile_id)
+        filters.append(col(Pipeline.profile_id) == profile_id)
     if profile_config_id is not None:
-        filters.append(Pipeline.profile_config_id == profile_config_id)
+        filters.append(col(Pipeline.profile_config_id) == profile_config_id)
     if active_only:
-        filters.append(Pipeline.is_active.is_(True))  # type: ignore[attr-defined]
+        filters.append(col(Pipeline.is_active).is_(True))
     if active_only or not include_deleted:
-        filters.append(Pipeline.deleted_at.is_(None))  # type: ignore[union-attr]
+        filters.append(col(Pipeline.deleted_at).is_(None))
     rows, total = await paginate(
         session,
-        select(Pipeline).where(*filters).order_by(Pipeline.id.desc()),  # type: ignore[union-attr]
+        select(Pipeline).where(*filters).order_by(col(Pipeline.id).desc()),
         page,
     )
     return Page(
         items=[PipelinePublic.model_validate(p) for p in rows],
-        total=total, limit=page.limit, offset=page.offset,
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
     )
 
 
@@ -96,9 +109,7 @@ async def rebind_config(
     _refuse_deleted(pipeline)
     config = await get_config_in_scope(session, principal, body.profile_config_id)
     if config.profile_id != pipeline.profile_id:
-        raise Unprocessable(
-            "the config belongs to another profile", code="config_profile_mismatch"
-        )
+        raise Unprocessable("the config belongs to another profile", code="config_profile_mismatch")
     pipeline.profile_config_id = body.profile_config_id
     await session.flush()
     return PipelinePublic.model_validate(pipeline)

@@ -27,11 +27,16 @@ router = APIRouter(tags=["profiles"])
 
 
 @router.post(
-    "/profiles", status_code=201, response_model=ProfileBootstrapResponse,
+    "/profiles",
+    status_code=201,
+    response_model=ProfileBootstrapResponse,
     summary="Create a profile (tenant); returns its API key once",
 )
 async def create_profile(
-    body: ProfileCreate, principal: ProfileCreator, session: SessionDep, cache: KeyCacheDep,
+    body: ProfileCreate,
+    principal: ProfileCreator,
+    session: SessionDep,
+    cache: KeyCacheDep,
     settings: SettingsDep,
     owner_admin_id: Annotated[int | None, Query(description="admin account to link")] = None,
     idempotency_key: IdempotencyHeader = None,
@@ -59,11 +64,17 @@ async def get_profile(profile_id: int, principal: Caller, session: SessionDep) -
 
 
 @router.post(
-    "/profiles/{profile_id}/configs", status_code=201, response_model=ConfigPublic,
-    summary="Create a pipeline config (validated YAML)", tags=["configs"],
+    "/profiles/{profile_id}/configs",
+    status_code=201,
+    response_model=ConfigPublic,
+    summary="Create a pipeline config (validated YAML)",
+    tags=["configs"],
 )
 async def create_config(
-    profile_id: int, body: ConfigCreate, principal: Writer, session: SessionDep,
+    profile_id: int,
+    body: ConfigCreate,
+    principal: Writer,
+    session: SessionDep,
     idempotency_key: IdempotencyHeader = None,
 ) -> ConfigPublic:
     idem = idempotency.make_request(
@@ -73,8 +84,10 @@ async def create_config(
 
 
 @router.get(
-    "/profiles/{profile_id}/configs", response_model=Page[ConfigWithUsage],
-    summary="List a profile's configs with usage metrics", tags=["configs"],
+    "/profiles/{profile_id}/configs",
+    response_model=Page[ConfigWithUsage],
+    summary="List a profile's configs with usage metrics",
+    tags=["configs"],
 )
 async def list_configs(
     profile_id: int, principal: Caller, session: SessionDep, page: PageDep
@@ -83,8 +96,10 @@ async def list_configs(
 
 
 @router.get(
-    "/profiles/{profile_id}/configs/{config_id}", response_model=ConfigPublic,
-    summary="Get a config", tags=["configs"],
+    "/profiles/{profile_id}/configs/{config_id}",
+    response_model=ConfigPublic,
+    summary="Get a config",
+    tags=["configs"],
 )
 async def get_config(
     profile_id: int, config_id: int, principal: Caller, session: SessionDep
@@ -95,8 +110,10 @@ async def get_config(
 
 
 @router.patch(
-    "/profiles/{profile_id}/configs/{config_id}", response_model=ConfigPublic,
-    summary="Change a config; each section given replaces that section", tags=["configs"],
+    "/profiles/{profile_id}/configs/{config_id}",
+    response_model=ConfigPublic,
+    summary="Change a config; each section given replaces that section",
+    tags=["configs"],
 )
 async def patch_config(
     profile_id: int, config_id: int, body: ConfigPatch, principal: Writer, session: SessionDep
@@ -106,7 +123,8 @@ async def patch_config(
 
 @router.get(
     "/profiles/{profile_id}/configs/{config_id}/versions",
-    response_model=Page[ConfigVersionPublic], summary="Every version of a config",
+    response_model=Page[ConfigVersionPublic],
+    summary="Every version of a config",
     tags=["configs"],
 )
 async def list_versions(
@@ -117,7 +135,9 @@ async def list_versions(
 
 @router.get(
     "/profiles/{profile_id}/configs/{config_id}/versions/{version}",
-    response_model=ConfigVersionPublic, summary="One version of a config", tags=["configs"],
+    response_model=ConfigVersionPublic,
+    summary="One version of a config",
+    tags=["configs"],
 )
 async def get_version(
     profile_id: int, config_id: int, version: int, principal: Caller, session: SessionDep

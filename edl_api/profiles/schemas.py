@@ -1,15 +1,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from edl_api.schemas import RequestModel, ResponseModel
 
-_REFRESH = {
-    "gt": 0, "le": 525_600, "description": "minutes between scheduled runs (decimals allowed)"
-}
+RefreshMinutes = Annotated[
+    float | None,
+    Field(gt=0, le=525_600, description="minutes between scheduled runs (decimals allowed)"),
+]
 
 
 class ProfileCreate(RequestModel):
@@ -42,7 +43,7 @@ class ProfileSummary(ProfilePublic):
 class ConfigCreate(RequestModel):
     name: str = Field(min_length=1, max_length=200)
     yaml: str = Field(min_length=1, description="the pipeline config (YAML, see docs/config.md)")
-    refresh_interval_minutes: float | None = Field(default=None, **_REFRESH)  # type: ignore[arg-type]
+    refresh_interval_minutes: RefreshMinutes = None
     idempotency_key: str | None = Field(default=None, max_length=200)
 
 
@@ -55,7 +56,7 @@ class ConfigPatch(RequestModel):
     augment: dict[str, Any] | None = None
     rules: dict[str, Any] | None = None
     pipeline: dict[str, Any] | None = None
-    refresh_interval_minutes: float | None = Field(default=None, **_REFRESH)  # type: ignore[arg-type]
+    refresh_interval_minutes: RefreshMinutes = None
 
 
 class ConfigPublic(ResponseModel):

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from edl_api import idempotency
 from edl_api.auth import keys
@@ -54,8 +55,12 @@ def validate_yaml(text: str) -> engine_config.PipelineConfig:
 
 
 async def create_profile(
-    session: AsyncSession, principal: Principal, body: ProfileCreate, owner_admin_id: int | None,
-    idem: idempotency.IdempotencyRequest | None, cache: keys.VerifiedKeyCache[Principal],
+    session: AsyncSession,
+    principal: Principal,
+    body: ProfileCreate,
+    owner_admin_id: int | None,
+    idem: idempotency.IdempotencyRequest | None,
+    cache: keys.VerifiedKeyCache[Principal],
     rounds: int,
 ) -> ProfileBootstrapResponse:
     if idem is not None and (stored := await idempotency.replay(session, idem)) is not None:
@@ -67,14 +72,17 @@ async def create_profile(
                 raise Forbidden("only a super-admin may create a profile for another admin")
         account = await session.get(AdminAccount, owner_admin_id)
         if account is None or account.revoked_at is not None:
-            raise Unprocessable("owner_admin_id is not an active admin account",
-                                code="unknown_owner_admin")
+            raise Unprocessable(
+                "owner_admin_id is not an active admin account", code="unknown_owner_admin"
+            )
         owner = owner_admin_id
     elif principal.kind == "admin" and not principal.is_super_admin:
         owner = principal.id  # an operator's new profile is linked to it at once
     new_key = keys.generate_key(keys.PROFILE_PREFIX, rounds)
     profile = Profile(
-        name=body.name, description=body.description, key_id=new_key.key_id,
+        name=body.name,
+        description=body.description,
+        key_id=new_key.key_id,
         key_hash=new_key.key_hash,
         created_by_admin_id=principal.id if principal.kind == "admin" else None,
     )
@@ -100,7 +108,7 @@ async def create_profile(
 def _profile_scope_filter(principal: Principal) -> Any:
     if principal.profile_ids is None:
         return True
-    return Profile.id.in_(principal.profile_ids)  # type: ignore[union-attr]
+    return col(Profile.id).in_(principal.profile_ids)
 
 
 async def list_profiles(
@@ -108,40 +116,53 @@ async def list_profiles(
 ) -> Page[ProfileSummary]:
     where = _profile_scope_filter(principal)
     profiles, total = await paginate(
-        session, select(Profile).where(where).order_by(Profile.id.desc()), page  # type: ignore[union-attr]
+        session, select(Profile).where(where).order_by(col(Profile.id).desc()), page
     )
     ids = [p.id for p in profiles]
-    live = Pipeline.deleted_at.is_(None)  # type: ignore[union-attr]
+    live = col(Pipeline.deleted_at).is_(None)
     pipelines = dict(
-        (await session.execute(
-            select(Pipeline.profile_id, func.count()).where(Pipeline.profile_id.in_(ids), live)  # type: ignore[attr-defined]
-            .group_by(Pipeline.profile_id)
-        )).tuples().all()
+        (
+            await session.execute(
+                select(col(Pipeline.profile_id), func.count())
+                .where(col(Pipeline.profile_id).in_(ids), live)
+                .group_by(col(Pipeline.profile_id))
+            )
+        ).all()
     )
     active = dict(
-        (await session.execute(
-            select(Pipeline.profile_id, func.count())
-            .where(Pipeline.profile_id.in_(ids), live, Pipeline.is_active.is_(True))  # type: ignore[attr-defined]
-            .group_by(Pipeline.profile_id)
-        )).tuples().all()
+        (
+            await session.execute(
+                select(col(Pipeline.profile_id), func.count())
+                .where(col(Pipeline.profile_id).in_(ids), live, col(Pipeline.is_active).is_(True))
+                .group_by(col(Pipeline.profile_id))
+            )
+        ).all()
     )
     configs = dict(
-        (await session.execute(
-            select(ProfileConfig.profile_id, func.count())
-            .where(ProfileConfig.profile_id.in_(ids)).group_by(ProfileConfig.profile_id)  # type: ignore[attr-defined]
-        )).tuples().all()
+        (
+            await session.execute(
+                select(col(ProfileConfig.profile_id), func.count())
+                .where(col(ProfileConfig.profile_id).in_(ids))
+                .group_by(col(ProfileConfig.profile_id))
+            )
+        ).all()
     )
     last_runs = dict(
-        (await session.execute(
-            select(PipelineRun.profile_id, func.max(PipelineRun.created_at))
-            .where(PipelineRun.profile_id.in_(ids)).group_by(PipelineRun.profile_id)  # type: ignore[attr-defined]
-        )).tuples().all()
+        (
+            await session.execute(
+                select(col(PipelineRun.profile_id), func.max(col(PipelineRun.created_at)))
+                .where(col(PipelineRun.profile_id).in_(ids))
+                .group_by(col(PipelineRun.profile_id))
+            )
+        ).all()
     )
     items = [
         ProfileSummary(
             **ProfilePublic.model_validate(p).model_dump(),
-            pipelines=pipelines.get(p.id, 0), active_pipelines=active.get(p.id, 0),
-            configs=configs.get(p.id, 0), last_run_at=last_runs.get(p.id),
+            pipelines=pipelines.get(p.id, 0),
+            active_pipelines=active.get(p.id, 0),
+            configs=configs.get(p.id, 0),
+            last_run_at=last_runs.get(p.id),
         )
         for p in profiles
     ]
@@ -162,13 +183,20 @@ async def get_profile(session: AsyncSession, principal: Principal, profile_id: i
 def _version_row(config: ProfileConfig) -> ProfileConfigVersion:
     assert config.id is not None
     return ProfileConfigVersion(
-        config_id=config.id, version=config.version, name=config.name, yaml=config.yaml,
-        refresh_interval_minutes=config.refresh_interval_minutes, created_at=config.updated_at,
+        config_id=config.id,
+        version=config.version,
+        name=config.name,
+        yaml=config.yaml,
+        refresh_interval_minutes=config.refresh_interval_minutes,
+        created_at=config.updated_at,
     )
 
 
 async def create_config(
-    session: AsyncSession, principal: Principal, profile_id: int, body: ConfigCreate,
+    session: AsyncSession,
+    principal: Principal,
+    profile_id: int,
+    body: ConfigCreate,
     idem: idempotency.IdempotencyRequest | None,
 ) -> ConfigPublic:
     await get_profile(session, principal, profile_id)
@@ -177,7 +205,9 @@ async def create_config(
         return ConfigPublic.model_validate(stored)
     validate_yaml(body.yaml)
     config = ProfileConfig(
-        profile_id=profile_id, name=body.name, yaml=body.yaml,
+        profile_id=profile_id,
+        name=body.name,
+        yaml=body.yaml,
         refresh_interval_minutes=body.refresh_interval_minutes,
     )
     session.add(config)
@@ -213,7 +243,10 @@ async def get_config_in_scope(
 
 
 async def patch_config(
-    session: AsyncSession, principal: Principal, profile_id: int, config_id: int,
+    session: AsyncSession,
+    principal: Principal,
+    profile_id: int,
+    config_id: int,
     body: ConfigPatch,
 ) -> ConfigPublic:
     config = await get_config(session, principal, profile_id, config_id)
@@ -256,38 +289,36 @@ async def config_usage(session: AsyncSession, config_ids: list[int]) -> dict[int
     usage = {cid: ConfigUsage() for cid in config_ids}
     if not config_ids:
         return usage
-    live = Pipeline.deleted_at.is_(None)  # type: ignore[union-attr]
-    in_ids = Pipeline.profile_config_id.in_(config_ids)  # type: ignore[attr-defined]
-    for cid, total, active in (
-        await session.execute(
-            select(
-                Pipeline.profile_config_id, func.count(),
-                func.sum(case((Pipeline.is_active.is_(True), 1), else_=0)),  # type: ignore[attr-defined]
-            ).where(in_ids, live).group_by(Pipeline.profile_config_id)
+    live = col(Pipeline.deleted_at).is_(None)
+    in_ids = col(Pipeline.profile_config_id).in_(config_ids)
+    for cid, total, active in await session.execute(
+        select(
+            col(Pipeline.profile_config_id),
+            func.count(),
+            func.sum(case((col(Pipeline.is_active).is_(True), 1), else_=0)),
         )
-    ).tuples():
+        .where(in_ids, live)
+        .group_by(col(Pipeline.profile_config_id))
+    ):
         usage[cid].pipelines = total
         usage[cid].active_pipelines = int(active or 0)
-    run_in = PipelineRun.profile_config_id.in_(config_ids)  # type: ignore[attr-defined]
-    for cid, runs, last_id in (
-        await session.execute(
-            select(PipelineRun.profile_config_id, func.count(), func.max(PipelineRun.id))
-            .where(run_in).group_by(PipelineRun.profile_config_id)
-        )
-    ).tuples():
+    run_in = col(PipelineRun.profile_config_id).in_(config_ids)
+    for cid, runs, last_id in await session.execute(
+        select(col(PipelineRun.profile_config_id), func.count(), func.max(col(PipelineRun.id)))
+        .where(run_in)
+        .group_by(col(PipelineRun.profile_config_id))
+    ):
         usage[cid].runs = runs
         last = await session.get(PipelineRun, last_id)
         if last is not None:
             usage[cid].last_run_at = last.finished_at or last.started_at or last.created_at
             usage[cid].last_run_state = last.state
-    for cid, count in (
-        await session.execute(
-            select(Pipeline.profile_config_id, func.count(Indicator.id))  # type: ignore[arg-type]
-            .join(Indicator, Indicator.pipeline_id == Pipeline.id)
-            .where(in_ids, live, Pipeline.is_active.is_(True))  # type: ignore[attr-defined]
-            .group_by(Pipeline.profile_config_id)
-        )
-    ).tuples():
+    for cid, count in await session.execute(
+        select(col(Pipeline.profile_config_id), func.count(col(Indicator.id)))
+        .join(Indicator, col(Indicator.pipeline_id) == col(Pipeline.id))
+        .where(in_ids, live, col(Pipeline.is_active).is_(True))
+        .group_by(col(Pipeline.profile_config_id))
+    ):
         usage[cid].indicators = count
     return usage
 
@@ -296,15 +327,15 @@ async def list_configs(
     session: AsyncSession, principal: Principal, profile_id: int, page: PageParams
 ) -> Page[ConfigWithUsage]:
     await get_profile(session, principal, profile_id)
-    where = ProfileConfig.profile_id == profile_id
+    where = col(ProfileConfig.profile_id) == profile_id
     configs, total = await paginate(
         session,
-        select(ProfileConfig).where(where).order_by(ProfileConfig.id.desc()),  # type: ignore[union-attr]
+        select(ProfileConfig).where(where).order_by(col(ProfileConfig.id).desc()),
         page,
     )
     usage = await config_usage(session, [c.id for c in configs if c.id is not None])
     items = [
-        ConfigWithUsage(**ConfigPublic.model_validate(c).model_dump(), usage=usage[c.id])  # type: ignore[index]
+        ConfigWithUsage(**ConfigPublic.model_validate(c).model_dump(), usage=usage[c.id])
         for c in configs
     ]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
@@ -314,16 +345,19 @@ async def list_versions(
     session: AsyncSession, principal: Principal, profile_id: int, config_id: int, page: PageParams
 ) -> Page[ConfigVersionPublic]:
     await get_config(session, principal, profile_id, config_id)
-    where = ProfileConfigVersion.config_id == config_id
+    where = col(ProfileConfigVersion.config_id) == config_id
     rows, total = await paginate(
         session,
-        select(ProfileConfigVersion).where(where)
-        .order_by(ProfileConfigVersion.version.desc()),  # type: ignore[attr-defined]
+        select(ProfileConfigVersion)
+        .where(where)
+        .order_by(col(ProfileConfigVersion.version).desc()),
         page,
     )
     return Page(
         items=[ConfigVersionPublic.model_validate(v) for v in rows],
-        total=total, limit=page.limit, offset=page.offset,
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
     )
 
 
@@ -334,8 +368,8 @@ async def get_version(
     row = (
         await session.execute(
             select(ProfileConfigVersion).where(
-                ProfileConfigVersion.config_id == config_id,
-                ProfileConfigVersion.version == version,
+                col(ProfileConfigVersion.config_id) == config_id,
+                col(ProfileConfigVersion.version) == version,
             )
         )
     ).scalar_one_or_none()
