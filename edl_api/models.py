@@ -162,6 +162,9 @@ class PipelineRun(SQLModel, table=True):
     cancel_requested: bool = False
     worker: str | None = Field(default=None, max_length=200)
     pid: int | None = None
+    # Refreshed by the owning dispatcher while the run is running; a stale heartbeat
+    # means the owner died and the run is interrupted (recovery on any process).
+    heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Artifact(SQLModel, table=True):

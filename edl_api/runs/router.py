@@ -1,5 +1,125 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from edl_api import idempotency
+from edl_api.auth.deps import Caller, Writer
+from edl_api.db import SessionDep
+from edl_api.idempotency import IdempotencyHeader
+from edl_api.pagination import Page, PageDep
+from edl_api.runs import logs, service
+from edl_api.runs.schemas import (
+    FINISHED_STATES,
+    JobList,
+    RunCancelled,
+    RunCreate,
+    RunCreated,
+    RunDetail,
+    RunState,
+    RunSummary,
+)
+from edl_api.settings import Settings
 
 router = APIRouter(tags=["runs"])
+
+TAIL_MAX = 100_000
+
+
+def _wake_dispatcher(request: Request) -> None:
+    dispatcher = getattr(request.app.state, "dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.wake()
+
+
+@router.post(
+    "/runs", status_code=202, response_model=RunCreated,
+    summary="Queue a run of a pipeline (idempotent with Idempotency-Key)",
+)
+async def create_run(
+    body: RunCreate, principal: Writer, session: SessionDep, request: Request,
+    background: BackgroundTasks, idempotency_key: IdempotencyHeader = None,
+) -> RunCreated:
+    idem = idempotency.make_request(principal, "runs.create", idempotency_key, body)
+    created = await service.create_run(session, principal, body, idem)
+    # Runs after the response, i.e. after the commit: the dispatcher sees the row.
+    background.add_task(_wake_dispatcher, request)
+    return created
+
+
+@router.post(
+    "/runs/{run_id}/cancel", status_code=202, response_model=RunCancelled,
+    summary="Cancel a queued run at once, or stop a running one within seconds",
+)
+async def cancel_run(
+    run_id: int, principal: Writer, session: SessionDep, request: Request,
+    background: BackgroundTasks,
+) -> RunCancelled:
+    cancelled = await service.cancel_run(session, principal, run_id)
+    background.add_task(_wake_dispatcher, request)
+    return cancelled
+
+
+@router.get("/runs", response_model=Page[RunSummary], summary="List runs in scope, newest first")
+async def list_runs(
+    principal: Caller, session: SessionDep, page: PageDep,
+    state: Annotated[RunState | None, Query()] = None,
+    profile_id: Annotated[int | None, Query()] = None,
+    pipeline_id: Annotated[int | None, Query()] = None,
+    trigger: Annotated[str | None, Query(pattern="^(api|schedule)$")] = None,
+) -> Page[RunSummary]:
+    return await service.list_runs(
+        session, principal, page, state=state, profile_id=profile_id,
+        pipeline_id=pipeline_id, trigger=trigger,
+    )
+
+
+@router.get("/runs/{run_id}", response_model=RunDetail, summary="A run with its report")
+async def get_run(run_id: int, principal: Caller, session: SessionDep) -> RunDetail:
+    return await service.run_detail(session, principal, run_id)
+
+
+@router.get(
+    "/runs/{run_id}/logs", summary="The run's engine output (text/plain), optionally followed",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def run_logs(
+    run_id: int, principal: Caller, session: SessionDep, request: Request,
+    tail: Annotated[int | None, Query(ge=0, le=TAIL_MAX)] = None,
+    follow: Annotated[bool, Query()] = False,
+) -> Response:
+    run = await service.get_run(session, principal, run_id)
+    settings: Settings = request.app.state.settings
+    if tail is not None:
+        start = await asyncio.to_thread(logs.read_tail, settings, run_id, tail)
+    else:
+        start = await asyncio.to_thread(logs.read_all, settings, run_id)
+    media = "text/plain; charset=utf-8"
+    if not follow or run.state in FINISHED_STATES:
+        return Response(start, media_type=media)
+    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+
+    async def is_running() -> bool:
+        if await request.is_disconnected():
+            return False
+        async with maker() as check:
+            state = await service.run_state(check, run_id)
+        return state is not None and state not in FINISHED_STATES
+
+    return StreamingResponse(
+        logs.follow(settings, run_id, is_running, start), media_type=media,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/jobs", response_model=JobList, summary="Queued and running runs in scope")
+async def list_jobs(
+    principal: Caller, session: SessionDep,
+    profile_id: Annotated[int | None, Query()] = None,
+) -> JobList:
+    return await service.list_jobs(session, principal, profile_id=profile_id)

@@ -1,0 +1,619 @@
+"""The job store's consumer: claims queued runs within the caps and runs the engine.
+
+The database is the queue. A claim is one short transaction that counts running
+runs and flips chosen queued rows to `running` with a conditional update. On
+PostgreSQL the claim is serialised across processes by a transaction-scoped
+advisory lock (so the caps hold between API and worker processes) and candidate
+rows are read `FOR UPDATE SKIP LOCKED` (a row another transaction is touching is
+skipped, never waited on). SQLite is one process: the dispatcher is the only
+claimer and the conditional update is the atomic step.
+
+Each run executes `python -m edl_api.engine run …` in its own process group; its
+output is pumped into the run log. Cancel, timeout and shutdown terminate the
+group (SIGTERM, then SIGKILL). A run whose owner died (same host: its pid is gone;
+any host: its heartbeat is stale) becomes `interrupted`, and its orphan child is
+killed when it lives on this host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from edl_api.feeds import store as feed_store
+from edl_api.models import Pipeline, PipelineRun, utcnow
+from edl_api.runs.logs import RunLog, Sanitiser
+from edl_api.settings import Settings
+
+logger = logging.getLogger("edl_api.runs")
+
+# The child command; tests may point it at a stand-in engine.
+ENGINE_COMMAND: list[str] | None = None
+POLL_SECONDS = 0.5
+HEARTBEAT_SECONDS = 2.0
+RECOVERY_SECONDS = 10.0
+STALE_AFTER_SECONDS = 30.0
+TERM_GRACE_SECONDS = 2.0
+SHUTDOWN_GRACE_SECONDS = 8.0
+REPORT_MAX_BYTES = 8 * 1024 * 1024
+CLAIM_BATCH = 200
+# Any constant works; it only has to be the same in every process of the deployment.
+CLAIM_LOCK_KEY = 0x6564_6C72  # "edlr"
+
+
+def engine_command() -> list[str]:
+    return list(ENGINE_COMMAND or [sys.executable, "-m", "edl_api.engine"])
+
+
+def _process_start(pid: int) -> int | None:
+    try:
+        return int(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return None
+
+
+def worker_identity() -> str:
+    """host:pid:start — unique per process, and checkable for liveness on the same host."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid) or 0}"
+
+
+def owner_is_dead(worker: str | None) -> bool | None:
+    """True/False for a worker on this host, None when it lives elsewhere (use heartbeat)."""
+    if not worker:
+        return True
+    parts = worker.rsplit(":", 2)
+    if len(parts) != 3:
+        return True
+    host, pid_text, start_text = parts
+    if host != socket.gethostname():
+        return None
+    try:
+        pid, start = int(pid_text), int(start_text)
+    except ValueError:
+        return True
+    started = _process_start(pid)
+    return started is None or abs(started - start) > 1
+
+
+def kill_orphan_child(run_id: int, pid: int | None) -> bool:
+    """Kill a dead owner's engine child (and its group) if it is still there."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        cmdline = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    # Only a process that is provably that run's engine: never a reused pid.
+    if not any(f"run-{run_id}-" in part for part in cmdline):
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+        proc.kill()
+    with contextlib.suppress(psutil.Error):
+        proc.wait(timeout=3)
+    return True
+
+
+@dataclass
+class RunControl:
+    run_id: int
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str | None = None  # cancelled | timed_out | interrupted
+    lines: int = 0
+    last_line: str = ""
+    stage: str = "starting"
+    pid: int | None = None
+
+    def request_stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.stop.set()
+
+
+class Dispatcher:
+    def __init__(
+        self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], *,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.identity = worker_identity()
+        self.poll_seconds = poll_seconds
+        self.sanitiser = Sanitiser(settings)
+        self._wake = asyncio.Event()
+        self._controls: dict[int, RunControl] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._claiming = False
+        self._last_heartbeat = 0.0
+        self._last_recovery = 0.0
+        self._is_postgres = not settings.is_sqlite
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.recover(startup=True)
+        self._claiming = True
+        self._last_recovery = time.monotonic()
+        self._loop_task = asyncio.create_task(self._loop(), name="edl-dispatcher")
+        logger.info("dispatcher %s started", self.identity)
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Stop claiming, end in-flight children within `grace`, mark them interrupted."""
+        self._claiming = False
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for control in self._controls.values():
+            control.request_stop("interrupted")
+        tasks = list(self._tasks.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+        logger.info("dispatcher %s stopped", self.identity)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def active_runs(self) -> list[int]:
+        return list(self._tasks)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("dispatcher tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            self._wake.clear()
+
+    async def tick(self) -> None:
+        now = time.monotonic()
+        if self._controls:
+            await self._check_cancels()
+            if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
+                self._last_heartbeat = now
+                await self._heartbeat()
+        if now - self._last_recovery >= RECOVERY_SECONDS:
+            self._last_recovery = now
+            await self.recover(startup=False)
+        if self._claiming:
+            for run_id in await self.claim():
+                self._start_run(run_id)
+
+    # ------------------------------------------------------------------ claiming
+
+    async def claim(self) -> list[int]:
+        """Flip as many queued runs to running as the caps allow; return their ids."""
+        settings = self.settings
+        async with self.sessionmaker() as session, session.begin():
+            if self._is_postgres:
+                await session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
+            running = (
+                await session.execute(
+                    select(col(PipelineRun.profile_id), col(PipelineRun.pipeline_id), func.count())
+                    .where(col(PipelineRun.state) == "running")
+                    .group_by(col(PipelineRun.profile_id), col(PipelineRun.pipeline_id))
+                )
+            ).all()
+            total = sum(int(n) for _, _, n in running)
+            if total >= settings.max_concurrent_runs_total:
+                return []
+            per_profile: dict[int, int] = {}
+            per_pipeline: dict[int, int] = {}
+            for profile_id, pipeline_id, count in running:
+                per_profile[profile_id] = per_profile.get(profile_id, 0) + int(count)
+                per_pipeline[pipeline_id] = per_pipeline.get(pipeline_id, 0) + int(count)
+            candidates = (
+                await session.execute(
+                    select(
+                        col(PipelineRun.id), col(PipelineRun.profile_id),
+                        col(PipelineRun.pipeline_id), col(Pipeline.concurrency_limit),
+                        col(Pipeline.deleted_at),
+                    )
+                    .join(Pipeline, col(Pipeline.id) == col(PipelineRun.pipeline_id))
+                    .where(col(PipelineRun.state) == "queued")
+                    .order_by(col(PipelineRun.created_at), col(PipelineRun.id))
+                    .limit(CLAIM_BATCH)
+                    .with_for_update(skip_locked=True, of=PipelineRun)  # type: ignore[arg-type]
+                )
+            ).all()
+            chosen: list[int] = []
+            orphaned: list[int] = []
+            for row_id, profile_id, pipeline_id, limit, deleted_at in candidates:
+                run_id = int(row_id or 0)
+                if deleted_at is not None:
+                    orphaned.append(run_id)
+                    continue
+                if total >= settings.max_concurrent_runs_total:
+                    break
+                if per_profile.get(profile_id, 0) >= settings.max_concurrent_runs_per_profile:
+                    continue
+                if per_pipeline.get(pipeline_id, 0) >= max(1, limit):
+                    continue
+                chosen.append(run_id)
+                total += 1
+                per_profile[profile_id] = per_profile.get(profile_id, 0) + 1
+                per_pipeline[pipeline_id] = per_pipeline.get(pipeline_id, 0) + 1
+            now = utcnow()
+            if orphaned:
+                await session.execute(
+                    update(PipelineRun)
+                    .where(col(PipelineRun.id).in_(orphaned), col(PipelineRun.state) == "queued")
+                    .values(state="cancelled", finished_at=now,
+                            errors=["the pipeline was deleted before the run started"])
+                )
+            if not chosen:
+                return []
+            claimed = (
+                await session.execute(
+                    update(PipelineRun)
+                    .where(col(PipelineRun.id).in_(chosen), col(PipelineRun.state) == "queued")
+                    .values(state="running", started_at=now, heartbeat_at=now,
+                            worker=self.identity, progress={"stage": "claimed"})
+                    .returning(col(PipelineRun.id))
+                )
+            ).scalars().all()
+        return sorted(int(run_id) for run_id in claimed if run_id is not None)
+
+    # ------------------------------------------------------------------ running
+
+    def _start_run(self, run_id: int) -> None:
+        control = RunControl(run_id)
+        self._controls[run_id] = control
+        self._tasks[run_id] = asyncio.create_task(self._execute(control), name=f"run-{run_id}")
+
+    def _child_settings(self) -> str:
+        source_dir = self.settings.source_dir
+        return json.dumps({
+            "ssrf_allow_cidrs": list(self.settings.ssrf_allow_cidrs),
+            "ssrf_allow_hosts": list(self.settings.ssrf_allow_hosts),
+            "source_dir": str(source_dir.resolve()) if source_dir is not None else None,
+        })
+
+    @staticmethod
+    def _child_env() -> dict[str, str]:
+        # The engine needs no API keys or database URL: only EDL_SECRET_* reach it.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("EDL_") or k.startswith("EDL_SECRET_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    async def _execute(self, control: RunControl) -> None:
+        run_id = control.run_id
+        run_log = RunLog(self.settings, run_id)
+        workdir = (self.settings.data_dir / "work" / f"run-{run_id}-{os.getpid()}").resolve()
+        out_dir = workdir / "out"
+        returncode: int | None = None
+        failure: str | None = None
+        try:
+            async with self.sessionmaker() as session:
+                run = await session.get(PipelineRun, run_id)
+                if run is None:
+                    return
+                snapshot, timeout = run.config_snapshot, run.timeout_seconds
+                await run_log.write(
+                    f"dispatcher: {run.trigger} run, mode={run.mode}, persist={run.persist}, "
+                    f"config {run.profile_config_id} v{run.config_version}, "
+                    f"worker {self.identity}"
+                )
+            out_dir.mkdir(parents=True, exist_ok=True)
+            config_file = workdir / "config.yaml"
+            config_file.write_text(snapshot, encoding="utf-8")
+            proc = await asyncio.create_subprocess_exec(
+                *engine_command(), "run", "--config", str(config_file), "--out", str(out_dir),
+                "--settings-json", self._child_settings(),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                cwd=str(workdir), env=self._child_env(),
+            )
+            control.pid = proc.pid
+            control.stage = "engine"
+            await self._record_pid(run_id, proc.pid)
+            await run_log.write(f"dispatcher: engine started (pid {proc.pid})")
+            assert proc.stdout is not None
+            pump = asyncio.create_task(self._pump(proc.stdout, run_log, control))
+            returncode = await self._supervise(proc, control, timeout)
+            try:
+                await asyncio.wait_for(pump, timeout=5)
+            except TimeoutError:
+                pump.cancel()
+            await run_log.write(f"dispatcher: engine exited with code {returncode}")
+        except asyncio.CancelledError:
+            control.request_stop("interrupted")
+            failure = "the dispatcher stopped before the run finished"
+        except Exception as exc:
+            logger.exception("run %s: dispatcher error", run_id)
+            failure = f"dispatcher error: {type(exc).__name__}"
+        try:
+            await self._finish(control, returncode, failure, out_dir, run_log)
+        except Exception:
+            logger.exception("run %s: could not record the outcome", run_id)
+        finally:
+            run_log.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+            self._controls.pop(run_id, None)
+            self._tasks.pop(run_id, None)
+            self.wake()  # a slot is free
+
+    async def _supervise(
+        self, proc: asyncio.subprocess.Process, control: RunControl, timeout: float | None
+    ) -> int:
+        waiter = asyncio.create_task(proc.wait())
+        stopper = asyncio.create_task(control.stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if waiter not in done:
+                control.request_stop("timed_out")
+                await self._terminate(proc)
+            return await waiter
+        except asyncio.CancelledError:
+            control.request_stop("interrupted")
+            await asyncio.shield(self._terminate(proc))
+            raise
+        finally:
+            stopper.cancel()
+
+    @staticmethod
+    async def _terminate(proc: asyncio.subprocess.Process) -> None:
+        """SIGTERM the child's group, SIGKILL it after a grace period."""
+        if proc.returncode is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), TERM_GRACE_SECONDS)
+        except TimeoutError:
+            pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+    async def _pump(
+        self, stream: asyncio.StreamReader, run_log: RunLog, control: RunControl
+    ) -> None:
+        pending = b""
+        while True:
+            chunk = await stream.read(64 * 1024)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            if len(pending) > 64 * 1024:  # a runaway line without a newline
+                lines.append(pending)
+                pending = b""
+            for raw in lines:
+                await self._log_line(raw, run_log, control)
+            run_log.flush()
+        if pending:
+            await self._log_line(pending, run_log, control)
+        run_log.flush()
+
+    async def _log_line(self, raw: bytes, run_log: RunLog, control: RunControl) -> None:
+        line = self.sanitiser.line(raw)
+        if not line:
+            return
+        control.lines += 1
+        control.last_line = line[:300]
+        await run_log.write(line)
+
+    async def _record_pid(self, run_id: int, pid: int) -> None:
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(PipelineRun)
+                .where(col(PipelineRun.id) == run_id, col(PipelineRun.worker) == self.identity)
+                .values(pid=pid, progress={"stage": "engine", "lines": 0})
+            )
+
+    async def _check_cancels(self) -> None:
+        ids = list(self._controls)
+        async with self.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(col(PipelineRun.id), col(PipelineRun.state),
+                           col(PipelineRun.cancel_requested))
+                    .where(col(PipelineRun.id).in_(ids))
+                )
+            ).all()
+        seen = set()
+        for row_id, state, cancel_requested in rows:
+            run_id = int(row_id or 0)
+            seen.add(run_id)
+            control = self._controls.get(run_id)
+            if control is None:
+                continue
+            if cancel_requested:
+                control.request_stop("cancelled")
+            elif state != "running":  # recovered elsewhere: stop working on it
+                control.request_stop("interrupted")
+        for run_id in set(ids) - seen:  # the run (or its pipeline) was deleted
+            if (control := self._controls.get(run_id)) is not None:
+                control.request_stop("cancelled")
+
+    async def _heartbeat(self) -> None:
+        now = utcnow()
+        async with self.sessionmaker() as session, session.begin():
+            for run_id, control in list(self._controls.items()):
+                await session.execute(
+                    update(PipelineRun)
+                    .where(col(PipelineRun.id) == run_id,
+                           col(PipelineRun.worker) == self.identity,
+                           col(PipelineRun.state) == "running")
+                    .values(heartbeat_at=now, progress={
+                        "stage": control.stage, "lines": control.lines,
+                        "last_line": control.last_line,
+                    })
+                )
+
+    # ------------------------------------------------------------------ outcome
+
+    def _read_report(self, out_dir: Path) -> dict[str, Any]:
+        path = out_dir / "report.json"
+        try:
+            if path.stat().st_size > REPORT_MAX_BYTES:
+                return {"error": "report too large"}
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _source_errors(self, report: dict[str, Any]) -> list[str]:
+        errors = []
+        for source in report.get("sources") or []:
+            if isinstance(source, dict) and source.get("error"):
+                name = self.sanitiser.line(str(source.get("name")))
+                errors.append(f"source {name}: {self.sanitiser.line(str(source['error']))}")
+        return errors
+
+    async def _finish(
+        self, control: RunControl, returncode: int | None, failure: str | None,
+        out_dir: Path, run_log: RunLog,
+    ) -> None:
+        run_id = control.run_id
+        report = await asyncio.to_thread(self._read_report, out_dir)
+        errors = self._source_errors(report)
+        reason = control.reason
+        if reason == "cancelled":
+            state = "cancelled"
+        elif reason == "timed_out":
+            state = "timed_out"
+        elif reason == "interrupted":
+            state = "interrupted"
+            errors.append(failure or "the service shut down while the run was running")
+        elif failure is not None:
+            state = "failed"
+            errors.append(failure)
+        elif returncode == 0:
+            state = "succeeded"
+        elif returncode == 2:
+            state = "failed"
+            if not errors:
+                errors.append("a required source failed")
+        else:
+            state = "failed"
+            errors.append(f"engine exited with code {returncode}; see the run log")
+        async with self.sessionmaker() as session:
+            run = await self._own_run(session, run_id)
+            if run is None:
+                await run_log.write("dispatcher: no longer owned by this worker; not recorded")
+                return
+            if state == "timed_out":
+                errors.append(f"timed out after {run.timeout_seconds:g} s")
+            self._apply(run, state, report, errors)
+            if state == "succeeded" and run.persist:
+                control.stage = "publishing"
+                await run_log.write(f"dispatcher: storing artifacts (mode={run.mode})")
+                try:
+                    await feed_store.publish_run(session, run, out_dir)
+                    await session.flush()
+                except Exception as exc:
+                    logger.exception("run %s: publishing failed", run_id)
+                    await session.rollback()
+                    run = await self._own_run(session, run_id)
+                    if run is None:
+                        return
+                    detail = self.sanitiser.line(f"{type(exc).__name__}: {exc}")[:300]
+                    self._apply(run, "failed", report, [*errors, f"publishing failed: {detail}"])
+            state = run.state
+            await session.commit()
+        await run_log.write(f"dispatcher: {state}")
+
+    async def _own_run(self, session: AsyncSession, run_id: int) -> PipelineRun | None:
+        run = (
+            await session.execute(
+                select(PipelineRun).where(col(PipelineRun.id) == run_id).with_for_update()
+            )
+        ).scalar_one_or_none()
+        if run is None or run.state != "running" or run.worker != self.identity:
+            return None
+        return run
+
+    @staticmethod
+    def _apply(run: PipelineRun, state: str, report: dict[str, Any], errors: list[str]) -> None:
+        run.state = state
+        run.finished_at = utcnow()
+        run.report = report
+        counts = report.get("counts")
+        run.counts = counts if isinstance(counts, dict) else {}
+        run.errors = [*run.errors, *errors]
+        run.pid = None
+        run.progress = {**run.progress, "stage": "finished"}
+
+    # ------------------------------------------------------------------ recovery
+
+    async def recover(self, *, startup: bool) -> list[int]:
+        """Interrupt runs whose owner died; kill their orphan children on this host."""
+        stale_before = utcnow() - timedelta(seconds=STALE_AFTER_SECONDS)
+        async with self.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(col(PipelineRun.id), col(PipelineRun.worker), col(PipelineRun.pid),
+                           col(PipelineRun.heartbeat_at))
+                    .where(col(PipelineRun.state) == "running")
+                )
+            ).all()
+        recovered: list[int] = []
+        for row_id, worker, pid, heartbeat_at in rows:
+            run_id = int(row_id or 0)
+            if worker == self.identity:
+                continue
+            dead = owner_is_dead(worker)
+            if dead is None:  # another host: only the heartbeat can tell
+                dead = heartbeat_at is None or heartbeat_at < stale_before
+            if not dead:
+                continue
+            if owner_is_dead(worker) is not None:
+                killed = await asyncio.to_thread(kill_orphan_child, run_id, pid)
+                if killed:
+                    logger.warning("run %s: killed orphan engine pid %s", run_id, pid)
+                for stale in (self.settings.data_dir / "work").glob(f"run-{run_id}-*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+            async with self.sessionmaker() as session, session.begin():
+                result = await session.execute(
+                    update(PipelineRun)
+                    .where(col(PipelineRun.id) == run_id, col(PipelineRun.state) == "running",
+                           col(PipelineRun.worker) == worker)
+                    .values(state="interrupted", finished_at=utcnow(), pid=None,
+                            errors=[f"worker {worker} stopped while the run was running"])
+                )
+            if result.rowcount:  # type: ignore[attr-defined]
+                recovered.append(run_id)
+                run_log = RunLog(self.settings, run_id)
+                await run_log.write(f"dispatcher: interrupted (worker {worker} is gone)")
+                run_log.close()
+        if recovered:
+            logger.warning("interrupted %d run(s) left by dead workers: %s",
+                           len(recovered), recovered)
+        return recovered

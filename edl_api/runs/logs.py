@@ -1,0 +1,231 @@
+"""Run logs: one file per run under EDL_LOG_DIR/runs/, rotated into gzip segments.
+
+Layout for run 42: `run-42.log` (the live segment) and `run-42.log.1.gz`,
+`run-42.log.2.gz`, … (older segments, 1 is the oldest). Every line that reaches a
+log went through `Sanitiser`: control characters dropped, secrets redacted, length
+capped. `engine.log` collects the same lines across runs, prefixed with the run id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import logging.handlers
+import os
+import re
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
+
+from edl_api.logging_setup import RedactingFilter, legacy_secrets
+from edl_api.settings import Settings
+
+# The live segment is rotated into a gzip segment when it grows past this size.
+RUN_LOG_MAX_BYTES = 4 * 1024 * 1024
+MAX_LINE_CHARS = 4000
+ENGINE_LOG_MAX_BYTES = 20 * 1024 * 1024
+
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SEGMENT_RE = re.compile(r"\.log\.(\d+)\.gz$")
+ENGINE_LOGGER = "edl.engine_output"
+
+
+class Sanitiser:
+    """Makes upstream bytes safe for a log: printable, single-line, secret-free."""
+
+    def __init__(self, settings: Settings) -> None:
+        secrets = legacy_secrets(settings)
+        secrets += [v for k, v in os.environ.items() if k.startswith("EDL_SECRET_") and v]
+        self._redactor = RedactingFilter(secrets)
+
+    def line(self, raw: bytes | str) -> str:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        text = text.rstrip("\r\n").replace("\t", " ")
+        text = _CONTROL_RE.sub("?", text)
+        if len(text) > MAX_LINE_CHARS:
+            text = text[:MAX_LINE_CHARS] + " …[truncated]"
+        return self._redactor.redact(text)
+
+
+def runs_dir(settings: Settings) -> Path:
+    return settings.log_dir / "runs"
+
+
+def live_path(settings: Settings, run_id: int) -> Path:
+    return runs_dir(settings) / f"run-{run_id}.log"
+
+
+def segments(settings: Settings, run_id: int) -> list[Path]:
+    """The gzip segments of a run's log, oldest first."""
+    folder = runs_dir(settings)
+    if not folder.is_dir():
+        return []
+    found: list[tuple[int, Path]] = []
+    for path in folder.glob(f"run-{run_id}.log.*.gz"):
+        match = _SEGMENT_RE.search(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def _gzip_file(source: Path, target: Path) -> None:
+    tmp = target.with_suffix(".tmp")
+    with source.open("rb") as raw, gzip.open(tmp, "wb", compresslevel=6) as packed:
+        while chunk := raw.read(1024 * 1024):
+            packed.write(chunk)
+    tmp.replace(target)
+    source.unlink()
+
+
+class RunLog:
+    """Appends sanitised lines to one run's log and rotates it at `max_bytes`."""
+
+    def __init__(self, settings: Settings, run_id: int, max_bytes: int | None = None) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.max_bytes = max_bytes or RUN_LOG_MAX_BYTES
+        self.path = live_path(settings, run_id)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        existing = segments(settings, run_id)
+        self._next_segment = (
+            int(_SEGMENT_RE.search(existing[-1].name).group(1)) + 1  # type: ignore[union-attr]
+            if existing else 1
+        )
+        self._file = self.path.open("a", encoding="utf-8")
+        self._size = self.path.stat().st_size
+        self._engine_log = logging.getLogger(ENGINE_LOGGER)
+
+    async def write(self, line: str, *, to_engine_log: bool = True) -> None:
+        data = line + "\n"
+        self._file.write(data)
+        self._size += len(data.encode("utf-8"))
+        if to_engine_log:
+            self._engine_log.info("run %s: %s", self.run_id, line)
+        if self._size >= self.max_bytes:
+            await self.rotate()
+
+    async def rotate(self) -> None:
+        self._file.close()
+        target = self.path.with_name(f"{self.path.name}.{self._next_segment}.gz")
+        self._next_segment += 1
+        # gzip off the event loop: a 4 MiB segment takes tens of milliseconds.
+        await asyncio.to_thread(_gzip_file, self.path, target)
+        self._file = self.path.open("a", encoding="utf-8")
+        self._size = 0
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+def configure_engine_log(settings: Settings) -> None:
+    """engine.log: every run's engine output, rotated, not mixed into api.log."""
+    logger = logging.getLogger(ENGINE_LOGGER)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        settings.log_dir / "engine.log", maxBytes=ENGINE_LOG_MAX_BYTES, backupCount=5,
+        encoding="utf-8",
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def close_engine_log() -> None:
+    logger = logging.getLogger(ENGINE_LOGGER)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_segment(path: Path) -> bytes:
+    try:
+        with gzip.open(path, "rb") as packed:
+            return packed.read()
+    except FileNotFoundError:
+        return b""
+
+
+def _read_live(path: Path, offset: int = 0) -> bytes:
+    try:
+        with path.open("rb") as raw:
+            raw.seek(offset)
+            return raw.read()
+    except FileNotFoundError:
+        return b""
+
+
+def read_all(settings: Settings, run_id: int) -> bytes:
+    """Every segment in order, then the live file."""
+    parts = [_read_segment(p) for p in segments(settings, run_id)]
+    parts.append(_read_live(live_path(settings, run_id)))
+    return b"".join(parts)
+
+
+def read_tail(settings: Settings, run_id: int, lines: int) -> bytes:
+    """The last `lines` lines, reading older segments only as far back as needed."""
+    if lines <= 0:
+        return b""
+    kept: deque[bytes] = deque(maxlen=lines)
+    chunks: list[bytes] = [_read_live(live_path(settings, run_id))]
+    older = segments(settings, run_id)
+    while True:
+        text = b"".join(chunks)
+        if text.count(b"\n") >= lines + 1 or not older:
+            break
+        chunks.insert(0, _read_segment(older.pop()))
+    kept.extend(text.splitlines(keepends=True))
+    return b"".join(kept)
+
+
+async def follow(
+    settings: Settings, run_id: int, is_running: Callable[[], Awaitable[bool]],
+    start: bytes, poll_seconds: float = 0.3,
+) -> AsyncIterator[bytes]:
+    """Yield `start`, then whatever is appended, across rotations, until the run ends."""
+    if start:
+        yield start
+    seen_segments = len(segments(settings, run_id))
+    offset = live_path(settings, run_id).stat().st_size if live_path(
+        settings, run_id).exists() else 0
+    finished = False
+    while True:
+        current = segments(settings, run_id)
+        if len(current) > seen_segments:
+            # The live file we were reading became a segment: finish it, then the new ones.
+            for index, path in enumerate(current[seen_segments:]):
+                data = await asyncio.to_thread(_read_segment, path)
+                chunk = data[offset:] if index == 0 else data
+                if chunk:
+                    yield chunk
+                offset = 0
+            seen_segments = len(current)
+        data = await asyncio.to_thread(_read_live, live_path(settings, run_id), offset)
+        # Only whole lines: a partially written line waits for the next poll.
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            offset += cut
+            yield data[:cut]
+        if finished:
+            return
+        if not await is_running():
+            finished = True  # one more pass picks up the last lines
+            continue
+        await asyncio.sleep(poll_seconds)
+
+
+def remove_logs(settings: Settings, run_ids: Iterable[int]) -> None:
+    for run_id in run_ids:
+        for path in [*segments(settings, run_id), live_path(settings, run_id)]:
+            path.unlink(missing_ok=True)

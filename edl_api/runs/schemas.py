@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from edl_api.schemas import RequestModel, ResponseModel
+
+RunState = Literal[
+    "queued", "running", "succeeded", "failed", "cancelled", "timed_out", "interrupted"
+]
+ACTIVE_STATES: tuple[str, ...] = ("queued", "running")
+FINISHED_STATES: tuple[str, ...] = (
+    "succeeded", "failed", "cancelled", "timed_out", "interrupted"
+)
+
+
+class RunCreate(RequestModel):
+    pipeline_id: int
+    mode: Literal["full", "dry_run"] = "full"
+    timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    persist: bool = True
+    reason: str | None = Field(default=None, max_length=500)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+
+
+class RunCreated(ResponseModel):
+    id: int
+    pipeline_id: int
+    profile_id: int
+    state: str
+    trigger: str
+    mode: str
+    created_at: datetime
+
+
+class RunCancelled(ResponseModel):
+    id: int
+    state: str
+    cancel_requested: bool
+
+
+class RunSummary(ResponseModel):
+    id: int
+    pipeline_id: int
+    profile_id: int
+    profile_config_id: int
+    config_version: int
+    state: str
+    trigger: str
+    mode: str
+    persist: bool
+    reason: str | None
+    timeout_seconds: float | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    counts: dict[str, Any]
+    errors: list[Any]
+
+
+class ArtifactInfo(ResponseModel):
+    indicator_type: str
+    count: int
+    sha256: str
+    bytes: int
+    published: bool
+    reason: str | None = None
+
+
+class SourceReport(ResponseModel):
+    name: str
+    status: str
+    bytes: int | None = None
+    lines: int | None = None
+    # The engine reports counts per indicator type / per reason.
+    indicators: dict[str, int] | int | None = None
+    invalid: dict[str, int] | int | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+
+class RunMetadata(ResponseModel):
+    config_snapshot: str
+    overrides: dict[str, Any]
+    sources: list[SourceReport]
+    feeds: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunDetail(RunSummary):
+    artifacts: list[ArtifactInfo]
+    metadata: RunMetadata
+    diff: dict[str, Any]
+    progress: dict[str, Any]
+    worker: str | None
+    schedule_slot: str | None
+
+
+class Job(ResponseModel):
+    run_id: int
+    pipeline_id: int
+    profile_id: int
+    state: str
+    trigger: str
+    created_at: datetime
+    started_at: datetime | None
+    cancel_requested: bool
+    worker: str | None
+    pid: int | None
+    progress: dict[str, Any]
+
+
+class JobList(ResponseModel):
+    items: list[Job]

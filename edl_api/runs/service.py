@@ -1,0 +1,222 @@
+"""Runs: launch, cancel and read; every query is filtered by the caller's scope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from edl_api import idempotency
+from edl_api.auth.principal import Principal
+from edl_api.errors import Conflict, NotFound
+from edl_api.models import Artifact, Pipeline, PipelineRun, ProfileConfig, utcnow
+from edl_api.pagination import Page, PageParams, paginate
+from edl_api.pipelines.service import get_pipeline
+from edl_api.runs.schemas import (
+    ACTIVE_STATES,
+    ArtifactInfo,
+    Job,
+    JobList,
+    RunCancelled,
+    RunCreate,
+    RunCreated,
+    RunDetail,
+    RunMetadata,
+    RunSummary,
+    SourceReport,
+)
+
+JOBS_LIMIT = 500
+
+
+class PipelineNotLaunchable(Conflict):
+    code = "pipeline_inactive"
+
+
+class RunFinished(Conflict):
+    code = "run_finished"
+
+
+def new_run(
+    pipeline: Pipeline, config: ProfileConfig, *, trigger: str, mode: str = "full",
+    persist: bool = True, timeout_seconds: float | None = None, reason: str | None = None,
+    overrides: dict[str, Any] | None = None, schedule_slot: str | None = None,
+) -> PipelineRun:
+    """A queued run that remembers the exact config version and YAML it will run."""
+    assert pipeline.id is not None
+    assert config.id is not None
+    return PipelineRun(
+        pipeline_id=pipeline.id, profile_id=pipeline.profile_id, profile_config_id=config.id,
+        config_version=config.version, config_snapshot=config.yaml, state="queued",
+        trigger=trigger, mode=mode, persist=persist, timeout_seconds=timeout_seconds,
+        reason=reason, overrides=overrides or {}, schedule_slot=schedule_slot,
+    )
+
+
+def refuse_unlaunchable(pipeline: Pipeline) -> None:
+    if pipeline.deleted_at is not None:
+        raise PipelineNotLaunchable("the pipeline is deleted", code="pipeline_deleted")
+    if not pipeline.is_active:
+        raise PipelineNotLaunchable("the pipeline is inactive; activate it first")
+
+
+async def create_run(
+    session: AsyncSession, principal: Principal, body: RunCreate,
+    idem: idempotency.IdempotencyRequest | None,
+) -> RunCreated:
+    pipeline = await get_pipeline(session, principal, body.pipeline_id, write=True)
+    if idem is not None and (stored := await idempotency.replay(session, idem)) is not None:
+        return RunCreated.model_validate(stored)
+    refuse_unlaunchable(pipeline)
+    config = await session.get(ProfileConfig, pipeline.profile_config_id)
+    if config is None:  # pragma: no cover - the foreign key keeps it
+        raise NotFound("the pipeline's config is gone")
+    overrides = body.model_dump(
+        mode="json", exclude_unset=True, exclude={"pipeline_id", "idempotency_key"}
+    )
+    run = new_run(
+        pipeline, config, trigger="api", mode=body.mode, persist=body.persist,
+        timeout_seconds=body.timeout_seconds, reason=body.reason, overrides=overrides,
+    )
+    session.add(run)
+    await session.flush()
+    response = RunCreated.model_validate(run)
+    if idem is not None:
+        return RunCreated.model_validate(
+            await idempotency.remember(session, idem, response.model_dump(mode="json"))
+        )
+    return response
+
+
+async def get_run(session: AsyncSession, principal: Principal, run_id: int) -> PipelineRun:
+    run = await session.get(PipelineRun, run_id)
+    if run is None or not principal.sees_profile(run.profile_id):
+        raise NotFound("not found")
+    return run
+
+
+async def cancel_run(session: AsyncSession, principal: Principal, run_id: int) -> RunCancelled:
+    run = await get_run(session, principal, run_id)
+    principal.require_profile(run.profile_id, write=True)
+    # A queued run is cancelled at once; the conditional update loses cleanly to a
+    # dispatcher that claims it in the same instant (then the flag below stops it).
+    result = await session.execute(
+        update(PipelineRun)
+        .where(col(PipelineRun.id) == run_id, col(PipelineRun.state) == "queued")
+        .values(state="cancelled", cancel_requested=True, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        result = await session.execute(
+            update(PipelineRun)
+            .where(col(PipelineRun.id) == run_id, col(PipelineRun.state) == "running")
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+    await session.refresh(run)
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise RunFinished(f"run {run_id} already finished ({run.state})")
+    return RunCancelled(id=run_id, state=run.state, cancel_requested=run.cancel_requested)
+
+
+def _scope(principal: Principal) -> Any:
+    if principal.profile_ids is None:
+        return True
+    return col(PipelineRun.profile_id).in_(principal.profile_ids)
+
+
+async def list_runs(
+    session: AsyncSession, principal: Principal, page: PageParams, *,
+    state: str | None = None, profile_id: int | None = None, pipeline_id: int | None = None,
+    trigger: str | None = None,
+) -> Page[RunSummary]:
+    filters: list[Any] = [_scope(principal)]
+    if state is not None:
+        filters.append(col(PipelineRun.state).in_(state.split(",")))
+    if profile_id is not None:
+        filters.append(col(PipelineRun.profile_id) == profile_id)
+    if pipeline_id is not None:
+        filters.append(col(PipelineRun.pipeline_id) == pipeline_id)
+    if trigger is not None:
+        filters.append(col(PipelineRun.trigger) == trigger)
+    rows, total = await paginate(
+        session,
+        select(PipelineRun).where(*filters).order_by(col(PipelineRun.id).desc()),
+        page,
+    )
+    return Page(
+        items=[RunSummary.model_validate(r) for r in rows],
+        total=total, limit=page.limit, offset=page.offset,
+    )
+
+
+def _sources(report: dict[str, Any]) -> list[SourceReport]:
+    sources = report.get("sources")
+    if not isinstance(sources, list):
+        return []
+    return [SourceReport.model_validate(s) for s in sources if isinstance(s, dict)]
+
+
+async def run_detail(session: AsyncSession, principal: Principal, run_id: int) -> RunDetail:
+    run = await get_run(session, principal, run_id)
+    artifacts = (
+        await session.execute(
+            select(
+                col(Artifact.indicator_type), col(Artifact.count), col(Artifact.sha256),
+                col(Artifact.size), col(Artifact.published), col(Artifact.reason),
+            )
+            .where(col(Artifact.run_id) == run_id)
+            .order_by(col(Artifact.indicator_type))
+        )
+    ).all()
+    summary = RunSummary.model_validate(run).model_dump()
+    feeds = run.report.get("feeds")
+    return RunDetail(
+        **summary,
+        artifacts=[
+            ArtifactInfo(
+                indicator_type=a.indicator_type, count=a.count, sha256=a.sha256, bytes=a.size,
+                published=a.published, reason=a.reason,
+            )
+            for a in artifacts
+        ],
+        metadata=RunMetadata(
+            config_snapshot=run.config_snapshot, overrides=run.overrides,
+            sources=_sources(run.report), feeds=feeds if isinstance(feeds, dict) else {},
+        ),
+        diff=run.diff, progress=run.progress, worker=run.worker,
+        schedule_slot=run.schedule_slot,
+    )
+
+
+async def list_jobs(
+    session: AsyncSession, principal: Principal, *, profile_id: int | None = None
+) -> JobList:
+    filters: list[Any] = [_scope(principal), col(PipelineRun.state).in_(ACTIVE_STATES)]
+    if profile_id is not None:
+        filters.append(col(PipelineRun.profile_id) == profile_id)
+    rows = (
+        await session.execute(
+            select(PipelineRun).where(*filters).order_by(col(PipelineRun.id).desc())
+            .limit(JOBS_LIMIT)
+        )
+    ).scalars()
+    return JobList(
+        items=[
+            Job(
+                run_id=r.id, pipeline_id=r.pipeline_id, profile_id=r.profile_id,  # type: ignore[arg-type]
+                state=r.state, trigger=r.trigger, created_at=r.created_at,
+                started_at=r.started_at, cancel_requested=r.cancel_requested,
+                worker=r.worker, pid=r.pid, progress=r.progress,
+            )
+            for r in rows
+        ]
+    )
+
+
+async def run_state(session: AsyncSession, run_id: int) -> str | None:
+    return (
+        await session.execute(select(col(PipelineRun.state)).where(col(PipelineRun.id) == run_id))
+    ).scalar_one_or_none()

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from edl_api.app import create_app
+from edl_api.settings import Settings
+from tests.conftest import _truncate_all, make_settings
+from tests.runs.helpers import upstream
+
+
+@pytest.fixture(scope="session")
+def upstream_port() -> Iterator[int]:
+    with upstream() as port:
+        yield port
+
+
+@pytest.fixture
+def run_settings(tmp_path: Path, database_url: str | None) -> Settings:
+    return make_settings(
+        tmp_path, database_url, ssrf_allow_cidrs="127.0.0.0/8",
+        max_concurrent_runs_total=3, max_concurrent_runs_per_profile=2,
+    )
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records publish_run calls instead of publishing (the feed layer tests that)."""
+    calls: list[int] = []
+
+    async def fake_publish(session: Any, run: Any, out_dir: Path) -> None:
+        assert (out_dir / "report.json").exists()
+        calls.append(run.id)
+
+    monkeypatch.setattr("edl_api.runs.dispatcher.feed_store.publish_run", fake_publish)
+    return calls
+
+
+@pytest.fixture
+async def run_app(run_settings: Settings, published: list[int]) -> AsyncIterator[Any]:
+    application = create_app(run_settings)
+    async with application.router.lifespan_context(application):
+        if not run_settings.is_sqlite:
+            await application.state.dispatcher.stop()
+            await _truncate_all(application.state.engine)
+            await application.state.dispatcher.start()
+        yield application
+
+
+@pytest.fixture
+async def rc(run_app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=run_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as http:
+        yield http
