@@ -91,6 +91,23 @@ def parse_ip(text: str) -> tuple[int, int] | None:
     return None if value is None else (4, value)
 
 
+def cidr_ok(text: str) -> tuple[int, int, int] | None:
+    """(version, first, last) of `addr` or `addr/len` (host bits ignored), or None."""
+    address, slash, length = text.partition("/")
+    parsed = parse_ip(address)
+    if parsed is None:
+        return None
+    version, value = parsed
+    bits = BITS[version]
+    if not slash:
+        return version, value, value
+    if not (length.isascii() and length.isdigit()) or int(length) > bits:
+        return None
+    size = 1 << (bits - int(length))
+    first = value & ~(size - 1)
+    return version, first, first + size - 1
+
+
 def range_to_prefixes(
     start: int, end: int, bits: int, min_prefixlen: int = 0
 ) -> list[tuple[int, int]]:

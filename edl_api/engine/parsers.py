@@ -1,0 +1,274 @@
+"""Parsers: bytes of one source -> raw indicator tokens.
+
+Contract: arbitrary bytes never raise. Bad UTF-8 is replaced, absurd lines and
+unparseable records are counted in `ParseStats.invalid` and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import jmespath
+import jmespath.exceptions
+import re2
+
+from edl_api.engine.config import SourceConfig, re2_options
+from edl_api.engine.indicators import classify_parts
+
+MAX_LINE_CHARS = 8192
+
+
+@dataclass
+class ParseStats:
+    lines: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+
+
+def decode(data: bytes) -> str:
+    text = data.decode("utf-8", "replace")
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _lines(text: str, stats: ParseStats) -> list[str]:
+    lines = text.split("\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    stats.lines += len(lines)
+    return lines
+
+
+def parse_text(text: str, stats: ParseStats) -> Iterator[str]:
+    """One indicator per line; `#`/`;` comment lines; anything after whitespace or `#` ignored."""
+    for line in _lines(text, stats):
+        if len(line) > MAX_LINE_CHARS:
+            stats.invalid["line_too_long"] += 1
+            continue
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        token = line.split(None, 1)[0]
+        if "#" in token:
+            token = token.split("#", 1)[0]
+            if not token:
+                continue
+        yield token
+
+
+def _csv_row(line: str, delimiter: str) -> list[str]:
+    try:
+        return [
+            f.strip() for f in next(csv.reader([line], delimiter=delimiter, skipinitialspace=True))
+        ]
+    except (csv.Error, StopIteration):
+        return []
+
+
+def parse_csv(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[str]:
+    """CSV with a column chosen by header name or index.
+
+    `header: auto` also accepts the last comment line before the data ("# a,b,c", as
+    abuse.ch writes it); quoted fields and spaces after delimiters are handled.
+    """
+    delimiter = source.csv_delimiter
+    column = source.csv_column
+    header_mode = source.csv_header
+    comment_header: list[str] = []
+    data: list[str] = []
+    for line in _lines(text, stats):
+        line = line.rstrip("\r")
+        if len(line) > MAX_LINE_CHARS:
+            stats.invalid["line_too_long"] += 1
+            continue
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped[0] == "#":
+            if not data:
+                content = stripped.lstrip("#").strip()
+                if content and delimiter in content:
+                    comment_header = _csv_row(content, delimiter)
+            continue
+        data.append(line)
+
+    rows = csv.reader(data, delimiter=delimiter, skipinitialspace=True, strict=False)
+    index: int | None = column if isinstance(column, int) else None
+    skip_first = header_mode is True
+    if isinstance(column, str):
+        wanted = column.strip().lower()
+        first = [h.lower() for h in _csv_row(data[0], delimiter)] if data else []
+        commented = [h.lower() for h in comment_header]
+        if wanted in first:
+            index = first.index(wanted)
+            skip_first = True
+        elif header_mode == "auto" and wanted in commented:
+            index = commented.index(wanted)
+        if index is None:
+            stats.invalid["column_not_found"] += 1
+            return
+    assert index is not None
+    first_row = True
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error:
+            stats.invalid["bad_csv"] += 1
+            continue
+        if first_row:
+            first_row = False
+            if skip_first:
+                continue
+            # `header: auto` with an index: a first row whose cell is no indicator is a header.
+            if (
+                header_mode == "auto"
+                and index < len(row)
+                and isinstance(classify_parts(row[index].strip()), str)
+            ):
+                continue
+        if index >= len(row):
+            stats.invalid["missing_column"] += 1
+            continue
+        value = row[index].strip()
+        if value:
+            yield value
+
+
+def _flatten(value: Any, stats: ParseStats) -> Iterator[str]:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            item = item.strip()
+            if item:
+                yield item
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int | float):
+            yield str(item)
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            stats.invalid["not_a_string"] += 1
+
+
+def _json_documents(text: str, stats: ParseStats) -> list[Any]:
+    try:
+        return [json.loads(text)]
+    except (ValueError, RecursionError):
+        pass
+    documents = []  # not one document: try JSON Lines
+    for line in text.split("\n"):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            documents.append(json.loads(line))
+        except (ValueError, RecursionError):
+            stats.invalid["bad_json"] += 1
+    return documents
+
+
+def _count_lines(text: str) -> int:
+    return text.count("\n") + (1 if text and not text.endswith("\n") else 0)
+
+
+def parse_json(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[str]:
+    """A JSON document or JSON Lines; `query:` (JMESPath) picks the indicator strings."""
+    stats.lines += _count_lines(text)
+    documents = _json_documents(text, stats)
+    compiled = jmespath.compile(source.query) if source.query else None
+    for document in documents:
+        if compiled is not None:
+            try:
+                document = compiled.search(document)
+            except (jmespath.exceptions.JMESPathError, TypeError, ValueError, RecursionError):
+                stats.invalid["query_error"] += 1
+                continue
+        yield from _flatten(document, stats)
+
+
+_STIX_VALUE = re.compile(
+    r"\b(ipv4-addr|ipv6-addr|domain-name|url):value\s*(?:=|ISSUBSET)\s*'((?:[^'\\]|\\.)*)'"
+)
+_STIX_OBJECTS = frozenset({"ipv4-addr", "ipv6-addr", "domain-name", "url"})
+
+
+def parse_stix(text: str, stats: ParseStats) -> Iterator[str]:
+    """STIX 2.1: indicator patterns and cyber-observable objects of the four address types."""
+    stats.lines += _count_lines(text)
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        stats.invalid["bad_json"] += 1
+        return
+    if isinstance(document, dict):
+        objects = document.get("objects", [document])
+    else:
+        objects = document
+    if not isinstance(objects, list):
+        stats.invalid["bad_stix"] += 1
+        return
+    for obj in objects:
+        if not isinstance(obj, dict) or obj.get("revoked") is True:
+            continue
+        kind = obj.get("type")
+        if kind == "indicator":
+            pattern = obj.get("pattern")
+            if not isinstance(pattern, str) or obj.get("pattern_type", "stix") != "stix":
+                continue
+            for _, value in _STIX_VALUE.findall(pattern):
+                value = value.replace("\\'", "'").replace("\\\\", "\\").strip()
+                if value:
+                    yield value
+        elif kind in _STIX_OBJECTS:
+            value = obj.get("value")
+            if isinstance(value, str) and value.strip():
+                yield value.strip()
+
+
+def parse_regex(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[str]:
+    """Each line matching `pattern` yields group `indicator`, else group 1 (RE2: linear time)."""
+    assert source.pattern is not None
+    pattern = re2.compile(source.pattern, options=re2_options())
+    group: int | str = "indicator" if "indicator" in pattern.groupindex else 1
+    for line in _lines(text, stats):
+        if len(line) > MAX_LINE_CHARS:
+            stats.invalid["line_too_long"] += 1
+            continue
+        match = pattern.search(line.rstrip("\r"))
+        if match is None:
+            continue
+        value = match.group(group)
+        if value:
+            value = value.strip()
+            if value:
+                yield value
+
+
+def parse(source: SourceConfig, data: bytes, stats: ParseStats) -> Iterator[str]:
+    """Tokens of one fetched source according to its `format:`."""
+    text = decode(data)
+    if source.format == "csv":
+        return parse_csv(text, source, stats)
+    if source.format == "json":
+        return parse_json(text, source, stats)
+    if source.format == "regex":
+        return parse_regex(text, source, stats)
+    if source.format == "stix":
+        return parse_stix(text, stats)
+    return parse_text(text, stats)
+
+
+def inline_values(values: list[str], stats: ParseStats) -> Iterator[str]:
+    stats.lines += len(values)
+    for value in values:
+        value = value.strip()
+        if value:
+            yield value

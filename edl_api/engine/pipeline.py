@@ -1,0 +1,380 @@
+"""The engine entry point: config in, per-type feeds and a report out.
+
+fetch (concurrent) -> parse -> classify/normalise -> augment -> rules -> aggregate
+-> per-type feeds (max_entries) -> report. Augment runs before the rules so that a
+derived indicator (a URL's host, a wildcard's parent) can never dodge the allowlist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from edl_api.engine.aggregate import FamilyFeeds, aggregate_family
+from edl_api.engine.augment import augment
+from edl_api.engine.config import PipelineConfig, SourceConfig
+from edl_api.engine.indicators import int_to_ipv4, int_to_ipv6
+from edl_api.engine.parsers import ParseStats, inline_values, parse
+from edl_api.engine.rules import Allowlist, Rules
+from edl_api.engine.sources import (
+    Resolver,
+    SourceError,
+    SsrfPolicy,
+    fetch_url,
+    make_client,
+    read_path,
+)
+from edl_api.engine.store import IndicatorStore, IngestStats, ingest
+
+Progress = Callable[[str, dict[str, Any]], None]
+FETCH_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    ssrf_allow_cidrs: tuple[str, ...] = ()
+    ssrf_allow_hosts: tuple[str, ...] = ()
+    source_dir: str | None = None
+    total_deadline_seconds: float = 600
+    resolver: Resolver | None = None  # tests inject a fake DNS
+
+
+@dataclass(slots=True)
+class FeedEntry:
+    value: str
+    indicator_type: str
+    sources: list[str]
+    tags: list[str]
+    confidence: int
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+
+@dataclass
+class EngineResult:
+    feeds: dict[str, list[FeedEntry]]
+    report: dict[str, Any]
+    errors: list[str]
+    ok: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+class Provenance:
+    """Sources, tags and confidence of a source mask, computed once per distinct mask."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.sources = config.sources
+        self.tag_rules = config.augment.tags
+        self._confidence: dict[int, int] = {}
+        self._described: dict[tuple[int, str], tuple[list[str], list[str], int]] = {}
+
+    def _members(self, mask: int) -> Iterator[SourceConfig]:
+        index = 0
+        while mask:
+            if mask & 1:
+                yield self.sources[index]
+            mask >>= 1
+            index += 1
+
+    def confidence(self, mask: int) -> int:
+        value = self._confidence.get(mask)
+        if value is None:
+            value = max((s.confidence for s in self._members(mask)), default=0)
+            self._confidence[mask] = value
+        return value
+
+    def describe(self, mask: int, indicator_type: str) -> tuple[list[str], list[str], int]:
+        key = (mask, indicator_type)
+        found = self._described.get(key)
+        if found is None:
+            members = list(self._members(mask))
+            tags: set[str] = set()
+            for source in members:
+                tags.update(source.tags)
+            for rule in self.tag_rules:
+                if rule.types is None or indicator_type in rule.types:
+                    tags.update(rule.add)
+            found = ([s.name for s in members], sorted(tags), self.confidence(mask))
+            self._described[key] = found
+        return found
+
+
+@dataclass
+class _Fetch:
+    data: bytes | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    status: int | None = None
+
+
+def _redact(text: str, secrets: set[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    # Logs and records are single-line and printable.
+    return "".join(ch if ch.isprintable() else " " for ch in text)[:500]
+
+
+async def _fetch_all(
+    config: PipelineConfig, settings: EngineSettings, deadline: float, secrets: set[str]
+) -> list[_Fetch]:
+    policy = SsrfPolicy.build(settings.ssrf_allow_cidrs, settings.ssrf_allow_hosts)
+    semaphore = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    async def one(source: SourceConfig, client: Any) -> _Fetch:
+        if source.values is not None:
+            return _Fetch()
+        async with semaphore:
+            started = time.monotonic()
+            budget = min(source.timeout_seconds, deadline - started)
+            result = _Fetch()
+            try:
+                if budget <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(budget):
+                    if source.url is not None:
+                        fetched = await fetch_url(
+                            client, source, policy, settings.resolver, secrets
+                        )
+                    else:
+                        fetched = await asyncio.to_thread(read_path, source, settings.source_dir)
+                result.data, result.status = fetched.data, fetched.status
+            except SourceError as exc:
+                result.error = str(exc)
+            except TimeoutError:
+                result.error = f"timed out after {budget:.0f}s"
+            except Exception as exc:  # noqa: BLE001 - one broken source must not kill the run
+                result.error = f"unexpected {exc.__class__.__name__}"
+            result.seconds = time.monotonic() - started
+            if result.error is not None:
+                result.error = _redact(result.error, secrets)
+            return result
+
+    needs_client = any(s.url is not None for s in config.sources)
+    if not needs_client:
+        return list(await asyncio.gather(*(one(s, None) for s in config.sources)))
+    async with make_client() as client:
+        return list(await asyncio.gather(*(one(s, client) for s in config.sources)))
+
+
+def _host_entries(feed: FamilyFeeds, version: int, provenance: Provenance) -> list[FeedEntry]:
+    to_text = int_to_ipv4 if version == 4 else int_to_ipv6
+    kind_type = "ipv4" if version == 4 else "ipv6"
+    describe = provenance.describe
+    out = []
+    for address, mask in feed.hosts:
+        sources, tags, confidence = describe(mask, kind_type)
+        out.append(FeedEntry(to_text(address), kind_type, sources, tags, confidence))
+    return out
+
+
+def _prefix_entries(
+    prefixes: list[tuple[int, int, int]], version: int, provenance: Provenance
+) -> list[FeedEntry]:
+    to_text = int_to_ipv4 if version == 4 else int_to_ipv6
+    bits = 32 if version == 4 else 128
+    host_type = "ipv4" if version == 4 else "ipv6"
+    describe = provenance.describe
+    out = []
+    for network, prefixlen, mask in prefixes:
+        if prefixlen == bits:
+            sources, tags, confidence = describe(mask, host_type)
+            out.append(FeedEntry(to_text(network), host_type, sources, tags, confidence))
+        else:
+            sources, tags, confidence = describe(mask, "cidr")
+            out.append(
+                FeedEntry(f"{to_text(network)}/{prefixlen}", "cidr", sources, tags, confidence)
+            )
+    return out
+
+
+def _name_entries(
+    mapping: dict[str, int], kind_type: str, provenance: Provenance
+) -> list[FeedEntry]:
+    describe = provenance.describe
+    out = []
+    for value in sorted(mapping):
+        sources, tags, confidence = describe(mapping[value], kind_type)
+        out.append(FeedEntry(value, kind_type, sources, tags, confidence))
+    return out
+
+
+def cap_entries(entries: list[FeedEntry], limit: int) -> tuple[list[FeedEntry], int]:
+    """Keep the `limit` highest-confidence entries (ties: earlier in feed order), in order."""
+    if len(entries) <= limit:
+        return entries, 0
+    order = sorted(range(len(entries)), key=lambda i: -entries[i].confidence)[:limit]
+    order.sort()
+    return [entries[i] for i in order], len(entries) - limit
+
+
+async def run_pipeline(
+    config: PipelineConfig, settings: EngineSettings, progress: Progress | None = None
+) -> EngineResult:
+    """Run the whole engine once. `ok` is False when a non-optional source failed."""
+    started = time.monotonic()
+    deadline = started + settings.total_deadline_seconds
+    notify: Progress = progress or (lambda _event, _data: None)
+    secrets: set[str] = set()
+    errors: list[str] = []
+    warnings: list[str] = []
+    stages: dict[str, float] = {}
+
+    notify("stage", {"stage": "fetch", "sources": len(config.sources)})
+    fetches = await _fetch_all(config, settings, deadline, secrets)
+    stages["fetch"] = time.monotonic() - started
+
+    mark = time.monotonic()
+    block = IndicatorStore()
+    allow_store = IndicatorStore()
+    source_reports: list[dict[str, Any]] = []
+    for index, (source, fetched) in enumerate(zip(config.sources, fetches, strict=True)):
+        report: dict[str, Any] = {
+            "name": source.name,
+            "role": source.role,
+            "optional": source.optional,
+            "status": "ok",
+            "bytes": 0,
+            "lines": 0,
+            "tokens": 0,
+            "indicators": {},
+            "invalid": {},
+            "filtered": 0,
+            "seconds": round(fetched.seconds, 3),
+            "error": fetched.error,
+        }
+        source_reports.append(report)
+        if fetched.error is None:
+            t0 = time.monotonic()
+            parse_stats = ParseStats()
+            ingest_stats = IngestStats()
+            try:
+                if source.values is not None:
+                    tokens = inline_values(source.values, parse_stats)
+                else:
+                    assert fetched.data is not None
+                    report["bytes"] = len(fetched.data)
+                    tokens = parse(source, fetched.data, parse_stats)
+                store = allow_store if source.role == "allow" else block
+                types = frozenset(source.types) if source.types is not None else None
+                ingest(tokens, store, 1 << index, types, ingest_stats)
+            except Exception as exc:  # noqa: BLE001 - parsers must not raise; be safe anyway
+                fetched.error = f"parse failed: {exc.__class__.__name__}"
+            fetched.data = None  # free the body early
+            invalid = parse_stats.invalid + ingest_stats.invalid
+            report.update(
+                lines=parse_stats.lines,
+                tokens=ingest_stats.tokens,
+                indicators=dict(sorted(ingest_stats.indicators.items())),
+                invalid=dict(sorted(invalid.items())),
+                filtered=ingest_stats.filtered,
+                seconds=round(fetched.seconds + time.monotonic() - t0, 3),
+                error=fetched.error,
+            )
+        if fetched.error is not None:
+            report["status"] = "failed"
+            message = f"source {source.name}: {fetched.error}"
+            (warnings if source.optional else errors).append(message)
+        notify("source", dict(report))
+    stages["parse"] = time.monotonic() - mark
+
+    unique_before = block.counts()
+    mark = time.monotonic()
+    added = augment(block, config.augment)
+    provenance = Provenance(config)
+    allowlist = Allowlist.build(config.rules.allow, [allow_store])
+    rules = Rules(config.rules, allowlist, provenance.confidence)
+    notify("stage", {"stage": "rules"})
+    rules.apply(block)
+    stages["rules"] = time.monotonic() - mark
+
+    mark = time.monotonic()
+    notify("stage", {"stage": "aggregate"})
+    aggregate = config.pipeline.aggregate
+    min_prefix = config.rules.min_prefix
+    family4 = aggregate_family(
+        block.sorted_hosts.get(4, []), block.ipv4, block.networks4, 32, min_prefix.ipv4, aggregate
+    )
+    family6 = aggregate_family(
+        block.sorted_hosts.get(6, []), block.ipv6, block.networks6, 128, min_prefix.ipv6, aggregate
+    )
+    stages["aggregate"] = time.monotonic() - mark
+
+    mark = time.monotonic()
+    builders: dict[str, Callable[[], list[FeedEntry]]] = {
+        "ipv4": lambda: _host_entries(family4, 4, provenance),
+        "ipv6": lambda: _host_entries(family6, 6, provenance),
+        "cidr": lambda: (
+            _prefix_entries(family4.networks, 4, provenance)
+            + _prefix_entries(family6.networks, 6, provenance)
+        ),
+        "ip": lambda: (
+            _prefix_entries(family4.union, 4, provenance)
+            + _prefix_entries(family6.union, 6, provenance)
+        ),
+        "fqdn": lambda: _name_entries(block.fqdn, "fqdn", provenance),
+        "url": lambda: _name_entries(block.url, "url", provenance),
+    }
+    drops = rules.drops
+    feeds: dict[str, list[FeedEntry]] = {}
+    feed_reports: dict[str, Any] = {}
+    for output in config.pipeline.outputs:
+        entries = builders[output]()
+        if output == "ip":
+            dropped: Counter[str] = drops["ipv4"] + drops["ipv6"] + drops["cidr"]
+        else:
+            dropped = Counter(drops[output])
+        if output == "ipv4" and family4.covered_hosts:
+            dropped["covered_by_network"] += family4.covered_hosts
+        if output == "ipv6" and family6.covered_hosts:
+            dropped["covered_by_network"] += family6.covered_hosts
+        limit = config.pipeline.max_entries.get(output)
+        cut = 0
+        if limit is not None:
+            entries, cut = cap_entries(entries, limit)
+        feeds[output] = entries
+        feed_reports[output] = {
+            "count": len(entries),
+            "dropped": dict(sorted(dropped.items())),
+            "cut": cut,
+        }
+        if output == "cidr" and rules.split:
+            feed_reports[output]["split"] = dict(sorted(rules.split.items()))
+    stages["feeds"] = time.monotonic() - mark
+
+    if time.monotonic() > deadline:
+        errors.append(f"run exceeded the total deadline of {settings.total_deadline_seconds:.0f}s")
+    stages["total"] = time.monotonic() - started
+    ok = not errors
+    report = {
+        "ok": ok,
+        "sources": source_reports,
+        "feeds": feed_reports,
+        "counts": {
+            "tokens": sum(r["tokens"] for r in source_reports),
+            "invalid": sum(sum(r["invalid"].values()) for r in source_reports),
+            "unique": unique_before,
+            "augmented": dict(sorted(added.items())),
+            "allowlist": {
+                "ipv4_ranges": len(allowlist.v4),
+                "ipv6_ranges": len(allowlist.v6),
+                "names": len(allowlist.names),
+                "zones": len(allowlist.zones),
+                "urls": len(allowlist.urls),
+            },
+            "published": {name: len(entries) for name, entries in feeds.items()},
+        },
+        "seconds": {name: round(value, 3) for name, value in stages.items()},
+        "errors": errors,
+        "warnings": warnings,
+    }
+    notify("done", {"ok": ok, "published": report["counts"]["published"]})
+    if not ok:
+        # A failed run publishes nothing: do not hand out partial feeds.
+        feeds = {output: [] for output in config.pipeline.outputs}
+    return EngineResult(feeds=feeds, report=report, errors=errors, ok=ok, warnings=warnings)

@@ -1,0 +1,348 @@
+"""Fetching sources: `url:` (httpx behind an SSRF guard), `path:` (below EDL_SOURCE_DIR).
+
+SSRF guard: the host is resolved once, every address must be global (wrapped IPv4
+forms are unwrapped first) unless an allow CIDR/host says otherwise, and the
+connection goes to the checked address — httpx never does a second lookup. Redirects
+are followed here, at most 5, each one checked again.
+
+Secrets: `${EDL_SECRET_*}` in headers are expanded at fetch time only; errors raised
+here never contain header values (the pipeline also redacts them defensively).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import re
+import socket
+import urllib.parse
+import zlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from edl_api.engine.config import SourceConfig
+from edl_api.engine.indicators import cidr_ok, ipv4_to_int, ipv6_to_int
+from edl_api.engine.special import RESERVED_V4, RESERVED_V6, IntervalSet, embedded_ipv4
+
+MAX_REDIRECTS = 5
+USER_AGENT = "edl-api/0.1 (+https://github.com/)"
+_SECRET_REF = re.compile(r"\$\{(EDL_SECRET_[A-Z0-9_]+)\}")
+_NUMERIC_HOST = re.compile(r"[0-9a-fA-FxX.]+")
+
+# resolver(host, port) -> addresses (sync or async); injectable for tests.
+Resolver = Callable[[str, int], Awaitable[Iterable[str]] | Iterable[str]]
+
+
+class SourceError(Exception):
+    """A source could not be fetched; the message is safe to log and store."""
+
+
+@dataclass(frozen=True)
+class SsrfPolicy:
+    allow_v4: IntervalSet
+    allow_v6: IntervalSet
+    allow_hosts: frozenset[str]
+
+    @classmethod
+    def build(cls, cidrs: Iterable[str], hosts: Iterable[str]) -> SsrfPolicy:
+        ranges: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+        for cidr in cidrs:
+            parsed = cidr_ok(cidr.strip())
+            if parsed is None:
+                raise ValueError(f"EDL_SSRF_ALLOW_CIDRS: {cidr!r} is not a network")
+            version, first, last = parsed
+            ranges[version].append((first, last))
+        return cls(
+            IntervalSet(ranges[4]),
+            IntervalSet(ranges[6]),
+            frozenset(h.strip().lower().rstrip(".") for h in hosts if h.strip()),
+        )
+
+    def refusal(self, version: int, value: int) -> str | None:
+        """Why connecting to this address is refused, or None when it is allowed."""
+        if version == 4:
+            if value in self.allow_v4:
+                return None
+            return "non-global address" if value in RESERVED_V4 else None
+        if value in self.allow_v6:
+            return None
+        wrapped = embedded_ipv4(value)
+        if wrapped is not None:
+            # A wrapper is only as safe as every IPv4 address inside it.
+            for inner in wrapped:
+                if inner not in self.allow_v4 and inner in RESERVED_V4:
+                    return "non-global address (wrapped IPv4)"
+            return None
+        return "non-global address" if value in RESERVED_V6 else None
+
+
+def literal_address(host: str) -> tuple[int, int] | None:
+    """(version, int) when `host` is an IP literal, including inet_aton forms.
+
+    "2130706433", "0x7f.1" and "0177.0.0.1" all mean 127.0.0.1 to a C resolver, so
+    they must be judged as addresses, never handed to a resolver as names.
+    """
+    host = host.strip("[]")
+    if ":" in host:
+        value6 = ipv6_to_int(host.split("%", 1)[0])
+        return None if value6 is None else (6, value6)
+    value4 = ipv4_to_int(host)
+    if value4 is not None:
+        return 4, value4
+    last = host.rstrip(".").rsplit(".", 1)[-1]
+    if _NUMERIC_HOST.fullmatch(host) and last[:1].isdigit():
+        try:
+            return 4, int.from_bytes(socket.inet_aton(host), "big")
+        except OSError:
+            raise SourceError("host is neither a name nor a valid address") from None
+    return None
+
+
+async def default_resolver(host: str, port: int) -> list[str]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def resolve_checked(
+    host: str, port: int, policy: SsrfPolicy, resolver: Resolver | None
+) -> tuple[int, int]:
+    """Resolve once and return the address to connect to; raise if any address is refused."""
+    literal = literal_address(host)
+    if literal is not None:
+        addresses = [literal]
+    else:
+        try:
+            result = (resolver or default_resolver)(host, port)
+            if inspect.isawaitable(result):
+                result = await result
+            names = list(result)
+        except (OSError, UnicodeError) as exc:
+            raise SourceError(f"cannot resolve host: {exc.__class__.__name__}") from None
+        addresses = []
+        for name in names:
+            parsed = literal_address(str(name).split("%", 1)[0])
+            if parsed is None:
+                raise SourceError("resolver returned a non-address")
+            addresses.append(parsed)
+        if not addresses:
+            raise SourceError("host has no addresses")
+    if host.lower().rstrip(".") in policy.allow_hosts:
+        return addresses[0]
+    for version, value in addresses:
+        reason = policy.refusal(version, value)
+        if reason is not None:
+            # Every address must pass: a name with one private record is refused outright.
+            raise SourceError(f"refused: host resolves to a {reason}")
+    return addresses[0]
+
+
+def expand_secrets(headers: dict[str, str], secrets: set[str]) -> dict[str, str]:
+    """Expand `${EDL_SECRET_*}` from the environment; expanded values are added to `secrets`."""
+    out = {}
+    for name, value in headers.items():
+
+        def replace(match: re.Match[str], header: str = name) -> str:
+            secret = os.environ.get(match.group(1))
+            if secret is None:
+                raise SourceError(f"header {header}: secret {match.group(1)} is not set")
+            if secret:
+                secrets.add(secret)
+            return secret
+
+        out[name] = _SECRET_REF.sub(replace, value)
+    return out
+
+
+class _BodyDecoder:
+    """Content-Encoding decoding with a hard cap on decoded bytes (gzip bombs stop early)."""
+
+    def __init__(self, encoding: str, max_bytes: int) -> None:
+        encoding = encoding.strip().lower()
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.parts: list[bytes] = []
+        if encoding in ("", "identity"):
+            self.inflater: Any = None
+        elif encoding in ("gzip", "x-gzip"):
+            self.inflater = zlib.decompressobj(wbits=47)
+        elif encoding == "deflate":
+            self.inflater = zlib.decompressobj(wbits=47)  # zlib or gzip header, auto-detected
+        else:
+            raise SourceError(f"unsupported Content-Encoding {encoding[:40]!r}")
+
+    def _add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise SourceError(f"source is larger than max_bytes ({self.max_bytes})")
+        self.parts.append(chunk)
+
+    def feed(self, chunk: bytes) -> None:
+        if self.inflater is None:
+            self._add(chunk)
+            return
+        try:
+            data = chunk
+            while data:
+                out = self.inflater.decompress(data, self.max_bytes - self.size + 1)
+                self._add(out)
+                data = self.inflater.unconsumed_tail
+        except zlib.error:
+            raise SourceError("corrupt compressed body") from None
+
+    def finish(self) -> bytes:
+        return maybe_gunzip(b"".join(self.parts), self.max_bytes)
+
+
+def maybe_gunzip(data: bytes, max_bytes: int) -> bytes:
+    """A `.gz` file served as-is (no Content-Encoding) is unpacked, still capped."""
+    if not data.startswith(b"\x1f\x8b"):
+        return data
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(data, max_bytes + 1)
+    except zlib.error:
+        raise SourceError("corrupt gzip data") from None
+    if len(out) > max_bytes:
+        raise SourceError(f"source is larger than max_bytes ({max_bytes})")
+    return out
+
+
+@dataclass
+class Fetched:
+    data: bytes
+    status: int | None = None
+    redirects: int = 0
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+async def fetch_url(
+    client: httpx.AsyncClient,
+    source: SourceConfig,
+    policy: SsrfPolicy,
+    resolver: Resolver | None,
+    secrets: set[str],
+) -> Fetched:
+    assert source.url is not None
+    headers = expand_secrets(source.headers, secrets)
+    url = source.url
+    origin: tuple[str, str, int] | None = None
+    for redirects in range(MAX_REDIRECTS + 1):
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        host = parts.hostname or ""
+        if not host.isascii():
+            try:
+                host = host.encode("idna").decode("ascii")
+            except UnicodeError:
+                raise SourceError("host is not a valid name") from None
+        try:
+            port = parts.port or _default_port(scheme)
+        except ValueError:
+            raise SourceError("invalid port in URL") from None
+        if origin is None:
+            origin = (scheme, host, port)
+        elif (scheme, host, port) != origin:
+            headers = {}  # configured credentials never follow a redirect to another origin
+        version, address = await resolve_checked(host, port, policy, resolver)
+        literal = socket.inet_ntop(
+            socket.AF_INET if version == 4 else socket.AF_INET6,
+            address.to_bytes(4 if version == 4 else 16, "big"),
+        )
+        netloc = literal if version == 4 else f"[{literal}]"
+        target = urllib.parse.urlunsplit(
+            (scheme, f"{netloc}:{port}", parts.path or "/", parts.query, "")
+        )
+        host_header = host if ":" not in host else f"[{host}]"
+        if port != _default_port(scheme):
+            host_header = f"{host_header}:{port}"
+        request_headers = {
+            "User-Agent": USER_AGENT,
+            "Accept-Encoding": "gzip, deflate",
+            **headers,
+            "Host": host_header,
+        }
+        extensions = {}
+        if scheme == "https" and literal_address(host) is None:
+            # TLS must verify the name we resolved, not the pinned address.
+            extensions["sni_hostname"] = host
+        request = client.build_request(
+            "GET",
+            target,
+            headers=request_headers,
+            extensions=extensions,
+            timeout=httpx.Timeout(source.timeout_seconds),
+        )
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise SourceError(f"{exc.__class__.__name__}: {_safe(str(exc), secrets)}") from None
+        try:
+            if response.status_code in (301, 302, 303, 307, 308):
+                location = response.headers.get("location")
+                if not location:
+                    raise SourceError(f"HTTP {response.status_code} without Location")
+                next_url = urllib.parse.urljoin(url, location.strip())
+                next_scheme = urllib.parse.urlsplit(next_url).scheme.lower()
+                if next_scheme not in ("http", "https"):
+                    raise SourceError("redirect to a non-HTTP URL refused")
+                if scheme == "https" and next_scheme == "http":
+                    raise SourceError("redirect from https to http refused")
+                url = next_url
+                continue
+            if not 200 <= response.status_code < 300:
+                raise SourceError(f"HTTP {response.status_code}")
+            decoder = _BodyDecoder(response.headers.get("content-encoding", ""), source.max_bytes)
+            try:
+                async for chunk in response.aiter_raw():
+                    decoder.feed(chunk)
+            except httpx.HTTPError as exc:
+                raise SourceError(f"{exc.__class__.__name__} while reading body") from None
+            return Fetched(decoder.finish(), response.status_code, redirects)
+        finally:
+            await response.aclose()
+    raise SourceError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def read_path(source: SourceConfig, source_dir: str | None) -> Fetched:
+    """Read a file source strictly below `source_dir` (symlinks resolved before the check)."""
+    assert source.path is not None
+    if not source_dir:
+        raise SourceError("file sources need EDL_SOURCE_DIR to be set")
+    base = os.path.realpath(source_dir)
+    target = os.path.realpath(os.path.join(base, source.path))
+    if os.path.commonpath([base, target]) != base or target == base:
+        raise SourceError("path escapes EDL_SOURCE_DIR")
+    try:
+        with open(target, "rb") as handle:
+            if not os.path.isfile(target):
+                raise SourceError("path is not a regular file")
+            data = handle.read(source.max_bytes + 1)
+    except OSError as exc:
+        raise SourceError(f"cannot read file: {exc.strerror or exc.__class__.__name__}") from None
+    if len(data) > source.max_bytes:
+        raise SourceError(f"source is larger than max_bytes ({source.max_bytes})")
+    return Fetched(maybe_gunzip(data, source.max_bytes))
+
+
+def _safe(text: str, secrets: set[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text[:300]
+
+
+def make_client() -> httpx.AsyncClient:
+    # trust_env=False: no proxy or netrc from the environment may redirect or decorate requests.
+    return httpx.AsyncClient(
+        trust_env=False,
+        follow_redirects=False,
+        timeout=httpx.Timeout(30.0),
+        limits=httpx.Limits(max_connections=16, max_keepalive_connections=0),
+    )

@@ -1,0 +1,119 @@
+"""The deduplicating indicator store and the hot ingest loop.
+
+Provenance is a bitmask of source indexes per indicator: a duplicate costs one dict
+lookup and an OR, and sources/tags/confidence are derived once per distinct mask.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edl_api.engine.indicators import (
+    CIDR4,
+    CIDR6,
+    FQDN,
+    IPV4,
+    IPV6,
+    KIND_TYPE,
+    URL,
+    classify_parts,
+)
+
+# Sorted (first, last, source mask) pieces of networks after the rules.
+Networks = list[tuple[int, int, int]]
+
+
+@dataclass
+class IndicatorStore:
+    ipv4: dict[int, int] = field(default_factory=dict)
+    ipv6: dict[int, int] = field(default_factory=dict)
+    cidr4: dict[tuple[int, int], int] = field(default_factory=dict)
+    cidr6: dict[tuple[int, int], int] = field(default_factory=dict)
+    fqdn: dict[str, int] = field(default_factory=dict)
+    url: dict[str, int] = field(default_factory=dict)
+    # Filled by the rules stage.
+    networks4: Networks = field(default_factory=list)
+    networks6: Networks = field(default_factory=list)
+    sorted_hosts: dict[int, list[int]] = field(default_factory=dict)
+
+    def maps(self) -> dict[str, dict[Any, int]]:
+        return {
+            IPV4: self.ipv4,
+            IPV6: self.ipv6,
+            CIDR4: self.cidr4,
+            CIDR6: self.cidr6,
+            FQDN: self.fqdn,
+            URL: self.url,
+        }
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "ipv4": len(self.ipv4),
+            "ipv6": len(self.ipv6),
+            "cidr": len(self.cidr4) + len(self.cidr6),
+            "fqdn": len(self.fqdn),
+            "url": len(self.url),
+        }
+
+
+@dataclass
+class IngestStats:
+    tokens: int = 0
+    indicators: Counter[str] = field(default_factory=Counter)  # published type -> n
+    invalid: Counter[str] = field(default_factory=Counter)  # reason -> n
+    filtered: int = 0  # classified fine but not in the source's `types:`
+
+
+def ingest(
+    tokens: Iterable[str],
+    store: IndicatorStore,
+    bit: int,
+    types: frozenset[str] | None,
+    stats: IngestStats,
+) -> None:
+    """Classify tokens into the store, OR-ing `bit` into each indicator's source mask."""
+    maps = store.maps()
+    ipv4_map = store.ipv4
+    pton = socket.inet_pton
+    af_inet = socket.AF_INET
+    from_bytes = int.from_bytes
+    take_ipv4 = types is None or "ipv4" in types
+    invalid = stats.invalid
+    by_type = stats.indicators
+    n_tokens = 0
+    n_ipv4 = 0
+    filtered = 0
+    for token in tokens:
+        n_tokens += 1
+        # Fast path: a strict dotted quad is ~60% of real-world volume.
+        try:
+            key = from_bytes(pton(af_inet, token), "big")
+        except (OSError, ValueError):
+            pass
+        else:
+            if take_ipv4:
+                ipv4_map[key] = ipv4_map.get(key, 0) | bit
+                n_ipv4 += 1
+            else:
+                filtered += 1
+            continue
+        parts = classify_parts(token)
+        if isinstance(parts, str):
+            invalid[parts] += 1
+            continue
+        for kind, part_key in parts:
+            kind_type = KIND_TYPE[kind]
+            if types is not None and kind_type not in types:
+                filtered += 1
+                continue
+            mapping = maps[kind]
+            mapping[part_key] = mapping.get(part_key, 0) | bit
+            by_type[kind_type] += 1
+    if n_ipv4:
+        by_type["ipv4"] += n_ipv4
+    stats.tokens += n_tokens
+    stats.filtered += filtered
