@@ -1,5 +1,173 @@
+"""Feed routes: hosted feeds (also served by the fast path), tokens, views, artifacts."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from edl_api import idempotency
+from edl_api.auth.deps import Caller, FeedReader, Writer
+from edl_api.db import SessionDep
+from edl_api.errors import NotFound
+from edl_api.feeds import service, serving, tokens
+from edl_api.feeds.cache import FeedBody, FeedCache
+from edl_api.feeds.schemas import (
+    ActivePipelines,
+    FeedTokenCreate,
+    FeedTokenCreated,
+    FeedTokenPublic,
+    SearchResult,
+)
+from edl_api.idempotency import IdempotencyHeader
+from edl_api.pagination import Page, PageDep
 
 router = APIRouter(tags=["feeds"])
+
+FormatQuery = Annotated[
+    str, Query(alias="format", description="plain|panos|fortinet|checkpoint|csv|json")
+]
+
+
+class FeedResponse(Response):
+    """Sends prebuilt header lists as they are (content-length already in them)."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], payload: bytes) -> None:
+        self.status_code = status
+        self.body = payload
+        self.background = None
+        self.raw_headers = list(headers)
+
+
+def _answer(request: Request, body: FeedBody) -> FeedResponse:
+    status, headers, payload = serving.choose(
+        body, request.headers, head=request.method == "HEAD"
+    )
+    return FeedResponse(status, headers, payload)
+
+
+def _cache(request: Request) -> FeedCache:
+    cache: FeedCache = request.app.state.feed_cache
+    return cache
+
+
+_FEED_DOC = (
+    "text/plain, one entry per line. `ETag` (the artifact's sha256), `Last-Modified`, "
+    "`If-None-Match`/`If-Modified-Since` → 304, gzip when accepted, HEAD; headers "
+    "`X-EDL-Count`, `X-EDL-Run-Id`. Auth: X-API-Key, Bearer, or HTTP Basic with the key as "
+    "password."
+)
+
+
+@router.api_route(
+    "/pipelines/{pipeline_id}/edl/{indicator_type}", methods=["GET", "HEAD"],
+    summary="A pipeline's hosted feed", description=_FEED_DOC, response_class=Response,
+)
+async def pipeline_feed(
+    pipeline_id: int, indicator_type: str, request: Request, principal: FeedReader,
+    session: SessionDep, fmt: FormatQuery = "plain",
+) -> Response:
+    serving.check_type_and_format(indicator_type, fmt)
+    cache = _cache(request)
+    pointer = await serving.pipeline_pointer(session, cache, pipeline_id, indicator_type)
+    if (
+        pointer is None or not pointer.live
+        or not principal.sees_pipeline(pointer.profile_id, pipeline_id)
+    ):
+        raise NotFound("not found")
+    body = await serving.pipeline_body(session, cache, pointer, indicator_type, fmt)
+    return _answer(request, body)
+
+
+@router.api_route(
+    "/edl/{indicator_type}", methods=["GET", "HEAD"],
+    summary="The union of the caller's active pipelines' feeds of one type",
+    description=_FEED_DOC + " De-duplicated; cidr and ip feeds are aggregated.",
+    response_class=Response,
+)
+async def global_feed(
+    indicator_type: str, request: Request, principal: FeedReader, session: SessionDep,
+    fmt: FormatQuery = "plain", profile_id: Annotated[int | None, Query()] = None,
+) -> Response:
+    serving.check_type_and_format(indicator_type, fmt)
+    cache = _cache(request)
+    members = await serving.union_members(session, cache, principal, profile_id, indicator_type)
+    body = await serving.union_body(session, cache, members, indicator_type, fmt)
+    return _answer(request, body)
+
+
+@router.post(
+    "/profiles/{profile_id}/feed-tokens", status_code=201, response_model=FeedTokenCreated,
+    summary="Create a read-only feed token (shown once)", tags=["profiles"],
+)
+async def create_feed_token(
+    profile_id: int, body: FeedTokenCreate, request: Request, principal: Writer,
+    session: SessionDep, idempotency_key: IdempotencyHeader = None,
+) -> FeedTokenCreated:
+    idem = idempotency.make_request(
+        principal, "feed_tokens.create", idempotency_key, body, {"profile_id": profile_id}
+    )
+    return await tokens.create_token(
+        session, principal, profile_id, body, idem, request.app.state.settings.bcrypt_rounds
+    )
+
+
+@router.get(
+    "/profiles/{profile_id}/feed-tokens", response_model=Page[FeedTokenPublic],
+    summary="List a profile's feed tokens (no secrets)", tags=["profiles"],
+)
+async def list_feed_tokens(
+    profile_id: int, principal: Writer, session: SessionDep, page: PageDep,
+    include_revoked: Annotated[bool, Query()] = False,
+) -> Page[FeedTokenPublic]:
+    return await tokens.list_tokens(session, principal, profile_id, page, include_revoked)
+
+
+@router.delete(
+    "/profiles/{profile_id}/feed-tokens/{token_id}", response_model=FeedTokenPublic,
+    summary="Revoke a feed token (it stops working at once)", tags=["profiles"],
+)
+async def revoke_feed_token(
+    profile_id: int, token_id: int, request: Request, principal: Writer, session: SessionDep
+) -> FeedTokenPublic:
+    return await tokens.revoke_token(
+        session, principal, profile_id, token_id, request.app.state.key_cache
+    )
+
+
+@router.get(
+    "/profiles/{profile_id}/pipelines/active", response_model=ActivePipelines,
+    summary="Pipelines that host data now, with their feeds and schedule", tags=["profiles"],
+)
+async def active_pipelines(
+    profile_id: int, request: Request, principal: Caller, session: SessionDep
+) -> ActivePipelines:
+    return await service.active_pipelines(
+        session, principal, profile_id, request.app.state.settings
+    )
+
+
+@router.get(
+    "/profiles/{profile_id}/pipelines/search", response_model=SearchResult,
+    summary="Which of the profile's feeds hold an indicator (networks and wildcards count)",
+    tags=["profiles"],
+)
+async def search_indicator(
+    profile_id: int, principal: Caller, session: SessionDep,
+    indicator: Annotated[str, Query(min_length=1, max_length=2048)],
+) -> SearchResult:
+    return await service.search(session, principal, profile_id, indicator)
+
+
+@router.api_route(
+    "/runs/{run_id}/artifacts/{indicator_type}", methods=["GET", "HEAD"],
+    summary="Download a run's stored artifact (dry runs included)", tags=["runs"],
+    response_class=Response,
+)
+async def run_artifact(
+    run_id: int, indicator_type: str, request: Request, principal: Caller, session: SessionDep
+) -> Response:
+    body, artifact = await service.run_artifact(session, principal, run_id, indicator_type)
+    response = _answer(request, body)
+    response.raw_headers.append((b"x-edl-published", b"true" if artifact.published else b"false"))
+    return response

@@ -1,19 +1,339 @@
-"""Publishing (atomic, guarded) and the in-memory feed cache."""
+"""Publishing (atomic, guarded, content-addressed) and the hooks that keep caches honest.
+
+`publish_run` runs inside the caller's transaction (the dispatcher commits it together
+with the run's final state): artifacts are stored first, then hosted feeds are
+repointed, then the indicator store is replaced. Nothing is served from a run until
+that one commit; a rollback leaves the last good feed in place.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+from sqlmodel import col
 
-from edl_api.models import PipelineRun
+from edl_api.engine import config as engine_config
+from edl_api.feeds import content as feed_content
+from edl_api.feeds import indicators as indicator_store
+from edl_api.feeds.cache import FeedCache, invalidate_everywhere
+from edl_api.models import Artifact, HostedFeed, Pipeline, PipelineRun, utcnow
+
+logger = logging.getLogger("edl_api.feeds")
+
+DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
+DEFAULT_POINTER_TTL = 2.0
+_CHANGED = "edl_feeds_changed_pipelines"
 
 
 def install(app: FastAPI) -> None:
-    """Attach the per-process feed cache to app.state."""
+    """Attach the per-process feed cache and the feed fast path to the app."""
+    from edl_api.feeds.fastpath import FeedFastPath
+
+    settings = app.state.settings
+    app.state.feed_cache = FeedCache(
+        max_bytes=int(getattr(settings, "feed_cache_bytes", DEFAULT_CACHE_BYTES)),
+        ttl_seconds=float(getattr(settings, "feed_pointer_ttl_seconds", DEFAULT_POINTER_TTL)),
+    )
+    app.add_middleware(FeedFastPath)
+
+
+# --- cache invalidation on commit ---------------------------------------------------------
+
+
+def mark_changed(session: AsyncSession | Session, pipeline_id: int) -> None:
+    info = session.info
+    info.setdefault(_CHANGED, set()).add(pipeline_id)
+
+
+@event.listens_for(Session, "after_flush")
+def _note_pipeline_changes(session: Session, _context: Any) -> None:
+    # A pipeline deleted or deactivated in this process stops being served at commit.
+    for obj in list(session.dirty) + list(session.deleted):
+        if isinstance(obj, Pipeline) and obj.id is not None:
+            mark_changed(session, obj.id)
+
+
+@event.listens_for(Session, "after_commit")
+def _apply_changes(session: Session) -> None:
+    changed = session.info.pop(_CHANGED, None)
+    if changed:
+        invalidate_everywhere(changed)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_changes(session: Session) -> None:
+    session.info.pop(_CHANGED, None)
+
+
+# --- publishing -------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedFeed:
+    indicator_type: str
+    content: bytes
+    gzip: bytes
+    sha256: str
+    count: int
+    lines: list[str]
+    retained: set[str]
+    diff: dict[str, Any]
+
+
+@dataclass
+class Decision:
+    published: bool
+    reason: str | None = None
+
+
+@dataclass
+class _Options:
+    max_shrink_percent: float = 50.0
+    allow_empty: bool = False
+    retain_missing_days: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _options(run: PipelineRun) -> _Options:
+    try:
+        options = engine_config.load_config(run.config_snapshot).pipeline
+    except Exception:  # a snapshot the engine accepted; defaults if it cannot be re-read
+        logger.warning("run %s: config snapshot unreadable, default guard applies", run.id)
+        return _Options()
+    return _Options(
+        options.guard.max_shrink_percent, options.guard.allow_empty, options.retain_missing_days
+    )
+
+
+def _prepare(
+    out_dir: Path, types: list[str], old_contents: dict[str, bytes],
+    retained_by_type: dict[str, set[str]],
+) -> dict[str, PreparedFeed]:
+    """CPU work, off the event loop: read, merge retained entries, hash, gzip, diff."""
+    prepared: dict[str, PreparedFeed] = {}
+    for kind in types:
+        raw = (out_dir / f"{kind}.txt").read_bytes()
+        lines = feed_content.split_lines(raw)
+        line_set = set(lines)
+        retained = retained_by_type.get(kind, set()) - line_set
+        if retained:
+            lines = feed_content.sorted_lines([*lines, *retained])
+            line_set |= retained
+        body = feed_content.join_lines(lines)
+        old = old_contents.get(kind)
+        old_set = set(feed_content.split_lines(old)) if old is not None else None
+        prepared[kind] = PreparedFeed(
+            kind, body, feed_content.gzip_bytes(body), feed_content.sha256_hex(body),
+            len(lines), lines, retained, feed_content.diff_summary(old_set, line_set),
+        )
+    return prepared
+
+
+def guard_decision(
+    run: PipelineRun, live: bool, feed: PreparedFeed, current: HostedFeed | None,
+    options: _Options,
+) -> Decision:
+    """Whether `feed` may replace what is served now; the reason when it may not."""
+    if run.mode != "full":
+        return Decision(False, "dry run: artifact stored, never published")
+    if not live:
+        return Decision(False, "pipeline is deleted or inactive: nothing is published")
+    if current is None:
+        return Decision(True)
+    if run.id is not None and current.run_id > run.id:
+        return Decision(False, f"a newer run (#{current.run_id}) already published this feed")
+    if current.count > 0 and feed.count == 0 and not options.allow_empty:
+        return Decision(
+            False,
+            f"guard: the result is empty and would replace {current.count} entries "
+            "(pipeline.guard.allow_empty is false); the last good feed stays",
+        )
+    if current.count > 0 and feed.count < current.count:
+        shrink = (current.count - feed.count) * 100.0 / current.count
+        if shrink > options.max_shrink_percent and not (feed.count == 0 and options.allow_empty):
+            return Decision(
+                False,
+                f"guard: the feed would shrink by {shrink:.1f}% ({current.count} → {feed.count} "
+                f"entries), more than max_shrink_percent {options.max_shrink_percent:g}; "
+                "the last good feed stays",
+            )
+    return Decision(True)
 
 
 async def publish_run(session: AsyncSession, run: PipelineRun, out_dir: Path) -> None:
     """Store a finished run's artifacts from the engine's out_dir and publish them."""
-    raise NotImplementedError
+    if not run.persist or run.id is None:
+        return
+    already = await session.execute(
+        select(col(Artifact.id)).where(col(Artifact.run_id) == run.id).limit(1)
+    )
+    if already.first() is not None:  # a retried call: the first one stored everything
+        return
+    options = _options(run)
+    now = utcnow()
+    pipeline = await session.get(Pipeline, run.pipeline_id)
+    live = pipeline is not None and pipeline.deleted_at is None and pipeline.is_active
+    types = [t for t in feed_content.FEED_TYPES if (out_dir / f"{t}.txt").is_file()]
+    current = {
+        feed.indicator_type: feed
+        for feed in (
+            await session.execute(
+                select(HostedFeed).where(col(HostedFeed.pipeline_id) == run.pipeline_id)
+                .with_for_update()
+            )
+        ).scalars()
+    }
+    old_contents: dict[str, bytes] = {}
+    if current:
+        rows = await session.execute(
+            select(col(Artifact.indicator_type), col(Artifact.content)).where(
+                col(Artifact.id).in_([f.artifact_id for f in current.values()])
+            )
+        )
+        old_contents = {str(row[0]): bytes(row[1]) for row in rows}
+    full = run.mode == "full" and live
+    base_types = sorted({b for t in types for b in feed_content.BASE_TYPES[t]})
+    stored = (
+        await indicator_store.load(session, run.pipeline_id, base_types) if full else {}
+    )
+    raw_time = indicator_store.RawTime((await session.connection()).dialect.name)
+    retained_by_type: dict[str, set[str]] = {}
+    if full and options.retain_missing_days > 0 and stored:
+        cutoff = raw_time.to_raw(now - timedelta(days=options.retain_missing_days))
+        keep = {key for key, row in stored.items() if row.last_seen >= cutoff}
+        for kind in types:
+            wanted = feed_content.BASE_TYPES[kind]
+            retained_by_type[kind] = {value for (b, value) in keep if b in wanted}
+    prepared = await asyncio.to_thread(
+        _prepare, out_dir, types, old_contents, retained_by_type
+    )
+
+    decisions: dict[str, Decision] = {}
+    for kind, feed in prepared.items():
+        decisions[kind] = guard_decision(run, live, feed, current.get(kind), options)
+        artifact = Artifact(
+            run_id=run.id, pipeline_id=run.pipeline_id, indicator_type=kind,
+            sha256=feed.sha256, count=feed.count, size=len(feed.content), content=feed.content,
+            content_gzip=feed.gzip, published=decisions[kind].published,
+            reason=decisions[kind].reason, created_at=now,
+        )
+        session.add(artifact)
+        await session.flush()
+        assert artifact.id is not None
+        if not decisions[kind].published:
+            continue
+        hosted = current.get(kind)
+        if hosted is None:
+            hosted = HostedFeed(pipeline_id=run.pipeline_id, indicator_type=kind,
+                                artifact_id=artifact.id, run_id=run.id, sha256=feed.sha256)
+            session.add(hosted)
+        hosted.artifact_id, hosted.run_id, hosted.sha256 = artifact.id, run.id, feed.sha256
+        hosted.count, hosted.updated_at = feed.count, now
+    await session.flush()
+
+    published = {k for k, d in decisions.items() if d.published}
+    if published:
+        await _update_indicators(session, run, out_dir, prepared, published, stored, raw_time, now)
+        mark_changed(session, run.pipeline_id)
+
+    run.diff = {**(run.diff or {}), **{k: f.diff for k, f in prepared.items()}}
+    run.counts = {
+        **(run.counts or {}),
+        "feeds": {
+            k: {"count": f.count, "published": decisions[k].published,
+                "reason": decisions[k].reason, "retained": len(f.retained)}
+            for k, f in prepared.items()
+        },
+    }
+    held = [f"{k}: {d.reason}" for k, d in decisions.items() if not d.published and d.reason]
+    if held and run.mode == "full":
+        logger.info("run %s held feeds: %s", run.id, "; ".join(held))
+
+
+def _read_provenance(path: Path) -> dict[tuple[str, str], tuple[str, str, int]]:
+    """(type, value) → (sources JSON, tags JSON, confidence) from the engine's entries.jsonl."""
+    provenance: dict[tuple[str, str], tuple[str, str, int]] = {}
+    if not path.is_file():
+        return provenance
+    dump = indicator_store.dump_list
+    with path.open("rb") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            provenance[(str(entry.get("type")), str(entry.get("value")))] = (
+                dump(entry.get("sources") or []), dump(entry.get("tags") or []),
+                int(entry.get("confidence", 50)),
+            )
+    return provenance
+
+
+def _indicator_rows(
+    run: PipelineRun, out_dir: Path, prepared: dict[str, PreparedFeed], updated: list[str],
+    stored: dict[tuple[str, str], indicator_store.StoredIndicator], now_raw: Any,
+) -> list[tuple[Any, ...]]:
+    provenance = _read_provenance(out_dir / "entries.jsonl")
+    no_sources = indicator_store.dump_list([])
+    rows: list[tuple[Any, ...]] = []
+    pipeline_id = run.pipeline_id
+    for base in updated:
+        if base in prepared:
+            feed = prepared[base]
+            values = feed.lines
+            retained = feed.retained
+        else:  # only the combined "ip" feed was produced: split it by type
+            feed = prepared["ip"]
+            values = [v for v in feed.lines if _ip_kind(v) == base]
+            retained = {v for v in feed.retained if _ip_kind(v) == base}
+        for value in values:
+            old = stored.get((base, value))
+            if value in retained and old is not None:
+                rows.append((pipeline_id, base, value, old.sources, old.tags, old.confidence,
+                             old.first_seen, old.last_seen, old.run_id))
+                continue
+            sources, tags, confidence = (
+                provenance.get((base, value)) or provenance.get(("ip", value))
+                or (no_sources, no_sources, 50)
+            )
+            first_seen = old.first_seen if old is not None else now_raw
+            rows.append((pipeline_id, base, value, sources, tags, confidence,
+                         first_seen, now_raw, run.id))
+    return rows
+
+
+def _ip_kind(value: str) -> str:
+    network = feed_content.ip_network(value)
+    if network is None:
+        return "other"
+    version, _, prefixlen = network
+    if prefixlen == (32 if version == 4 else 128):
+        return "ipv4" if version == 4 else "ipv6"
+    return "cidr"
+
+
+async def _update_indicators(
+    session: AsyncSession, run: PipelineRun, out_dir: Path, prepared: dict[str, PreparedFeed],
+    published: set[str], stored: dict[tuple[str, str], indicator_store.StoredIndicator],
+    raw_time: indicator_store.RawTime, now: datetime,
+) -> None:
+    """Replace the provenance rows of every base type whose feed was published."""
+    updated: list[str] = []
+    for base in ("ipv4", "ipv6", "cidr", "fqdn", "url"):
+        if base in published or (base not in prepared and "ip" in published):
+            updated.append(base)
+    if not updated:
+        return
+    rows = await asyncio.to_thread(
+        _indicator_rows, run, out_dir, prepared, updated, stored, raw_time.to_raw(now)
+    )
+    await indicator_store.replace(session, run.pipeline_id, updated, rows)

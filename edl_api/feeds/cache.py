@@ -1,0 +1,187 @@
+"""The per-process feed cache: bytes by content, pointers with a short time to live.
+
+A poll must be a dictionary lookup. Three maps, all bounded:
+
+- `bodies`: a rendered feed (plain bytes, gzip bytes, prebuilt response headers) keyed
+  by what it was made from (artifact sha + format + provenance version), LRU by bytes;
+- `pointers`: `(pipeline_id, type)` → which artifact is served and whether the pipeline
+  is live, refreshed from the database after `ttl` seconds (another process may have
+  published or deleted) and dropped at once when this process commits a change;
+- `unions`: the members of a caller's global feed `(scope, profile filter, type)`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import format_datetime
+from typing import Any
+
+JSON_TYPES = {"json": b"application/json", "csv": b"text/csv; charset=utf-8"}
+
+
+@dataclass(slots=True)
+class FeedBody:
+    """One immutable rendering of a feed and its ready-to-send headers."""
+
+    etag: str
+    plain: bytes
+    gzip: bytes
+    count: int
+    media_type: bytes = b"text/plain; charset=utf-8"
+    # Filled by `prepare()`; (status 200 identity, 200 gzip, 304) header lists.
+    identity_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    gzip_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    not_modified_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    last_modified: datetime | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.plain) + len(self.gzip) + 512
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPointer:
+    """What (pipeline, type) serves now, as last read from the database."""
+
+    pipeline_id: int
+    profile_id: int
+    live: bool  # active and not deleted
+    sha256: str | None = None
+    artifact_id: int | None = None
+    run_id: int | None = None
+    count: int = 0
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnionMembers:
+    pointers: tuple[FeedPointer, ...]
+
+
+def http_date(moment: datetime) -> str:
+    return format_datetime(moment, usegmt=True)
+
+
+def prepare(body: FeedBody, *, run_ids: Iterable[int], last_modified: datetime | None) -> None:
+    """Precompute the three header lists once, so serving only picks one."""
+    body.last_modified = last_modified
+    common = [
+        (b"etag", f'"{body.etag}"'.encode()),
+        (b"x-edl-count", str(body.count).encode()),
+        (b"x-edl-run-id", ",".join(str(r) for r in run_ids).encode()),
+        (b"cache-control", b"no-cache"),
+        (b"vary", b"Accept-Encoding"),
+    ]
+    if last_modified is not None:
+        common.append((b"last-modified", http_date(last_modified).encode()))
+    body.not_modified_headers = list(common)
+    body.identity_headers = [
+        (b"content-type", body.media_type),
+        (b"content-length", str(len(body.plain)).encode()),
+        *common,
+    ]
+    body.gzip_headers = [
+        (b"content-type", body.media_type),
+        (b"content-length", str(len(body.gzip)).encode()),
+        (b"content-encoding", b"gzip"),
+        *common,
+    ]
+
+
+class _Timed:
+    __slots__ = ("expires", "value")
+
+    def __init__(self, expires: float, value: Any) -> None:
+        self.expires = expires
+        self.value = value
+
+
+class FeedCache:
+    def __init__(self, max_bytes: int, ttl_seconds: float, max_pointers: int = 100_000) -> None:
+        self.max_bytes = max_bytes
+        self.ttl = ttl_seconds
+        self.max_pointers = max_pointers
+        self._bodies: OrderedDict[Hashable, FeedBody] = OrderedDict()
+        self._bytes = 0
+        self._pointers: dict[tuple[int, str], _Timed] = {}
+        self._unions: dict[Hashable, _Timed] = {}
+        self._lock = threading.Lock()
+        _CACHES.add(self)
+
+    # --- bodies ------------------------------------------------------------------------
+
+    def body(self, key: Hashable) -> FeedBody | None:
+        body = self._bodies.get(key)
+        if body is not None:
+            try:
+                self._bodies.move_to_end(key)
+            except KeyError:  # evicted concurrently
+                pass
+        return body
+
+    def put_body(self, key: Hashable, body: FeedBody) -> None:
+        with self._lock:
+            old = self._bodies.pop(key, None)
+            if old is not None:
+                self._bytes -= old.size
+            self._bodies[key] = body
+            self._bytes += body.size
+            # Keep the newest body even when it alone is over the cap.
+            while self._bytes > self.max_bytes and len(self._bodies) > 1:
+                _, evicted = self._bodies.popitem(last=False)
+                self._bytes -= evicted.size
+
+    @property
+    def body_bytes(self) -> int:
+        return self._bytes
+
+    # --- pointers ----------------------------------------------------------------------
+
+    def pointer(self, pipeline_id: int, indicator_type: str) -> FeedPointer | None:
+        entry = self._pointers.get((pipeline_id, indicator_type))
+        if entry is None or entry.expires < time.monotonic():
+            return None
+        value: FeedPointer = entry.value
+        return value
+
+    def put_pointer(self, pointer: FeedPointer, indicator_type: str) -> None:
+        if len(self._pointers) >= self.max_pointers:
+            self._pointers.clear()
+        self._pointers[(pointer.pipeline_id, indicator_type)] = _Timed(
+            time.monotonic() + self.ttl, pointer
+        )
+
+    def union(self, key: Hashable) -> UnionMembers | None:
+        entry = self._unions.get(key)
+        if entry is None or entry.expires < time.monotonic():
+            return None
+        value: UnionMembers = entry.value
+        return value
+
+    def put_union(self, key: Hashable, members: UnionMembers) -> None:
+        if len(self._unions) >= self.max_pointers:
+            self._unions.clear()
+        self._unions[key] = _Timed(time.monotonic() + self.ttl, members)
+
+    def invalidate(self, pipeline_ids: Iterable[int]) -> None:
+        """Forget what these pipelines serve (and every global feed: membership may move)."""
+        wanted = set(pipeline_ids)
+        for key in [k for k in self._pointers if k[0] in wanted]:
+            self._pointers.pop(key, None)
+        self._unions.clear()
+
+
+_CACHES: weakref.WeakSet[FeedCache] = weakref.WeakSet()
+
+
+def invalidate_everywhere(pipeline_ids: Iterable[int]) -> None:
+    """Called after a commit that changed what pipelines serve (this process's caches)."""
+    ids = list(pipeline_ids)
+    for cache in list(_CACHES):
+        cache.invalidate(ids)

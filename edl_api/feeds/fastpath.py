@@ -1,0 +1,147 @@
+"""A bare-ASGI fast path for hot feed polls.
+
+It answers a feed GET/HEAD only when everything needed is already in this process's
+caches: the verified key (same extraction and cache as `auth.deps.authenticate`),
+the feed pointer (fresh), and the rendered body. The scope rule is the route's
+(`Principal.sees_pipeline`, live pipeline). Anything else — unknown key, stale
+pointer, odd query, error — goes to the FastAPI route, which does the full work and
+fills the caches. The fast path can therefore only ever say what the route would say.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from edl_api.auth import keys
+from edl_api.auth.deps import _extract_key, _legacy_principal
+from edl_api.auth.principal import Principal
+from edl_api.feeds import serving
+from edl_api.feeds.cache import FeedCache
+from edl_api.feeds.content import FEED_TYPES
+from edl_api.feeds.render import FORMATS
+
+_PIPELINE_FEED = re.compile(r"^/pipelines/([0-9]{1,18})/edl/([a-z0-9]{1,10})$")
+_GLOBAL_FEED = re.compile(r"^/edl/([a-z0-9]{1,10})$")
+_WANTED = {
+    b"x-api-key": "x-api-key", b"authorization": "authorization",
+    b"if-none-match": "if-none-match", b"if-modified-since": "if-modified-since",
+    b"accept-encoding": "accept-encoding",
+}
+
+
+class _Headers:
+    """Just enough of a Request for `_extract_key`."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+
+class FeedFastPath:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            path: str = scope["path"]
+            if "/edl/" in path or path.startswith("/edl/"):
+                answer = self._answer(scope, path)
+                if answer is not None:
+                    status, headers, payload = answer
+                    await send({"type": "http.response.start", "status": status,
+                                "headers": headers})
+                    await send({"type": "http.response.body", "body": payload})
+                    return
+        await self.app(scope, receive, send)
+
+    def _answer(self, scope: Scope, path: str) -> tuple[int, Any, bytes] | None:
+        state = scope["app"].state if "app" in scope else None
+        if state is None:
+            return None
+        cache: FeedCache | None = getattr(state, "feed_cache", None)
+        if cache is None:
+            return None
+        query = _query(scope.get("query_string", b""))
+        if query is None:
+            return None
+        fmt = query.pop("format", "plain")
+        if fmt not in FORMATS:
+            return None
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            wanted = _WANTED.get(name)
+            if wanted is not None:
+                headers[wanted] = value.decode("latin-1")
+        principal = _cached_principal(state, headers)
+        if principal is None:
+            return None
+        head = scope["method"] == "HEAD"
+        match = _PIPELINE_FEED.match(path)
+        if match is not None:
+            if query:
+                return None
+            pipeline_id, kind = int(match.group(1)), match.group(2)
+            if kind not in FEED_TYPES:
+                return None
+            pointer = cache.pointer(pipeline_id, kind)
+            if pointer is None or not pointer.live:
+                return None
+            if not principal.sees_pipeline(pointer.profile_id, pipeline_id):
+                return None
+            body = cache.body(serving.pipeline_body_key(pointer, kind, fmt))
+        else:
+            match = _GLOBAL_FEED.match(path)
+            if match is None:
+                return None
+            kind = match.group(1)
+            if kind not in FEED_TYPES:
+                return None
+            profile_id: int | None = None
+            if "profile_id" in query:
+                raw = query.pop("profile_id")
+                if not raw.isdigit():
+                    return None
+                profile_id = int(raw)
+                if not principal.sees_profile(profile_id):
+                    return None
+            if query:
+                return None
+            members = cache.union(serving.union_key(principal, profile_id, kind))
+            if members is None:
+                return None
+            body = cache.body(serving.union_body_key(members, kind, fmt))
+        if body is None:
+            return None
+        return serving.choose(body, headers, head)
+
+
+def _query(raw: bytes) -> dict[str, str] | None:
+    if not raw:
+        return {}
+    try:
+        pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    query = dict(pairs)
+    if len(query) != len(pairs):
+        return None
+    return query
+
+
+def _cached_principal(state: Any, headers: dict[str, str]) -> Principal | None:
+    """The caller if `authenticate` would find it without touching the database."""
+    key = _extract_key(_Headers(headers), allow_basic=True)  # type: ignore[arg-type]
+    if not key or len(key) > 256:
+        return None
+    legacy = _legacy_principal(state.settings, key)
+    if legacy is not None:
+        return legacy
+    if keys.parse_key(key) is None:
+        return None
+    cache: keys.VerifiedKeyCache[Principal] = state.key_cache
+    return cache.get(key)

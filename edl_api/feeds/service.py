@@ -1,0 +1,205 @@
+"""Views over hosted feeds: active pipelines, indicator search, run artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from edl_api.auth.principal import Principal
+from edl_api.engine.indicators import BITS, classify, key_to_text, url_host
+from edl_api.errors import NotFound, Unprocessable
+from edl_api.feeds import content as feed_content
+from edl_api.feeds.cache import FeedBody, prepare
+from edl_api.feeds.schemas import (
+    ActivePipeline,
+    ActivePipelines,
+    FeedState,
+    LastRun,
+    SearchMatch,
+    SearchResult,
+)
+from edl_api.models import Artifact, HostedFeed, Indicator, Pipeline, PipelineRun
+from edl_api.settings import Settings
+
+MAX_SEARCH_MATCHES = 1000
+
+
+class InvalidIndicator(Unprocessable):
+    code = "invalid_indicator"
+
+
+# --- active pipelines ---------------------------------------------------------------------
+
+
+async def active_pipelines(
+    session: AsyncSession, principal: Principal, profile_id: int, settings: Settings
+) -> ActivePipelines:
+    principal.require_profile(profile_id)
+    pipelines = (
+        await session.execute(
+            select(Pipeline).where(
+                col(Pipeline.profile_id) == profile_id, col(Pipeline.deleted_at).is_(None),
+                col(Pipeline.is_active).is_(True),
+            ).order_by(col(Pipeline.id))
+        )
+    ).scalars().all()
+    ids = [p.id for p in pipelines]
+    feeds: dict[int, dict[str, FeedState]] = {}
+    for feed in (
+        await session.execute(select(HostedFeed).where(col(HostedFeed.pipeline_id).in_(ids)))
+    ).scalars():
+        feeds.setdefault(feed.pipeline_id, {})[feed.indicator_type] = FeedState(
+            count=feed.count, sha256=feed.sha256, updated_at=feed.updated_at, run_id=feed.run_id
+        )
+    items = []
+    for pipeline in pipelines:
+        assert pipeline.id is not None
+        if pipeline.id not in feeds:
+            continue  # hosts nothing yet
+        last = (
+            await session.execute(
+                select(col(PipelineRun.id), col(PipelineRun.state), col(PipelineRun.finished_at))
+                .where(col(PipelineRun.pipeline_id) == pipeline.id)
+                .order_by(col(PipelineRun.id).desc()).limit(1)
+            )
+        ).first()
+        next_run = await _next_run_at(session, pipeline, settings)
+        items.append(ActivePipeline(
+            pipeline_id=pipeline.id, name=pipeline.name,
+            profile_config_id=pipeline.profile_config_id, feeds=feeds[pipeline.id],
+            last_run=LastRun(id=last[0], state=last[1], finished_at=last[2]) if last else None,
+            next_run_at=next_run, scheduled=next_run is not None,
+        ))
+    return ActivePipelines(items=items)
+
+
+async def _next_run_at(session: AsyncSession, pipeline: Pipeline, settings: Settings) -> Any:
+    try:
+        from edl_api.runs.scheduler import next_run_at
+    except ImportError:  # the scheduler is not there: nothing is scheduled
+        return None
+    return await next_run_at(session, pipeline, settings)
+
+
+# --- search ---------------------------------------------------------------------------
+
+
+def _supernets(version: int, number: int, below: int) -> list[str]:
+    """Every network (prefix shorter than `below`) that contains `number`."""
+    bits = BITS[version]
+    out = []
+    for prefixlen in range(below):
+        network = number & ~((1 << (bits - prefixlen)) - 1) if prefixlen else 0
+        kind = "cidr4" if version == 4 else "cidr6"
+        out.append(key_to_text(kind, (network, prefixlen)))
+    return out
+
+
+def _name_candidates(name: str) -> list[tuple[str, str]]:
+    out = [("fqdn", name)]
+    labels = name.removeprefix("*.").split(".")
+    for index in range(1, len(labels)):
+        out.append(("fqdn", "*." + ".".join(labels[index:])))
+    return out
+
+
+def _address_candidates(kind: str, value: str) -> list[tuple[str, str]]:
+    network = feed_content.ip_network(value)
+    assert network is not None
+    version, number, prefixlen = network
+    out = [(kind, value)]
+    out.extend(("cidr", net) for net in _supernets(version, number, prefixlen))
+    return out
+
+
+def search_candidates(indicator: str) -> tuple[str, list[tuple[str, str]]]:
+    """How the query reads, and every (type, stored value) that matches it."""
+    classified = classify(indicator)
+    if not classified.indicators:
+        raise InvalidIndicator(
+            f"not an IP, network, domain or URL ({classified.reason})"
+        )
+    first = classified.indicators[0]
+    candidates: list[tuple[str, str]] = []
+    for item in classified.indicators:
+        if item.indicator_type in ("ipv4", "ipv6", "cidr"):
+            candidates.extend(_address_candidates(item.indicator_type, item.value))
+        elif item.indicator_type == "fqdn":
+            candidates.extend(_name_candidates(item.value))
+        else:
+            candidates.append(("url", item.value))
+            host = url_host(item.value)
+            if host is not None:
+                kind, key = host
+                text = key_to_text(kind, key)
+                if kind == "fqdn":
+                    candidates.extend(_name_candidates(text))
+                else:
+                    candidates.extend(_address_candidates(kind, text))
+    return first.indicator_type, list(dict.fromkeys(candidates))
+
+
+async def search(
+    session: AsyncSession, principal: Principal, profile_id: int, indicator: str
+) -> SearchResult:
+    principal.require_profile(profile_id)
+    text = indicator.strip()
+    if not text or len(text) > 2048:
+        raise InvalidIndicator("give one indicator of at most 2048 characters")
+    kind, candidates = search_candidates(text)
+    by_type: dict[str, list[str]] = {}
+    for indicator_type, value in candidates:
+        by_type.setdefault(indicator_type, []).append(value)
+    rows = await session.execute(
+        select(Indicator, col(Pipeline.name))
+        .join(Pipeline, col(Pipeline.id) == col(Indicator.pipeline_id))
+        .where(
+            col(Pipeline.profile_id) == profile_id, col(Pipeline.deleted_at).is_(None),
+            col(Pipeline.is_active).is_(True),
+            or_(*[
+                and_(col(Indicator.indicator_type) == t, col(Indicator.value).in_(values))
+                for t, values in by_type.items()
+            ]),
+        )
+        .order_by(col(Indicator.pipeline_id), col(Indicator.indicator_type), col(Indicator.value))
+        .limit(MAX_SEARCH_MATCHES)
+    )
+    matches = [
+        SearchMatch(
+            pipeline_id=row.pipeline_id, pipeline_name=name, indicator_type=row.indicator_type,
+            entry=row.value, run_id=row.run_id, sources=row.sources, tags=row.tags,
+            confidence=row.confidence, first_seen=row.first_seen, last_seen=row.last_seen,
+        )
+        for row, name in rows
+    ]
+    return SearchResult(indicator=text, kind=kind, matches=matches)
+
+
+# --- run artifacts -------------------------------------------------------------------------
+
+
+async def run_artifact(
+    session: AsyncSession, principal: Principal, run_id: int, indicator_type: str
+) -> tuple[FeedBody, Artifact]:
+    run = (
+        await session.execute(
+            select(col(PipelineRun.profile_id)).where(col(PipelineRun.id) == run_id)
+        )
+    ).first()
+    if run is None or not principal.sees_profile(run[0]):
+        raise NotFound("not found")
+    artifact = (
+        await session.execute(
+            select(Artifact).where(
+                col(Artifact.run_id) == run_id, col(Artifact.indicator_type) == indicator_type
+            )
+        )
+    ).scalar_one_or_none()
+    if artifact is None:
+        raise NotFound("this run stored no artifact of that type")
+    body = FeedBody(artifact.sha256, artifact.content, artifact.content_gzip, artifact.count)
+    prepare(body, run_ids=[run_id], last_modified=artifact.created_at)
+    return body, artifact
