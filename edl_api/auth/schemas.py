@@ -5,11 +5,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from edl_api.schemas import RequestModel, ResponseModel
+from edl_api.schemas import Name, RequestModel, ResponseModel
 
 
 class AdminAccountCreate(RequestModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     role: Literal["operator", "reader"]
     is_super_admin: bool = False
     idempotency_key: str | None = Field(default=None, max_length=200)

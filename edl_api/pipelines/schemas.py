@@ -4,12 +4,12 @@ from datetime import datetime
 
 from pydantic import Field
 
-from edl_api.schemas import RequestModel, ResponseModel
+from edl_api.schemas import Name, RequestModel, ResponseModel
 
 
 class PipelineCreate(RequestModel):
     profile_config_id: int
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     concurrency_limit: int = Field(default=1, ge=1, le=64)
     is_active: bool = True
     idempotency_key: str | None = Field(default=None, max_length=200)
@@ -20,7 +20,7 @@ class PipelineConfigPatch(RequestModel):
 
 
 class PipelinePatch(RequestModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = None
     concurrency_limit: int | None = Field(default=None, ge=1, le=64)
     is_active: bool | None = None
 

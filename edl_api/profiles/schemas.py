@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from edl_api.schemas import RequestModel, ResponseModel
+from edl_api.schemas import Name, RequestModel, ResponseModel
 
 RefreshMinutes = Annotated[
     float | None,
@@ -14,7 +14,7 @@ RefreshMinutes = Annotated[
 
 
 class ProfileCreate(RequestModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     description: str | None = Field(default=None, max_length=2000)
     idempotency_key: str | None = Field(default=None, max_length=200)
 
@@ -41,7 +41,7 @@ class ProfileSummary(ProfilePublic):
 
 
 class ConfigCreate(RequestModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     yaml: str = Field(min_length=1, description="the pipeline config (YAML, see docs/config.md)")
     refresh_interval_minutes: RefreshMinutes = None
     idempotency_key: str | None = Field(default=None, max_length=200)
@@ -50,7 +50,7 @@ class ConfigCreate(RequestModel):
 class ConfigPatch(RequestModel):
     """Any subset; a section given replaces that whole section of the YAML."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = None
     yaml: str | None = Field(default=None, min_length=1)
     sources: list[dict[str, Any]] | None = None
     augment: dict[str, Any] | None = None
