@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import update
+
+from edl_api.models import Indicator, utcnow
+from tests.feeds.conftest import entry, h, make_tenant, ok, publish
+
+
+async def _search(client: httpx.AsyncClient, t: Any, value: str, key: str | None = None) -> Any:
+    return await ok(await client.get(f"/profiles/{t.profile_id}/pipelines/search",
+                                     params={"indicator": value}, headers=h(key or t.key)))
+
+
+async def test_provenance_across_two_runs(
+    app: Any, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    t = await make_tenant(client, "a")
+    first = await publish(app, tmp_path, t.pipeline_id, {"ipv4": ["192.0.2.1"]},
+                          [entry("ipv4", "192.0.2.1", ["feodo"], tags=["c2"], confidence=80)])
+    before = (await _search(client, t, "192.0.2.1"))["matches"]
+    assert len(before) == 1
+    match = before[0]
+    assert match["sources"] == ["feodo"]
+    assert match["tags"] == ["c2"]
+    assert match["confidence"] == 80
+    assert match["run_id"] == first.id
+    assert match["pipeline_name"] == "a-pipe"
+    second = await publish(
+        app, tmp_path, t.pipeline_id, {"ipv4": ["192.0.2.1", "192.0.2.5"]},
+        [entry("ipv4", "192.0.2.1", ["feodo", "spamhaus"]), entry("ipv4", "192.0.2.5")],
+    )
+    after = (await _search(client, t, "192.0.2.1"))["matches"][0]
+    assert after["first_seen"] == match["first_seen"]
+    assert datetime.fromisoformat(after["last_seen"]) > datetime.fromisoformat(match["last_seen"])
+    assert after["sources"] == ["feodo", "spamhaus"]
+    assert after["run_id"] == second.id
+    fresh = (await _search(client, t, "192.0.2.5"))["matches"][0]
+    assert datetime.fromisoformat(fresh["first_seen"]) > datetime.fromisoformat(match["first_seen"])
+    r = await client.get(f"/pipelines/{t.pipeline_id}/edl/ipv4", params={"format": "csv"},
+                         headers=h(t.key))
+    assert "spamhaus" in r.text
+
+
+async def test_retention_keeps_a_vanished_indicator(
+    app: Any, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    t = await make_tenant(client, "a", retain=3, shrink=100)
+    await publish(app, tmp_path, t.pipeline_id, {"fqdn": ["a.example", "gone.example"]})
+    run = await publish(app, tmp_path, t.pipeline_id, {"fqdn": ["a.example"]})
+    url = f"/pipelines/{t.pipeline_id}/edl/fqdn"
+    assert (await client.get(url, headers=h(t.key))).text == "a.example\ngone.example\n"
+    assert run.counts["feeds"]["fqdn"]["retained"] == 1
+    kept = (await _search(client, t, "gone.example"))["matches"]
+    assert len(kept) == 1
+    # four days later it is over the limit and leaves both the feed and the store
+    async with app.state.sessionmaker() as session:
+        await session.execute(
+            update(Indicator).where(Indicator.value == "gone.example")
+            .values(last_seen=utcnow() - timedelta(days=4))
+        )
+        await session.commit()
+    await publish(app, tmp_path, t.pipeline_id, {"fqdn": ["a.example"]})
+    assert (await client.get(url, headers=h(t.key))).text == "a.example\n"
+    assert (await _search(client, t, "gone.example"))["matches"] == []
+
+
+async def test_without_retention_vanished_rows_are_pruned(
+    app: Any, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    t = await make_tenant(client, "a", shrink=100)
+    await publish(app, tmp_path, t.pipeline_id, {"fqdn": ["a.example", "gone.example"]})
+    await publish(app, tmp_path, t.pipeline_id, {"fqdn": ["a.example"]})
+    assert (await _search(client, t, "gone.example"))["matches"] == []
+    assert len((await _search(client, t, "a.example"))["matches"]) == 1
+
+
+async def test_search_networks_wildcards_urls(
+    app: Any, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    t = await make_tenant(client, "a")
+    b = await make_tenant(client, "b")
+    await publish(app, tmp_path, t.pipeline_id, {
+        "cidr": ["198.51.100.0/24", "2001:db8::/32"],
+        "ipv4": ["203.0.113.7"],
+        "fqdn": ["*.bad.example", "evil.example"],
+        "url": ["phish.example/login"],
+    })
+    await publish(app, tmp_path, b.pipeline_id, {"cidr": ["198.51.100.0/24"]})
+    found = await _search(client, t, "198.51.100.77")
+    assert found["kind"] == "ipv4"
+    assert [(m["indicator_type"], m["entry"]) for m in found["matches"]] == [
+        ("cidr", "198.51.100.0/24")
+    ]
+    assert found["matches"][0]["pipeline_id"] == t.pipeline_id  # not tenant b's
+    assert [m["entry"] for m in (await _search(client, t, "2001:db8:1::5"))["matches"]] == [
+        "2001:db8::/32"
+    ]
+    assert [m["entry"] for m in (await _search(client, t, "198.51.100.0/26"))["matches"]] == [
+        "198.51.100.0/24"
+    ]
+    assert [m["entry"] for m in (await _search(client, t, "x.y.bad.example"))["matches"]] == [
+        "*.bad.example"
+    ]
+    assert (await _search(client, t, "bad.example"))["matches"] == []
+    found = await _search(client, t, "http://203.0.113.7/payload.exe")
+    assert [(m["indicator_type"], m["entry"]) for m in found["matches"]] == [
+        ("ipv4", "203.0.113.7")
+    ]
+    found = await _search(client, t, "https://phish.example/login")
+    assert [m["entry"] for m in found["matches"]] == ["phish.example/login"]
+    found = await _search(client, t, "http://www.bad.example/x")
+    assert [m["entry"] for m in found["matches"]] == ["*.bad.example"]
+    assert (await _search(client, t, "192.0.2.200"))["matches"] == []
+    r = await client.get(f"/profiles/{t.profile_id}/pipelines/search",
+                         params={"indicator": "not an indicator!"}, headers=h(t.key))
+    assert r.status_code == 422
+    assert r.json()["error"] == "invalid_indicator"
+
+
+async def test_active_view(app: Any, client: httpx.AsyncClient, tmp_path: Path) -> None:
+    t = await make_tenant(client, "a")
+    assert (await ok(await client.get(f"/profiles/{t.profile_id}/pipelines/active",
+                                      headers=h(t.key))))["items"] == []
+    run = await publish(app, tmp_path, t.pipeline_id, {"ipv4": ["192.0.2.1", "192.0.2.2"]})
+    body = await ok(await client.get(f"/profiles/{t.profile_id}/pipelines/active",
+                                     headers=h(t.key)))
+    [item] = body["items"]
+    assert item["pipeline_id"] == t.pipeline_id
+    assert item["feeds"]["ipv4"]["count"] == 2
+    assert item["feeds"]["ipv4"]["run_id"] == run.id
+    assert len(item["feeds"]["ipv4"]["sha256"]) == 64
+    assert item["last_run"]["id"] == run.id
+    assert item["last_run"]["state"] == "succeeded"
+    assert item["scheduled"] is False
+    assert item["next_run_at"] is None
