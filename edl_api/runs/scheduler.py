@@ -78,7 +78,7 @@ async def _due(
                 .where(col(PipelineRun.pipeline_id).in_(ids))
                 .group_by(col(PipelineRun.pipeline_id))
             )
-        ).tuples()
+        ).all()
     )
     due = []
     for pipeline, config in scheduled:
