@@ -1,0 +1,163 @@
+"""End to end through the dispatcher: no failure mode ever changes what is served."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pytest
+
+from edl_api.settings import Settings
+from tests.conftest import make_settings
+from tests.feeds.conftest import h, make_pipeline, ok
+
+GOOD = b"".join(f"9.9.9.{i}\n".encode() for i in range(1, 11))
+
+
+class _Upstream(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        mode = parse_qs(urlparse(self.path).query).get("mode", ["ok"])[0]
+        try:
+            if mode == "500":
+                self.send_response(500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if mode == "slow":
+                time.sleep(20)
+            body = {"ok": GOOD, "empty": b"", "truncated": GOOD[:15]}.get(mode, GOOD)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            length = len(GOOD) if mode == "truncated" else len(body)
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            if mode == "truncated":
+                self.close_connection = True
+        except OSError:
+            pass
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def upstream_port() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
+    return make_settings(tmp_path, database_url, ssrf_allow_cidrs="127.0.0.0/8")
+
+
+def _yaml(port: int, mode: str) -> str:
+    return (
+        "sources:\n"
+        "  - name: up\n"
+        f"    url: http://127.0.0.1:{port}/feed?mode={mode}\n"
+        "    timeout_seconds: 30\n"
+        "pipeline:\n"
+        "  outputs: [ipv4]\n"
+    )
+
+
+async def _wait(client: httpx.AsyncClient, run_id: int, key: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = await ok(await client.get(f"/runs/{run_id}", headers=h(key)))
+        if run["state"] not in ("queued", "running"):
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} stuck in {run['state']}"
+        await asyncio.sleep(0.1)
+
+
+async def _run(client: httpx.AsyncClient, key: str, pipeline_id: int, **body: Any) -> Any:
+    run = await ok(await client.post("/runs", json={"pipeline_id": pipeline_id, **body},
+                                     headers=h(key)), 202)
+    return run
+
+
+async def test_every_failure_mode_keeps_the_last_good_feed(
+    client: httpx.AsyncClient, upstream_port: int
+) -> None:
+    created = await ok(await client.post("/profiles", json={"name": "a"},
+                                         headers=h("legacy-super-key-0123456789")), 201)
+    profile_id, key = created["profile"]["id"], created["api_key"]
+    config = await ok(await client.post(
+        f"/profiles/{profile_id}/configs",
+        json={"name": "c", "yaml": _yaml(upstream_port, "ok")}, headers=h(key),
+    ), 201)
+    pipeline_id = await make_pipeline(client, key, config["id"], "p")
+    feed_url = f"/pipelines/{pipeline_id}/edl/ipv4"
+
+    good = await _wait(client, (await _run(client, key, pipeline_id))["id"], key)
+    assert good["state"] == "succeeded", good
+    served = await client.get(feed_url, headers=h(key))
+    assert served.content == GOOD
+    assert served.headers["x-edl-run-id"] == str(good["id"])
+
+    async def set_mode(mode: str) -> None:
+        await ok(await client.patch(f"/profiles/{profile_id}/configs/{config['id']}",
+                                    json={"yaml": _yaml(upstream_port, mode)}, headers=h(key)))
+
+    async def unchanged() -> None:
+        r = await client.get(feed_url, headers=h(key))
+        assert r.content == GOOD
+        assert r.headers["etag"] == served.headers["etag"]
+        assert r.headers["x-edl-run-id"] == str(good["id"])
+
+    outcomes = {}
+    for mode in ("500", "truncated", "empty"):
+        await set_mode(mode)
+        run = await _wait(client, (await _run(client, key, pipeline_id))["id"], key)
+        outcomes[mode] = run["state"]
+        if run["state"] == "succeeded":  # held by the guard, with the reason recorded
+            assert all(not a["published"] for a in run["artifacts"]), run
+            assert "empty" in run["counts"]["feeds"]["ipv4"]["reason"]
+        await unchanged()
+    assert outcomes["500"] == "failed"
+    assert outcomes["truncated"] == "failed"
+    # an empty upstream either fails the source or is held by the guard
+    assert outcomes["empty"] in ("failed", "succeeded")
+
+    await set_mode("slow")
+    run = await _wait(client, (await _run(client, key, pipeline_id, timeout_seconds=1))["id"],
+                      key)
+    assert run["state"] == "timed_out"
+    await unchanged()
+
+    run = await _run(client, key, pipeline_id)
+    await asyncio.sleep(0.5)
+    await ok(await client.post(f"/runs/{run['id']}/cancel", headers=h(key)), 202)
+    assert (await _wait(client, run["id"], key))["state"] == "cancelled"
+    await unchanged()
+
+    # a shrink past the guard holds too (10 → 1 entry is -90 %)
+    await ok(await client.patch(
+        f"/profiles/{profile_id}/configs/{config['id']}",
+        json={"yaml": _yaml(upstream_port, "ok").replace(
+            f"url: http://127.0.0.1:{upstream_port}/feed?mode=ok",
+            "values: [9.9.9.1]")}, headers=h(key),
+    ))
+    run = await _wait(client, (await _run(client, key, pipeline_id))["id"], key)
+    assert run["state"] == "succeeded"
+    [artifact] = [a for a in run["artifacts"] if a["indicator_type"] == "ipv4"]
+    assert artifact["published"] is False
+    await unchanged()
