@@ -16,6 +16,10 @@ def _split_csv(value: object) -> object:
     return value
 
 
+MIN_LEGACY_KEY_LENGTH = 16
+PLACEHOLDER_KEYS = {"change-me", "changeme", "change-me-please", "secret", "password", "admin"}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EDL_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -53,6 +57,21 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("api_key", "operator_keys", "reader_keys")
+    @classmethod
+    def _strong_legacy_keys(cls, value: object) -> object:
+        keys = value if isinstance(value, list) else [value]
+        for key in keys:
+            if key is None:
+                continue
+            secret = key.get_secret_value() if isinstance(key, SecretStr) else str(key)
+            if len(secret) < MIN_LEGACY_KEY_LENGTH or secret.lower() in PLACEHOLDER_KEYS:
+                raise ValueError(
+                    f"legacy keys must be at least {MIN_LEGACY_KEY_LENGTH} characters and not "
+                    "a placeholder (try: openssl rand -hex 24)"
+                )
+        return value
 
     @field_validator("auto_refresh_minutes")
     @classmethod
