@@ -1,4 +1,4 @@
-"""`edl-api serve | migrate | create-admin | check-config | run-local`."""
+"""`edl-api serve | worker | migrate | create-admin | check-config | run-local`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,38 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=args.proxy_headers,
         forwarded_allow_ips=args.forwarded_allow_ips,
     )
+    return 0
+
+
+async def _worker(settings: Settings) -> None:
+    """The dispatcher alone (no HTTP): claims queued runs until SIGTERM/SIGINT."""
+    import signal
+
+    from edl_api.db import create_engine, create_sessionmaker, ensure_schema
+    from edl_api.logging_setup import configure_logging
+    from edl_api.runs import logs
+    from edl_api.runs.dispatcher import Dispatcher
+
+    configure_logging(settings)
+    logs.configure_engine_log(settings)
+    engine = create_engine(settings)
+    try:
+        await ensure_schema(engine)
+        dispatcher = Dispatcher(settings, create_sessionmaker(engine))
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        await dispatcher.start()
+        await stopping.wait()
+        await dispatcher.stop()
+    finally:
+        logs.close_engine_log()
+        await engine.dispose()
+
+
+def _worker_cmd(_: argparse.Namespace) -> int:
+    asyncio.run(_worker(Settings()))
     return 0
 
 
@@ -109,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--forwarded-allow-ips", default="127.0.0.1")
     serve.set_defaults(func=_serve)
+
+    worker = sub.add_parser("worker", help="run queued runs only (no HTTP); stops on SIGTERM")
+    worker.set_defaults(func=_worker_cmd)
 
     migrate = sub.add_parser("migrate", help="upgrade the database schema to head")
     migrate.set_defaults(func=_migrate_cmd)

@@ -1,0 +1,172 @@
+"""Real OS processes: restart recovery after kill -9, and two workers on one PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from sqlalchemy import func, select
+
+from edl_api.app import create_app
+from edl_api.models import PipelineRun
+from tests.conftest import SUPER_KEY, _truncate_all, make_settings
+from tests.runs.helpers import (
+    free_env,
+    launch,
+    make_pipeline,
+    make_profile,
+    pid_gone,
+    slow_yaml,
+    wait_pid,
+    wait_state,
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edl_api", "serve", "--port", str(port)],
+        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )
+
+
+async def _wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=base) as client:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "server exited"
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("server did not start")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def test_restart_recovery_after_kill_9(tmp_path: Path, upstream_port: int) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = free_env(
+        EDL_DATA_DIR=str(tmp_path / "data"), EDL_LOG_DIR=str(tmp_path / "logs"),
+        EDL_API_KEY=SUPER_KEY, EDL_SSRF_ALLOW_CIDRS="127.0.0.0/8", EDL_BCRYPT_ROUNDS="4",
+    )
+    server = _serve(env, port, tmp_path / "server.out")
+    try:
+        await _wait_healthy(base, server)
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            profile_id, _ = await make_profile(client)
+            pipeline_id = await make_pipeline(client, profile_id, slow_yaml(upstream_port, 600))
+            created = await launch(client, pipeline_id, persist=True)
+            child = await wait_pid(client, created["id"])
+        server.kill()  # kill -9: no shutdown hook runs
+        server.wait()
+        assert not pid_gone(child), "the orphan should outlive its killed parent"
+
+        server = _serve(env, port, tmp_path / "server.out")
+        await _wait_healthy(base, server)
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            run = await wait_state(client, created["id"], "interrupted", timeout=5)
+            assert run["errors"]
+            assert run["finished_at"]
+            log = (await client.get(f"/runs/{created['id']}/logs",
+                                    headers={"X-API-Key": SUPER_KEY})).text
+            assert "interrupted" in log
+        assert pid_gone(child)
+    finally:
+        _stop(server)
+
+
+@pytest.mark.postgres
+async def test_two_workers_on_postgres_never_share_a_run(
+    tmp_path: Path, pg_database: str, upstream_port: int
+) -> None:
+    settings = make_settings(tmp_path, pg_database, ssrf_allow_cidrs="127.0.0.0/8")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await app.state.dispatcher.stop()  # only the two worker processes claim
+        await _truncate_all(app.state.engine)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as client:
+            run_ids = []
+            for label in ("a", "b"):
+                profile_id, _ = await make_profile(client, label)
+                for index in range(3):
+                    pipeline_id = await make_pipeline(
+                        client, profile_id, slow_yaml(upstream_port, 0.6),
+                        name=f"{label}{index}", concurrency_limit=2,
+                    )
+                    for _ in range(2):
+                        run_ids.append((await launch(client, pipeline_id))["id"])
+
+        env = free_env(
+            EDL_DATABASE_URL=pg_database, EDL_LOG_DIR=str(tmp_path / "logs"),
+            EDL_SSRF_ALLOW_CIDRS="127.0.0.0/8", EDL_MAX_CONCURRENT_RUNS_TOTAL="3",
+            EDL_MAX_CONCURRENT_RUNS_PER_PROFILE="3",
+        )
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "edl_api", "worker"],
+                env={**env, "EDL_DATA_DIR": str(tmp_path / f"worker{i}")},
+                stdout=(tmp_path / f"worker{i}.out").open("wb"), stderr=subprocess.STDOUT,
+            )
+            for i in range(2)
+        ]
+        try:
+            peak = 0
+            deadline = time.monotonic() + 45
+            maker = app.state.sessionmaker
+            while True:
+                async with maker() as session:
+                    states = dict((await session.execute(
+                        select(PipelineRun.state, func.count()).group_by(PipelineRun.state)
+                    )).all())
+                peak = max(peak, states.get("running", 0))
+                assert states.get("running", 0) <= 3, states
+                if states.get("succeeded", 0) == len(run_ids):
+                    break
+                assert time.monotonic() < deadline, states
+                assert all(w.poll() is None for w in workers), "a worker died"
+                await asyncio.sleep(0.05)
+            assert peak == 3
+            async with maker() as session:
+                runs: list[Any] = list((await session.execute(select(PipelineRun))).scalars())
+            identities = {r.worker for r in runs}
+            assert len(identities) <= 2
+            assert all(r.worker and r.worker.split(":")[1] in
+                       {str(w.pid) for w in workers} for r in runs)
+            for run_id in run_ids:
+                log = (tmp_path / "logs" / "runs" / f"run-{run_id}.log").read_text()
+                assert log.count("engine started") == 1, log
+        finally:
+            for worker in workers:
+                _stop(worker)
+        for worker in workers:
+            assert worker.returncode == 0
+            for child in psutil.Process(os.getpid()).children(recursive=True):
+                assert child.pid != worker.pid
