@@ -9,7 +9,6 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
-from heapq import merge as heap_merge
 
 from edl_api.engine.indicators import range_to_prefixes
 from edl_api.engine.store import Networks
@@ -76,7 +75,9 @@ def aggregate_family(
             unique[(network, prefixlen)] = unique.get((network, prefixlen), 0) | mask
         net_feed = [(n, p, m) for (n, p), m in sorted(unique.items())]
         host_feed = [(h, host_masks[h]) for h in hosts]
-        union = list(heap_merge(((h, bits, m) for h, m in host_feed), net_feed))
+        union = [(h, bits, m) for h, m in host_feed]
+        union.extend(net_feed)
+        union.sort()
         return FamilyFeeds(host_feed, net_feed, union)
 
     merged = merge_intervals(networks)
@@ -94,6 +95,10 @@ def aggregate_family(
             cursor = hi
     kept.extend(hosts[cursor:])
     host_feed = [(h, host_masks[h]) for h in kept]
-    union_intervals = merge_intervals(heap_merge(((h, h, m) for h, m in host_feed), merged))
+    # Two sorted runs: timsort merges them in linear time, faster than heapq.merge.
+    combined = [(h, h, m) for h, m in host_feed]
+    combined.extend(merged)
+    combined.sort()
+    union_intervals = merge_intervals(combined)
     union = to_prefixes(union_intervals, bits, min_prefix)
     return FamilyFeeds(host_feed, net_feed, union, covered)

@@ -17,8 +17,11 @@ def augment(store: IndicatorStore, config: AugmentConfig) -> Counter[str]:
     """Add URL hosts and wildcard parents to the store; returns how many were new per type."""
     added: Counter[str] = Counter()
     if config.url_hosts:
+        hosts = store.url_hosts
         for url, mask in store.url.items():
-            host = url_host_of(url)
+            host = hosts.get(url)
+            if host is None:
+                host = hosts[url] = url_host_of(url)
             if isinstance(host, tuple):
                 version, value = host
                 mapping = store.ipv4 if version == 4 else store.ipv6

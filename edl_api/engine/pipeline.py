@@ -8,9 +8,11 @@ derived indicator (a URL's host, a wildcard's parent) can never dodge the allowl
 from __future__ import annotations
 
 import asyncio
+import gc
+import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,7 +20,6 @@ from typing import Any
 from edl_api.engine.aggregate import FamilyFeeds, aggregate_family
 from edl_api.engine.augment import augment
 from edl_api.engine.config import PipelineConfig, SourceConfig
-from edl_api.engine.indicators import int_to_ipv4, int_to_ipv6
 from edl_api.engine.parsers import ParseStats, inline_values, parse
 from edl_api.engine.rules import Allowlist, Rules
 from edl_api.engine.sources import (
@@ -55,13 +56,18 @@ class FeedEntry:
     last_seen: datetime | None = None
 
 
-@dataclass
+@dataclass(repr=False)
 class EngineResult:
     feeds: dict[str, list[FeedEntry]]
     report: dict[str, Any]
     errors: list[str]
     ok: bool
     warnings: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        # The default repr would format every entry; asyncio and loggers call repr freely.
+        counts = {name: len(entries) for name, entries in self.feeds.items()}
+        return f"EngineResult(ok={self.ok}, feeds={counts}, errors={self.errors!r})"
 
 
 class Provenance:
@@ -102,6 +108,18 @@ class Provenance:
             found = ([s.name for s in members], sorted(tags), self.confidence(mask))
             self._described[key] = found
         return found
+
+    def for_type(self, indicator_type: str) -> Callable[[int], tuple[list[str], list[str], int]]:
+        """A per-type lookup keyed by the bare mask (no tuple per call in hot loops)."""
+        cache: dict[int, tuple[list[str], list[str], int]] = {}
+
+        def described(mask: int) -> tuple[list[str], list[str], int]:
+            found = cache.get(mask)
+            if found is None:
+                found = cache[mask] = self.describe(mask, indicator_type)
+            return found
+
+        return described
 
 
 @dataclass
@@ -163,44 +181,79 @@ async def _fetch_all(
 
 
 def _host_entries(feed: FamilyFeeds, version: int, provenance: Provenance) -> list[FeedEntry]:
-    to_text = int_to_ipv4 if version == 4 else int_to_ipv6
+    ntop = socket.inet_ntop
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    size = 4 if version == 4 else 16
     kind_type = "ipv4" if version == 4 else "ipv6"
-    describe = provenance.describe
+    described = provenance.for_type(kind_type)
     out = []
+    append = out.append
     for address, mask in feed.hosts:
-        sources, tags, confidence = describe(mask, kind_type)
-        out.append(FeedEntry(to_text(address), kind_type, sources, tags, confidence))
+        sources, tags, confidence = described(mask)
+        append(
+            FeedEntry(
+                ntop(family, address.to_bytes(size, "big")), kind_type, sources, tags, confidence
+            )
+        )
     return out
 
 
 def _prefix_entries(
-    prefixes: list[tuple[int, int, int]], version: int, provenance: Provenance
+    prefixes: list[tuple[int, int, int]],
+    version: int,
+    provenance: Provenance,
+    host_entries: list[FeedEntry] | None = None,
+    hosts: list[tuple[int, int]] | None = None,
 ) -> list[FeedEntry]:
-    to_text = int_to_ipv4 if version == 4 else int_to_ipv6
+    """Entries of networks (and hosts, for the `ip` feed).
+
+    Hosts that survive unmerged into the `ip` feed reuse the host feed's entry objects
+    (`hosts` and `host_entries` are parallel and sorted), saving a million allocations.
+    """
+    ntop = socket.inet_ntop
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    size = 4 if version == 4 else 16
     bits = 32 if version == 4 else 128
     host_type = "ipv4" if version == 4 else "ipv6"
-    describe = provenance.describe
-    out = []
+    host_described = provenance.for_type(host_type)
+    cidr_described = provenance.for_type("cidr")
+    reuse = host_entries is not None and hosts is not None and len(host_entries) == len(hosts)
+    known_hosts = hosts if reuse and hosts is not None else []
+    known_entries = host_entries if reuse and host_entries is not None else []
+    cursor = 0
+    n_hosts = len(known_hosts)
+    out: list[FeedEntry] = []
+    append = out.append
     for network, prefixlen, mask in prefixes:
         if prefixlen == bits:
-            sources, tags, confidence = describe(mask, host_type)
-            out.append(FeedEntry(to_text(network), host_type, sources, tags, confidence))
+            while cursor < n_hosts and known_hosts[cursor][0] < network:
+                cursor += 1
+            if (
+                cursor < n_hosts
+                and known_hosts[cursor][0] == network
+                and known_hosts[cursor][1] == mask
+            ):
+                append(known_entries[cursor])
+                continue
+            sources, tags, confidence = host_described(mask)
+            text = ntop(family, network.to_bytes(size, "big"))
+            append(FeedEntry(text, host_type, sources, tags, confidence))
         else:
-            sources, tags, confidence = describe(mask, "cidr")
-            out.append(
-                FeedEntry(f"{to_text(network)}/{prefixlen}", "cidr", sources, tags, confidence)
-            )
+            sources, tags, confidence = cidr_described(mask)
+            text = f"{ntop(family, network.to_bytes(size, 'big'))}/{prefixlen}"
+            append(FeedEntry(text, "cidr", sources, tags, confidence))
     return out
 
 
 def _name_entries(
     mapping: dict[str, int], kind_type: str, provenance: Provenance
 ) -> list[FeedEntry]:
-    describe = provenance.describe
-    out = []
+    described = provenance.for_type(kind_type)
+    out: list[FeedEntry] = []
+    append = out.append
     for value in sorted(mapping):
-        sources, tags, confidence = describe(mapping[value], kind_type)
-        out.append(FeedEntry(value, kind_type, sources, tags, confidence))
+        sources, tags, confidence = described(mapping[value])
+        append(FeedEntry(value, kind_type, sources, tags, confidence))
     return out
 
 
@@ -229,6 +282,31 @@ async def run_pipeline(
     fetches = await _fetch_all(config, settings, deadline, secrets)
     stages["fetch"] = time.monotonic() - started
 
+    # Millions of long-lived small objects make each generational GC pass rescan them
+    # all; nothing below creates reference cycles, so pause the collector meanwhile.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _process(
+            config, settings, fetches, secrets, errors, warnings, stages, started, deadline, notify
+        )
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _process(
+    config: PipelineConfig,
+    settings: EngineSettings,
+    fetches: list[_Fetch],
+    secrets: set[str],
+    errors: list[str],
+    warnings: list[str],
+    stages: dict[str, float],
+    started: float,
+    deadline: float,
+    notify: Progress,
+) -> EngineResult:
     mark = time.monotonic()
     block = IndicatorStore()
     allow_store = IndicatorStore()
@@ -253,6 +331,7 @@ async def run_pipeline(
             t0 = time.monotonic()
             parse_stats = ParseStats()
             ingest_stats = IngestStats()
+            tokens: Iterable[str]
             try:
                 if source.values is not None:
                     tokens = inline_values(source.values, parse_stats)

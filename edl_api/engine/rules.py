@@ -190,7 +190,7 @@ class Rules:
         store.cidr4.clear()
         store.cidr6.clear()
         self._names(store.fqdn)
-        self._urls(store.url)
+        self._urls(store.url, store.url_hosts)
 
     def _drop_where(
         self, mapping: dict[Any, int], kind_type: str, rule: str, test: Callable[[int], bool]
@@ -296,7 +296,7 @@ class Rules:
         for name in doomed:
             del mapping[name]
 
-    def _urls(self, mapping: dict[str, int]) -> None:
+    def _urls(self, mapping: dict[str, int], hosts: dict[str, tuple[int, int] | str]) -> None:
         drops = self.drops["url"]
         allow = self.allow
         reserved = self.config.exclude_reserved
@@ -307,7 +307,9 @@ class Rules:
             rule = None
             host: tuple[int, int] | str | None = None
             if reserved or check_names or check_ips:
-                host = url_host_of(url)
+                host = hosts.get(url)
+                if host is None:
+                    host = url_host_of(url)
             if (
                 isinstance(host, tuple)
                 and reserved
