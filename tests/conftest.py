@@ -99,12 +99,24 @@ def settings(tmp_path: Path, database_url: str | None) -> Settings:
     return make_settings(tmp_path, database_url)
 
 
+async def _reset_postgres(settings: Settings) -> None:
+    """Empty every table before the app (and its dispatcher) starts, so nothing races it."""
+    from edl_api.db import create_engine, ensure_schema
+
+    engine = create_engine(settings)
+    try:
+        await ensure_schema(engine)
+        await _truncate_all(engine)
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[object]:
+    if not settings.is_sqlite:
+        await _reset_postgres(settings)
     application = create_app(settings)
     async with application.router.lifespan_context(application):
-        if not settings.is_sqlite:
-            await _truncate_all(application.state.engine)
         yield application
 
 
