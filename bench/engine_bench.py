@@ -53,7 +53,8 @@ def _fqdn(rng: random.Random) -> str:
 def _url(rng: random.Random) -> str:
     host = _fqdn(rng) if rng.random() < 0.8 else _ipv4(rng)
     port = f":{rng.randint(1024, 65535)}" if rng.random() < 0.2 else ""
-    return f"{rng.choice(('http', 'https'))}://{host}{port}/{rng.getrandbits(40):x}/a.php?id={rng.randint(1, 9999)}"
+    path = f"/{rng.getrandbits(40):x}/a.php?id={rng.randint(1, 9999)}"
+    return f"{rng.choice(('http', 'https'))}://{host}{port}{path}"
 
 
 def _junk(rng: random.Random) -> str:
@@ -183,7 +184,7 @@ def main() -> None:
             medians[size] = wall
             last = runs[-1]
             each = ", ".join(f"{r['wall']:.2f}" for r in runs)
-            print(f"{size:>9,} indicators: wall {wall:6.2f} s  peak RSS {rss:7.1f} MB  (runs: {each})")
+            print(f"{size:>9,} indicators: wall {wall:6.2f} s  peak RSS {rss:7.1f} MB  ({each})")
             stages = ", ".join(f"{k} {v:.2f}" for k, v in last["stages"].items())
             print(f"{'':>11}stages (s): {stages}, render {last['render']:.2f}")
             print(f"{'':>11}published: {last['published']}")
