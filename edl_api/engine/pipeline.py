@@ -186,7 +186,7 @@ def _host_entries(feed: FamilyFeeds, version: int, provenance: Provenance) -> li
     size = 4 if version == 4 else 16
     kind_type = "ipv4" if version == 4 else "ipv6"
     described = provenance.for_type(kind_type)
-    out = []
+    out: list[FeedEntry] = []
     append = out.append
     for address, mask in feed.hosts:
         sources, tags, confidence = described(mask)
