@@ -427,6 +427,10 @@ class Dispatcher:
             return
         control.lines += 1
         control.last_line = line[:300]
+        # The engine logs "<timestamp> stage <name>"; the job view shows the stage.
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[1] == "stage":
+            control.stage = parts[2][:40]
         await run_log.write(line)
 
     async def _record_pid(self, run_id: int, pid: int) -> None:
@@ -466,6 +470,8 @@ class Dispatcher:
         now = utcnow()
         async with self.sessionmaker() as session, session.begin():
             for run_id, control in list(self._controls.items()):
+                if control.stage == "publishing":
+                    continue  # its own transaction holds the row until it commits
                 await session.execute(
                     update(PipelineRun)
                     .where(col(PipelineRun.id) == run_id,
