@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("edl_api")
@@ -119,3 +120,26 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error: %s", type(exc).__name__)
         return JSONResponse(error_body("internal_error", "internal server error"), 500)
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx body."""
+
+    error: str = Field(examples=["not_found"])
+    detail: Any = Field(examples=["not found"])
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for the error statuses a route can answer."""
+    descriptions = {
+        401: "missing or unknown key (WWW-Authenticate set)",
+        403: "the key is known but may not do this",
+        404: "no such object in your scope (identical to a missing id)",
+        409: "conflicts with the object's state",
+        413: "request body too large",
+        422: "validation failed (unknown fields, bad values, invalid config)",
+    }
+    return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}
+
+
+API_ERRORS = error_responses(401, 403, 404, 422)

@@ -14,10 +14,11 @@ from edl_api.auth.schemas import (
 )
 from edl_api.db import SessionDep
 from edl_api.deps import KeyCacheDep, SettingsDep
+from edl_api.errors import API_ERRORS
 from edl_api.idempotency import IdempotencyHeader
 from edl_api.pagination import Page, PageDep
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], responses=API_ERRORS)
 
 
 @router.post(

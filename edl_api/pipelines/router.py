@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query
 from edl_api import idempotency
 from edl_api.auth.deps import Caller, Writer
 from edl_api.db import SessionDep
+from edl_api.errors import API_ERRORS
 from edl_api.idempotency import IdempotencyHeader
 from edl_api.pagination import Page, PageDep
 from edl_api.pipelines import service
@@ -17,7 +18,7 @@ from edl_api.pipelines.schemas import (
     PipelinePublic,
 )
 
-router = APIRouter(tags=["pipelines"])
+router = APIRouter(tags=["pipelines"], responses=API_ERRORS)
 
 
 @router.post(

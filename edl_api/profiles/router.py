@@ -8,6 +8,7 @@ from edl_api import idempotency
 from edl_api.auth.deps import AdminCaller, Caller, ProfileCreator, Writer
 from edl_api.db import SessionDep
 from edl_api.deps import KeyCacheDep, SettingsDep
+from edl_api.errors import API_ERRORS
 from edl_api.idempotency import IdempotencyHeader
 from edl_api.pagination import Page, PageDep
 from edl_api.profiles import service
@@ -23,7 +24,7 @@ from edl_api.profiles.schemas import (
     ProfileSummary,
 )
 
-router = APIRouter(tags=["profiles"])
+router = APIRouter(tags=["profiles"], responses=API_ERRORS)
 
 
 @router.post(
