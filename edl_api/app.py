@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from edl_api import __version__
 from edl_api.auth.keys import VerifiedKeyCache
 from edl_api.auth.principal import Principal
+from edl_api.auth.revocation import RevocationWatcher
 from edl_api.auth.router import router as admin_router
 from edl_api.db import create_engine, create_sessionmaker, ensure_schema
 from edl_api.errors import install_error_handlers
@@ -38,12 +39,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await ensure_schema(engine)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        revocations = RevocationWatcher(
+            app.state.sessionmaker, app.state.key_cache, settings.key_revocation_poll_seconds
+        )
+        revocations.start()
         await background.start(app)
         logger.info("edl-api %s started (database: %s)", __version__, engine.dialect.name)
         try:
             yield
         finally:
             await background.stop(app)
+            await revocations.stop()
             await engine.dispose()
             logger.info("edl-api stopped")
 

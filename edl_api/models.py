@@ -45,7 +45,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
-
 def _json(default_factory: Any = dict) -> Any:
     return Field(default_factory=default_factory, sa_column=sa.Column(sa.JSON(), nullable=False))
 
@@ -61,6 +60,8 @@ class AdminAccount(SQLModel, table=True):
     key_hash: str = Field(max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Bumped on revoke/link/unlink so every process drops its cached copy of this key.
+    scope_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
 
 
 class Profile(SQLModel, table=True):

@@ -76,7 +76,7 @@ async def revoke_account(
 ) -> AdminAccountPublic:
     account = await _get_account(session, account_id)
     if account.revoked_at is None:
-        account.revoked_at = utcnow()
+        account.revoked_at = account.scope_changed_at = utcnow()
         await session.flush()
     cache.drop_key_id(account.key_id)
     return AdminAccountPublic.model_validate(account)
@@ -104,6 +104,7 @@ async def set_link(
                 col(AdminProfileLink.profile_id) == profile_id,
             )
         )
+    account.scope_changed_at = utcnow()  # other processes drop their cached scope
     await session.flush()
     # Cached principals carry their profile scope: a link change must take effect now.
     cache.clear()

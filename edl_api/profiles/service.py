@@ -91,6 +91,9 @@ async def create_profile(
     assert profile.id is not None
     if owner is not None:
         session.add(AdminProfileLink(admin_id=owner, profile_id=profile.id))
+        owner_account = await session.get(AdminAccount, owner)
+        if owner_account is not None:
+            owner_account.scope_changed_at = utcnow()  # other processes refresh its scope
         await session.flush()
         cache.clear()  # the owner's cached scope must include the new profile now
     response = ProfileBootstrapResponse(

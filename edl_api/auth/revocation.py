@@ -1,0 +1,73 @@
+"""Cross-process key revocation: each process polls for keys revoked or re-scoped elsewhere
+and drops them from its verified-key cache, so a revocation holds everywhere within a few
+seconds (at once in the process that served it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from edl_api.auth.keys import VerifiedKeyCache
+from edl_api.auth.principal import Principal
+from edl_api.models import AdminAccount, FeedToken, utcnow
+
+logger = logging.getLogger("edl_api.auth")
+
+# Hosts' clocks differ a little; re-dropping a key id is harmless, missing one is not.
+CLOCK_MARGIN = timedelta(seconds=5)
+
+
+async def changed_key_ids(session: AsyncSession, since: datetime) -> set[str]:
+    admins = await session.execute(
+        select(col(AdminAccount.key_id)).where(
+            or_(col(AdminAccount.revoked_at) >= since, col(AdminAccount.scope_changed_at) >= since)
+        )
+    )
+    tokens = await session.execute(
+        select(col(FeedToken.key_id)).where(col(FeedToken.revoked_at) >= since)
+    )
+    return set(admins.scalars()) | set(tokens.scalars())
+
+
+async def watch(
+    maker: async_sessionmaker[AsyncSession],
+    cache: VerifiedKeyCache[Principal],
+    interval_seconds: float,
+) -> None:
+    since = utcnow() - CLOCK_MARGIN
+    while True:
+        await asyncio.sleep(interval_seconds)
+        started = utcnow()
+        try:
+            async with maker() as session:
+                for key_id in await changed_key_ids(session, since):
+                    cache.drop_key_id(key_id)
+            since = started - CLOCK_MARGIN
+        except Exception:  # a database hiccup must not end the watcher
+            logger.warning("revocation poll failed; retrying", exc_info=True)
+
+
+class RevocationWatcher:
+    def __init__(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        cache: VerifiedKeyCache[Principal],
+        interval_seconds: float,
+    ) -> None:
+        self._task: asyncio.Task[None] | None = None
+        self._args = (maker, cache, interval_seconds)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(watch(*self._args), name="edl-revocation-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
