@@ -1,19 +1,25 @@
 """The indicator store: the latest published entries per pipeline, with provenance.
 
-Rows are read and written at the driver level (raw values, executemany / COPY):
-a million-entry feed must not go through the ORM row by row. Within this module a
-time is a *raw* value as the driver stores it (SQLite: text, PostgreSQL: naive UTC).
+A row whose `run_id` is NULL is *present* in the pipeline's hosted feed: its effective
+`run_id` and `last_seen` are those of that feed (`HostedFeed.run_id/updated_at`), so a
+publish that changes little writes little — no per-row "touch" of a million rows.
+A row with a `run_id` vanished from its sources and is kept by `retain_missing_days`;
+its `last_seen` is when it was last published.
+
+Bulk writes go through the driver (executemany, PostgreSQL COPY) with raw values;
+within this module a time is a *raw* value as the driver stores it (SQLite: text,
+PostgreSQL: naive UTC datetime).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, text
+import orjson
+from sqlalchemy import bindparam, delete, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
@@ -24,22 +30,21 @@ COLUMNS = (
     "first_seen", "last_seen", "run_id",
 )
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # what SQLAlchemy's SQLite DateTime writes
+NO_VALUES = "[]"
+# Rewriting the whole type beats row-by-row changes past this share of changed rows.
+REPLACE_RATIO = 0.5
+
+Provenance = tuple[str, str, int]  # sources JSON, tags JSON, confidence
 
 
 @dataclass(slots=True)
 class StoredIndicator:
-    indicator_type: str
-    value: str
     sources: str  # JSON text
     tags: str  # JSON text
     confidence: int
     first_seen: Any  # raw time
     last_seen: Any  # raw time
-    run_id: int | None
-
-
-def dump_list(values: Sequence[str]) -> str:
-    return json.dumps(list(values), separators=(",", ":"))
+    run_id: int | None  # None: present in the hosted feed
 
 
 class RawTime:
@@ -59,52 +64,194 @@ class RawTime:
         return raw.replace(tzinfo=UTC) if raw.tzinfo is None else raw.astimezone(UTC)
 
 
+class JsonLists:
+    """Canonical JSON text of string lists, memoised (provenance repeats a lot)."""
+
+    def __init__(self) -> None:
+        self._texts: dict[tuple[str, ...], str] = {(): NO_VALUES}
+
+    def text(self, values: Iterable[str]) -> str:
+        key = tuple(values)
+        found = self._texts.get(key)
+        if found is None:
+            found = self._texts[key] = orjson.dumps(list(key)).decode()
+        return found
+
+
+def read_provenance(raw: bytes) -> dict[tuple[str, str], Provenance]:
+    """(type, value) → provenance from the engine's entries.jsonl bytes."""
+    lines = [line for line in raw.split(b"\n") if line.strip()]
+    if not lines:
+        return {}
+    entries = orjson.loads(b"[" + b",".join(lines) + b"]")
+    lists = JsonLists()
+    provenance: dict[tuple[str, str], Provenance] = {}
+    for entry in entries:
+        provenance[(str(entry.get("type")), str(entry.get("value")))] = (
+            lists.text(entry.get("sources") or ()), lists.text(entry.get("tags") or ()),
+            int(entry.get("confidence", 50)),
+        )
+    return provenance
+
+
 async def load(
     session: AsyncSession, pipeline_id: int, types: Sequence[str]
-) -> dict[tuple[str, str], StoredIndicator]:
-    """Every stored indicator of these types for the pipeline, keyed (type, value)."""
+) -> dict[str, dict[str, StoredIndicator]]:
+    """Every stored indicator of these types for the pipeline: type → value → row."""
+    stored: dict[str, dict[str, StoredIndicator]] = {t: {} for t in types}
     if not types:
-        return {}
+        return stored
     query = text(
         "SELECT indicator_type, value, sources, tags, confidence, first_seen, last_seen, run_id "
         "FROM indicators WHERE pipeline_id = :pid AND indicator_type IN :types"
     ).bindparams(bindparam("types", expanding=True))
     result = await session.execute(query, {"pid": pipeline_id, "types": list(types)})
-    stored: dict[tuple[str, str], StoredIndicator] = {}
-    for row in result:
-        kind, value, sources, tags, confidence, first_seen, last_seen, run_id = row
-        stored[(kind, value)] = StoredIndicator(
-            kind, value, _as_json_text(sources), _as_json_text(tags), int(confidence),
-            first_seen, last_seen, run_id,
+    for kind, value, sources, tags, confidence, first_seen, last_seen, run_id in result:
+        stored[kind][value] = StoredIndicator(
+            _as_json_text(sources), _as_json_text(tags), int(confidence), first_seen, last_seen,
+            run_id,
         )
     return stored
 
 
 def _as_json_text(raw: Any) -> str:
-    return raw if isinstance(raw, str) else json.dumps(raw, separators=(",", ":"))
+    return raw if isinstance(raw, str) else orjson.dumps(raw).decode()
 
 
-async def replace(
-    session: AsyncSession, pipeline_id: int, types: Sequence[str], rows: list[tuple[Any, ...]]
+@dataclass
+class TypeChanges:
+    """What one publish changes in the rows of one (pipeline, type)."""
+
+    indicator_type: str
+    inserts: list[tuple[Any, ...]] = field(default_factory=list)  # COLUMNS order, raw
+    updates: list[tuple[str, Provenance]] = field(default_factory=list)  # now present
+    retire: list[str] = field(default_factory=list)  # present → kept by retention
+    deletes: list[str] = field(default_factory=list)
+    replace_all: list[tuple[Any, ...]] | None = None  # rewrite the type instead
+
+
+def plan_type(
+    pipeline_id: int, kind: str, values: Sequence[str], retained: set[str],
+    provenance: dict[tuple[str, str], Provenance], stored: dict[str, StoredIndicator],
+    now_raw: Any, previous_seen_raw: Any, previous_run_id: int | None,
+) -> TypeChanges:
+    """Rows to insert/update/retire/delete so the store matches the published feed.
+
+    `values` are the entries the run produced; `retained` the vanished ones that
+    `retain_missing_days` keeps in the feed. When most rows change, the plan is a
+    rewrite of the whole type (`replace_all`) instead."""
+    changes = TypeChanges(kind)
+    default: Provenance = (NO_VALUES, NO_VALUES, 50)
+    seen: set[str] = set()
+    for value in values:
+        seen.add(value)
+        prov = provenance.get((kind, value)) or provenance.get(("ip", value)) or default
+        old = stored.get(value)
+        if old is None:
+            changes.inserts.append((pipeline_id, kind, value, prov[0], prov[1], prov[2],
+                                    now_raw, now_raw, None))
+        elif old.run_id is not None or (old.sources, old.tags, old.confidence) != prov:
+            changes.updates.append((value, prov))
+    for value, old in stored.items():
+        if value in seen:
+            continue
+        if value in retained:
+            if old.run_id is None:
+                changes.retire.append(value)
+        else:
+            changes.deletes.append(value)
+    work = len(changes.updates) + len(changes.deletes) + len(changes.retire)
+    if work <= 1000 or work <= REPLACE_RATIO * len(stored):
+        return changes
+    rows: list[tuple[Any, ...]] = []
+    for value in values:
+        prov = provenance.get((kind, value)) or provenance.get(("ip", value)) or default
+        old = stored.get(value)
+        first_seen = old.first_seen if old is not None else now_raw
+        rows.append((pipeline_id, kind, value, prov[0], prov[1], prov[2], first_seen, now_raw,
+                     None))
+    for value in retained:
+        old = stored.get(value)
+        if old is None or value in seen:
+            continue
+        if old.run_id is None:
+            rows.append((pipeline_id, kind, value, old.sources, old.tags, old.confidence,
+                         old.first_seen, previous_seen_raw, previous_run_id))
+        else:
+            rows.append((pipeline_id, kind, value, old.sources, old.tags, old.confidence,
+                         old.first_seen, old.last_seen, old.run_id))
+    changes.replace_all = rows
+    return changes
+
+
+async def apply(
+    session: AsyncSession, pipeline_id: int, changes: TypeChanges,
+    previous_run_id: int | None, previous_seen: datetime,
 ) -> None:
-    """Make `rows` (tuples in COLUMNS order) the pipeline's indicators of these types."""
-    if not types:
+    """Write one type's changes: bulk insert through the driver, executemany for the rest."""
+    kind = changes.indicator_type
+    if changes.replace_all is not None:
+        await delete_types(session, pipeline_id, [kind])
+        if changes.replace_all:
+            await bulk_insert(await session.connection(), changes.replace_all)
         return
+    await _delete_values(session, pipeline_id, kind, changes.deletes)
+    table = Indicator.__table__  # type: ignore[attr-defined]
+    where = (
+        (table.c.pipeline_id == pipeline_id) & (table.c.indicator_type == kind)
+        & (table.c.value == bindparam("b_value"))
+    )
+    if changes.updates:
+        await session.execute(
+            update(table).where(where).values(
+                sources=bindparam("b_sources"), tags=bindparam("b_tags"),
+                confidence=bindparam("b_confidence"), run_id=None,
+            ),
+            [
+                {"b_value": value, "b_sources": orjson.loads(prov[0]),
+                 "b_tags": orjson.loads(prov[1]), "b_confidence": prov[2]}
+                for value, prov in changes.updates
+            ],
+        )
+    if changes.retire:
+        await session.execute(
+            update(table).where(where).values(last_seen=previous_seen, run_id=previous_run_id),
+            [{"b_value": value} for value in changes.retire],
+        )
+    if changes.inserts:
+        await bulk_insert(await session.connection(), changes.inserts)
+
+
+async def _delete_values(
+    session: AsyncSession, pipeline_id: int, kind: str, values: Sequence[str]
+) -> None:
+    if not values:
+        return
+    table = Indicator.__table__  # type: ignore[attr-defined]
+    await session.execute(
+        delete(table).where(
+            (table.c.pipeline_id == pipeline_id) & (table.c.indicator_type == kind)
+            & (table.c.value == bindparam("b_value"))
+        ),
+        [{"b_value": value} for value in values],
+    )
+
+
+async def delete_types(session: AsyncSession, pipeline_id: int, types: Sequence[str]) -> None:
     await session.execute(
         delete(Indicator).where(
             col(Indicator.pipeline_id) == pipeline_id, col(Indicator.indicator_type).in_(types)
         )
     )
-    if rows:
-        await bulk_insert(await session.connection(), rows)
 
 
 async def bulk_insert(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+    """Rows in COLUMNS order with raw values, through the driver's fastest path."""
     if conn.dialect.name == "postgresql":
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         assert driver is not None
-        # COPY inside the transaction the session already opened (publish has flushed).
+        # COPY runs inside the transaction the session already opened.
         await driver.copy_records_to_table("indicators", records=rows, columns=list(COLUMNS))
         return
     placeholders = ", ".join("?" for _ in COLUMNS)

@@ -69,6 +69,9 @@ class SearchMatch(BaseModel):
     confidence: int
     first_seen: datetime
     last_seen: datetime
+    retained: bool = Field(
+        description="vanished from its sources, still published by retain_missing_days"
+    )
 
 
 class SearchResult(BaseModel):

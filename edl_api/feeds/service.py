@@ -21,6 +21,7 @@ from edl_api.feeds.schemas import (
     SearchMatch,
     SearchResult,
 )
+from edl_api.feeds.store import source_feed
 from edl_api.models import Artifact, HostedFeed, Indicator, Pipeline, PipelineRun
 from edl_api.settings import Settings
 
@@ -167,14 +168,28 @@ async def search(
         .order_by(col(Indicator.pipeline_id), col(Indicator.indicator_type), col(Indicator.value))
         .limit(MAX_SEARCH_MATCHES)
     )
-    matches = [
-        SearchMatch(
+    found = rows.all()
+    feeds: dict[int, dict[str, HostedFeed]] = {}
+    if any(row.run_id is None for row, _ in found):
+        for feed in (
+            await session.execute(select(HostedFeed).where(
+                col(HostedFeed.pipeline_id).in_({row.pipeline_id for row, _ in found})
+            ))
+        ).scalars():
+            feeds.setdefault(feed.pipeline_id, {})[feed.indicator_type] = feed
+    matches = []
+    for row, name in found:
+        run_id, last_seen = row.run_id, row.last_seen
+        if run_id is None:  # present in the hosted feed: its run and time stand for it
+            hosted = source_feed(feeds.get(row.pipeline_id, {}), row.indicator_type)
+            if hosted is not None:
+                run_id, last_seen = hosted.run_id, max(last_seen, hosted.updated_at)
+        matches.append(SearchMatch(
             pipeline_id=row.pipeline_id, pipeline_name=name, indicator_type=row.indicator_type,
-            entry=row.value, run_id=row.run_id, sources=row.sources, tags=row.tags,
-            confidence=row.confidence, first_seen=row.first_seen, last_seen=row.last_seen,
-        )
-        for row, name in rows
-    ]
+            entry=row.value, run_id=run_id, sources=row.sources, tags=row.tags,
+            confidence=row.confidence, first_seen=row.first_seen, last_seen=last_seen,
+            retained=row.run_id is not None,
+        ))
     return SearchResult(indicator=text, kind=kind, matches=matches)
 
 

@@ -149,17 +149,24 @@ async def _artifact_content(
 
 
 async def _entries(
-    session: AsyncSession, pipeline_ids: Sequence[int], kind: str, lines: list[str]
+    session: AsyncSession, pointers: Sequence[FeedPointer], kind: str, lines: list[str]
 ) -> list[FeedEntry]:
-    """Each line with its provenance (merged across pipelines for a global feed)."""
+    """Each line with its provenance (merged across pipelines for a global feed).
+
+    A row present in the feed (run_id NULL) was last seen when its feed was published."""
+    seen_at = {p.pipeline_id: p.updated_at for p in pointers}
     rows = await session.execute(
-        select(col(Indicator.value), col(Indicator.sources), col(Indicator.tags),
-               col(Indicator.confidence), col(Indicator.first_seen), col(Indicator.last_seen))
-        .where(col(Indicator.pipeline_id).in_(list(pipeline_ids)),
+        select(col(Indicator.pipeline_id), col(Indicator.value), col(Indicator.sources),
+               col(Indicator.tags), col(Indicator.confidence), col(Indicator.first_seen),
+               col(Indicator.last_seen), col(Indicator.run_id))
+        .where(col(Indicator.pipeline_id).in_(list(seen_at)),
                col(Indicator.indicator_type).in_(feed_content.BASE_TYPES[kind]))
     )
     merged: dict[str, list[Any]] = {}
-    for value, sources, tags, confidence, first_seen, last_seen in rows:
+    for pipeline_id, value, sources, tags, confidence, first_seen, last_seen, run_id in rows:
+        published_at = seen_at.get(pipeline_id)
+        if run_id is None and published_at is not None:
+            last_seen = max(last_seen, published_at)
         known = merged.get(value)
         if known is None:
             merged[value] = [set(sources), set(tags), confidence, first_seen, last_seen]
@@ -220,7 +227,7 @@ async def pipeline_body(
         body = FeedBody(sha, plain, gzipped, count)
     else:
         lines = feed_content.split_lines(plain)
-        entries = await _entries(session, [pointer.pipeline_id], kind, lines)
+        entries = await _entries(session, [pointer], kind, lines)
         body = await asyncio.to_thread(_rendered_body, entries, kind, fmt)
     prepare(body, run_ids=[pointer.run_id] if pointer.run_id else [],
             last_modified=pointer.updated_at)
@@ -259,7 +266,7 @@ async def union_body(
                              feed_content.gzip_bytes(plain), len(lines))
         )
     else:
-        entries = await _entries(session, [p.pipeline_id for p in members.pointers], kind, lines)
+        entries = await _entries(session, members.pointers, kind, lines)
         body = await asyncio.to_thread(_rendered_body, entries, kind, fmt)
     updated = [p.updated_at for p in members.pointers if p.updated_at is not None]
     prepare(body, run_ids=sorted({p.run_id for p in members.pointers if p.run_id}),

@@ -9,8 +9,12 @@ that one commit; a rollback leaves the last good feed in place.
 from __future__ import annotations
 
 import asyncio
-import json
+import gc
 import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -76,6 +80,23 @@ def _forget_changes(session: Session) -> None:
 
 
 # --- publishing -------------------------------------------------------------------------
+
+
+class _Clock:
+    """Wall time per publishing step, for the log."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.laps: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps.append((name, now - self.last))
+        self.last = now
+
+    def __str__(self) -> str:
+        steps = ", ".join(f"{name} {seconds:.2f}" for name, seconds in self.laps)
+        return f"{time.perf_counter() - self.started:.2f}s ({steps})"
 
 
 @dataclass
@@ -170,10 +191,45 @@ def guard_decision(
     return Decision(True)
 
 
+def source_feed(feeds: dict[str, HostedFeed], base: str) -> HostedFeed | None:
+    """The hosted feed whose run/time stand for a base type's present rows."""
+    if base in feeds:
+        return feeds[base]
+    return feeds.get("ip") if base in ("ipv4", "ipv6", "cidr") else None
+
+
+_gc_state = {"pauses": 0, "was_enabled": False}
+_gc_lock = threading.Lock()
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while a publish builds millions of small, acyclic objects
+    (with it on, the collector re-walks them all again and again: 5-7x slower)."""
+    with _gc_lock:
+        if _gc_state["pauses"] == 0:
+            _gc_state["was_enabled"] = gc.isenabled()
+            gc.disable()
+        _gc_state["pauses"] += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_state["pauses"] -= 1
+            if _gc_state["pauses"] == 0 and _gc_state["was_enabled"]:
+                gc.enable()
+
+
 async def publish_run(session: AsyncSession, run: PipelineRun, out_dir: Path) -> None:
     """Store a finished run's artifacts from the engine's out_dir and publish them."""
     if not run.persist or run.id is None:
         return
+    with gc_paused():
+        await _publish(session, run, out_dir)
+
+
+async def _publish(session: AsyncSession, run: PipelineRun, out_dir: Path) -> None:
+    assert run.id is not None
     already = await session.execute(
         select(col(Artifact.id)).where(col(Artifact.run_id) == run.id).limit(1)
     )
@@ -203,22 +259,35 @@ async def publish_run(session: AsyncSession, run: PipelineRun, out_dir: Path) ->
         old_contents = {str(row[0]): bytes(row[1]) for row in rows}
     full = run.mode == "full" and live
     base_types = sorted({b for t in types for b in feed_content.BASE_TYPES[t]})
-    stored = (
-        await indicator_store.load(session, run.pipeline_id, base_types) if full else {}
-    )
+    clock = _Clock()
+    stored = await indicator_store.load(session, run.pipeline_id, base_types if full else [])
+    clock.lap("load_indicators")
     raw_time = indicator_store.RawTime((await session.connection()).dialect.name)
     retained_by_type: dict[str, set[str]] = {}
-    if full and options.retain_missing_days > 0 and stored:
+    if full and options.retain_missing_days > 0:
         cutoff = raw_time.to_raw(now - timedelta(days=options.retain_missing_days))
-        keep = {key for key, row in stored.items() if row.last_seen >= cutoff}
+        kept: dict[str, set[str]] = {}
+        for base, rows_of_type in stored.items():
+            hosted_for_base = source_feed(current, base)
+            # A present row was last seen when its feed was last published.
+            present_seen = (
+                raw_time.to_raw(hosted_for_base.updated_at) if hosted_for_base else cutoff
+            )
+            kept[base] = {
+                value for value, row in rows_of_type.items()
+                if (present_seen if row.run_id is None else row.last_seen) >= cutoff
+            }
         for kind in types:
-            wanted = feed_content.BASE_TYPES[kind]
-            retained_by_type[kind] = {value for (b, value) in keep if b in wanted}
+            retained_by_type[kind] = set().union(
+                *(kept.get(b, set()) for b in feed_content.BASE_TYPES[kind])
+            )
     prepared = await asyncio.to_thread(
         _prepare, out_dir, types, old_contents, retained_by_type
     )
+    clock.lap("prepare")
 
     decisions: dict[str, Decision] = {}
+    artifacts: dict[str, Artifact] = {}
     for kind, feed in prepared.items():
         decisions[kind] = guard_decision(run, live, feed, current.get(kind), options)
         artifact = Artifact(
@@ -228,22 +297,29 @@ async def publish_run(session: AsyncSession, run: PipelineRun, out_dir: Path) ->
             reason=decisions[kind].reason, created_at=now,
         )
         session.add(artifact)
-        await session.flush()
-        assert artifact.id is not None
-        if not decisions[kind].published:
-            continue
-        hosted = current.get(kind)
-        if hosted is None:
-            hosted = HostedFeed(pipeline_id=run.pipeline_id, indicator_type=kind,
-                                artifact_id=artifact.id, run_id=run.id, sha256=feed.sha256)
-            session.add(hosted)
-        hosted.artifact_id, hosted.run_id, hosted.sha256 = artifact.id, run.id, feed.sha256
-        hosted.count, hosted.updated_at = feed.count, now
+        artifacts[kind] = artifact
     await session.flush()
-
+    clock.lap("store_artifacts")
     published = {k for k, d in decisions.items() if d.published}
     if published:
-        await _update_indicators(session, run, out_dir, prepared, published, stored, raw_time, now)
+        # Provenance first (it reads the feeds as they were), then repoint.
+        await _update_indicators(
+            session, run, out_dir, prepared, published, stored, current, raw_time, now, clock
+        )
+        for kind in sorted(published):
+            new_feed = prepared[kind]
+            artifact_id = artifacts[kind].id
+            assert artifact_id is not None
+            hosted = current.get(kind)
+            if hosted is None:
+                hosted = HostedFeed(pipeline_id=run.pipeline_id, indicator_type=kind,
+                                    artifact_id=artifact_id, run_id=run.id,
+                                    sha256=new_feed.sha256)
+                session.add(hosted)
+            hosted.artifact_id, hosted.run_id = artifact_id, run.id
+            hosted.sha256, hosted.count, hosted.updated_at = new_feed.sha256, new_feed.count, now
+        await session.flush()
+        clock.lap("repoint")
         mark_changed(session, run.pipeline_id)
 
     run.diff = {**(run.diff or {}), **{k: f.diff for k, f in prepared.items()}}
@@ -255,60 +331,10 @@ async def publish_run(session: AsyncSession, run: PipelineRun, out_dir: Path) ->
             for k, f in prepared.items()
         },
     }
+    logger.info("run %s published in %s", run.id, clock)
     held = [f"{k}: {d.reason}" for k, d in decisions.items() if not d.published and d.reason]
     if held and run.mode == "full":
         logger.info("run %s held feeds: %s", run.id, "; ".join(held))
-
-
-def _read_provenance(path: Path) -> dict[tuple[str, str], tuple[str, str, int]]:
-    """(type, value) → (sources JSON, tags JSON, confidence) from the engine's entries.jsonl."""
-    provenance: dict[tuple[str, str], tuple[str, str, int]] = {}
-    if not path.is_file():
-        return provenance
-    dump = indicator_store.dump_list
-    with path.open("rb") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            entry = json.loads(line)
-            provenance[(str(entry.get("type")), str(entry.get("value")))] = (
-                dump(entry.get("sources") or []), dump(entry.get("tags") or []),
-                int(entry.get("confidence", 50)),
-            )
-    return provenance
-
-
-def _indicator_rows(
-    run: PipelineRun, out_dir: Path, prepared: dict[str, PreparedFeed], updated: list[str],
-    stored: dict[tuple[str, str], indicator_store.StoredIndicator], now_raw: Any,
-) -> list[tuple[Any, ...]]:
-    provenance = _read_provenance(out_dir / "entries.jsonl")
-    no_sources = indicator_store.dump_list([])
-    rows: list[tuple[Any, ...]] = []
-    pipeline_id = run.pipeline_id
-    for base in updated:
-        if base in prepared:
-            feed = prepared[base]
-            values = feed.lines
-            retained = feed.retained
-        else:  # only the combined "ip" feed was produced: split it by type
-            feed = prepared["ip"]
-            values = [v for v in feed.lines if _ip_kind(v) == base]
-            retained = {v for v in feed.retained if _ip_kind(v) == base}
-        for value in values:
-            old = stored.get((base, value))
-            if value in retained and old is not None:
-                rows.append((pipeline_id, base, value, old.sources, old.tags, old.confidence,
-                             old.first_seen, old.last_seen, old.run_id))
-                continue
-            sources, tags, confidence = (
-                provenance.get((base, value)) or provenance.get(("ip", value))
-                or (no_sources, no_sources, 50)
-            )
-            first_seen = old.first_seen if old is not None else now_raw
-            rows.append((pipeline_id, base, value, sources, tags, confidence,
-                         first_seen, now_raw, run.id))
-    return rows
 
 
 def _ip_kind(value: str) -> str:
@@ -321,19 +347,55 @@ def _ip_kind(value: str) -> str:
     return "cidr"
 
 
+def _plan(
+    run: PipelineRun, out_dir: Path, prepared: dict[str, PreparedFeed], updated: list[str],
+    stored: dict[str, dict[str, indicator_store.StoredIndicator]],
+    previous: dict[str, tuple[Any, int | None]], now_raw: Any,
+) -> list[indicator_store.TypeChanges]:
+    """CPU work, off the event loop: provenance from entries.jsonl, then a plan per type."""
+    path = out_dir / "entries.jsonl"
+    provenance = indicator_store.read_provenance(path.read_bytes() if path.is_file() else b"")
+    plans = []
+    for base in updated:
+        if base in prepared:
+            feed = prepared[base]
+            retained = feed.retained
+            values = [v for v in feed.lines if v not in retained] if retained else feed.lines
+        else:  # only the combined "ip" feed was produced: split it by type
+            feed = prepared["ip"]
+            retained = {v for v in feed.retained if _ip_kind(v) == base}
+            values = [v for v in feed.lines if _ip_kind(v) == base and v not in retained]
+        previous_seen_raw, previous_run_id = previous[base]
+        plans.append(indicator_store.plan_type(
+            run.pipeline_id, base, values, retained, provenance, stored.get(base, {}),
+            now_raw, previous_seen_raw, previous_run_id,
+        ))
+    return plans
+
+
 async def _update_indicators(
     session: AsyncSession, run: PipelineRun, out_dir: Path, prepared: dict[str, PreparedFeed],
-    published: set[str], stored: dict[tuple[str, str], indicator_store.StoredIndicator],
-    raw_time: indicator_store.RawTime, now: datetime,
+    published: set[str], stored: dict[str, dict[str, indicator_store.StoredIndicator]],
+    current: dict[str, HostedFeed], raw_time: indicator_store.RawTime, now: datetime,
+    clock: _Clock,
 ) -> None:
-    """Replace the provenance rows of every base type whose feed was published."""
+    """Bring the provenance rows of every base type whose feed was published up to date."""
     updated: list[str] = []
     for base in ("ipv4", "ipv6", "cidr", "fqdn", "url"):
         if base in published or (base not in prepared and "ip" in published):
             updated.append(base)
     if not updated:
         return
-    rows = await asyncio.to_thread(
-        _indicator_rows, run, out_dir, prepared, updated, stored, raw_time.to_raw(now)
+    previous: dict[str, tuple[datetime, int | None]] = {}
+    for base in updated:
+        feed = source_feed(current, base)
+        previous[base] = (feed.updated_at, feed.run_id) if feed is not None else (now, None)
+    previous_raw = {b: (raw_time.to_raw(t), r) for b, (t, r) in previous.items()}
+    plans = await asyncio.to_thread(
+        _plan, run, out_dir, prepared, updated, stored, previous_raw, raw_time.to_raw(now)
     )
-    await indicator_store.replace(session, run.pipeline_id, updated, rows)
+    clock.lap("plan_indicators")
+    for changes in plans:
+        seen, run_id = previous[changes.indicator_type]
+        await indicator_store.apply(session, run.pipeline_id, changes, run_id, seen)
+    clock.lap("write_indicators")

@@ -138,3 +138,48 @@ async def test_active_view(app: Any, client: httpx.AsyncClient, tmp_path: Path) 
     assert item["last_run"]["state"] == "succeeded"
     assert item["scheduled"] is False
     assert item["next_run_at"] is None
+
+
+async def test_reappearing_indicator_keeps_first_seen(
+    app: Any, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    t = await make_tenant(client, "a", retain=3, shrink=100)
+    await publish(app, tmp_path, t.pipeline_id, {"fqdn": ["a.example", "b.example"]})
+    first = (await _search(client, t, "b.example"))["matches"][0]
+    assert first["retained"] is False
+    await publish(app, tmp_path, t.pipeline_id, {"fqdn": ["a.example"]})
+    held = (await _search(client, t, "b.example"))["matches"][0]
+    assert held["retained"] is True
+    assert held["first_seen"] == first["first_seen"]
+    back = await publish(app, tmp_path, t.pipeline_id, {"fqdn": ["a.example", "b.example"]},
+                         [entry("fqdn", "a.example"), entry("fqdn", "b.example", ["other"])])
+    again = (await _search(client, t, "b.example"))["matches"][0]
+    assert again["retained"] is False
+    assert again["first_seen"] == first["first_seen"]
+    assert again["run_id"] == back.id
+    assert again["sources"] == ["other"]
+
+
+async def test_large_changes_rewrite_the_type(
+    app: Any, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    t = await make_tenant(client, "a", retain=3, shrink=100)
+    names = [f"h{i:05d}.example" for i in range(1500)]
+    await publish(app, tmp_path, t.pipeline_id, {"fqdn": names})
+    before = (await _search(client, t, names[0]))["matches"][0]
+    # 1400 change provenance, 100 vanish (kept by retention): more than half the rows
+    entries = [entry("fqdn", n, ["changed"]) for n in names[:1400]]
+    await publish(app, tmp_path, t.pipeline_id, {"fqdn": names[:1400]}, entries)
+    r = await client.get(f"/pipelines/{t.pipeline_id}/edl/fqdn", headers=h(t.key))
+    assert r.headers["x-edl-count"] == "1500"
+    now = (await _search(client, t, names[0]))["matches"][0]
+    assert now["sources"] == ["changed"]
+    assert now["first_seen"] == before["first_seen"]
+    gone = (await _search(client, t, names[-1]))["matches"][0]
+    assert gone["retained"] is True
+    assert gone["sources"] == ["inline"]
+    # and everything vanishes except 10: 1390 retired at once
+    await publish(app, tmp_path, t.pipeline_id, {"fqdn": names[:10]})
+    r = await client.get(f"/pipelines/{t.pipeline_id}/edl/fqdn", headers=h(t.key))
+    assert r.headers["x-edl-count"] == "1500"
+    assert (await _search(client, t, names[500]))["matches"][0]["retained"] is True
