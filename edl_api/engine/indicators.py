@@ -47,6 +47,7 @@ _from_bytes = int.from_bytes
 # Possessive quantifiers (3.11+) keep this linear and ~2x faster than a backtracking form;
 # the 63-character label limit is checked separately.
 _FQDN_RE = re.compile(r"(?:[a-z0-9_]++(?:-++[a-z0-9_]++)*+\.)++(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})")
+_TLD_RE = re.compile(r"[a-z]{2,63}|xn--[a-z0-9-]{1,59}")
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ftp": 21}
 _URL_SCHEMES: Final = frozenset(_DEFAULT_PORTS)
@@ -149,7 +150,9 @@ def normalise_fqdn(text: str, allow_wildcard: bool = True) -> str | None:
             return None
         # The codec may still have accepted non-LDH characters; the regex decides.
     if len(name) > 253 or not _FQDN_RE.fullmatch(name):
-        return None
+        # "*.com" is a (dangerous) wildcard name: classify it so drop_tld_wildcards sees it.
+        if not (prefix and _TLD_RE.fullmatch(name)):
+            return None
     if len(name) > 63 and max(len(label) for label in name.split(".")) > 63:
         return None
     return prefix + name

@@ -138,6 +138,7 @@ def parse_csv(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[st
             # `header: auto` with an index: a first row whose cell is no indicator is a header.
             if (
                 header_mode == "auto"
+                and isinstance(column, int)
                 and index < len(row)
                 and isinstance(classify_parts(row[index].strip()), str)
             ):
