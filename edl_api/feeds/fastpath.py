@@ -6,11 +6,16 @@ the feed pointer (fresh), and the rendered body. The scope rule is the route's
 (`Principal.sees_pipeline`, live pipeline). Anything else — unknown key, stale
 pointer, odd query, error — goes to the FastAPI route, which does the full work and
 fills the caches. The fast path can therefore only ever say what the route would say.
+
+`install()` puts it outermost (ahead of Starlette's middleware stack) and it writes
+the same access-log line as `middleware.AccessLog` when that logger is enabled.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,9 +25,12 @@ from edl_api.auth import keys
 from edl_api.auth.deps import _extract_key, _legacy_principal
 from edl_api.auth.principal import Principal
 from edl_api.feeds import serving
-from edl_api.feeds.cache import FeedCache
+from edl_api.feeds.cache import FeedBody, FeedCache
 from edl_api.feeds.content import FEED_TYPES
 from edl_api.feeds.render import FORMATS
+
+logger = logging.getLogger("edl_api.feeds")
+access_logger = logging.getLogger("edl_api.access")
 
 _PIPELINE_FEED = re.compile(r"^/pipelines/([0-9]{1,18})/edl/([a-z0-9]{1,10})$")
 _GLOBAL_FEED = re.compile(r"^/edl/([a-z0-9]{1,10})$")
@@ -49,38 +57,52 @@ class FeedFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
             path: str = scope["path"]
-            if "/edl/" in path or path.startswith("/edl/"):
-                answer = self._answer(scope, path)
+            if "/edl/" in path:
+                started = time.perf_counter()
+                try:
+                    answer = self._answer(scope, path)
+                except Exception:  # never let the shortcut break a poll: take the route
+                    logger.exception("feed fast path failed; using the route")
+                    answer = None
                 if answer is not None:
                     status, headers, payload = answer
                     await send({"type": "http.response.start", "status": status,
                                 "headers": headers})
                     await send({"type": "http.response.body", "body": payload})
+                    if access_logger.isEnabledFor(logging.INFO):
+                        query = scope.get("query_string", b"").decode("latin-1")
+                        access_logger.info(
+                            "%s %s %s %.1fms", scope["method"],
+                            path + (f"?{query}" if query else ""), status,
+                            (time.perf_counter() - started) * 1000,
+                        )
                     return
         await self.app(scope, receive, send)
 
     def _answer(self, scope: Scope, path: str) -> tuple[int, Any, bytes] | None:
-        state = scope["app"].state if "app" in scope else None
-        if state is None:
+        app = scope.get("app")
+        if app is None:
             return None
+        state = app.state
         cache: FeedCache | None = getattr(state, "feed_cache", None)
         if cache is None:
-            return None
-        query = _query(scope.get("query_string", b""))
-        if query is None:
-            return None
-        fmt = query.pop("format", "plain")
-        if fmt not in FORMATS:
             return None
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             wanted = _WANTED.get(name)
             if wanted is not None:
                 headers[wanted] = value.decode("latin-1")
-        principal = _cached_principal(state, headers)
+        principal = self._principal(state, headers)
         if principal is None:
             return None
-        head = scope["method"] == "HEAD"
+        raw_query: bytes = scope.get("query_string", b"")
+        query = _query(raw_query) if raw_query else {}
+        if query is None:
+            return None
+        fmt = query.pop("format", "plain")
+        if fmt not in FORMATS:
+            return None
+        body: FeedBody | None
         match = _PIPELINE_FEED.match(path)
         if match is not None:
             if query:
@@ -117,12 +139,26 @@ class FeedFastPath:
             body = cache.body(serving.union_body_key(members, kind, fmt))
         if body is None:
             return None
-        return serving.choose(body, headers, head)
+        return serving.choose(body, headers, scope["method"] == "HEAD")
+
+    def _principal(self, state: Any, headers: dict[str, str]) -> Principal | None:
+        """The caller if `authenticate` would find it without touching the database.
+
+        Nothing is memoised by key here: like the verified-key cache, the fast path
+        never keeps a plaintext key (decision 7)."""
+        key = _extract_key(_Headers(headers), allow_basic=True)  # type: ignore[arg-type]
+        if not key or len(key) > 256:
+            return None
+        legacy = _legacy_principal(state.settings, key)
+        if legacy is not None:
+            return legacy
+        if keys.parse_key(key) is None:
+            return None
+        cache: keys.VerifiedKeyCache[Principal] = state.key_cache
+        return cache.get(key)
 
 
 def _query(raw: bytes) -> dict[str, str] | None:
-    if not raw:
-        return {}
     try:
         pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True, strict_parsing=True)
     except (UnicodeDecodeError, ValueError):
@@ -133,15 +169,11 @@ def _query(raw: bytes) -> dict[str, str] | None:
     return query
 
 
-def _cached_principal(state: Any, headers: dict[str, str]) -> Principal | None:
-    """The caller if `authenticate` would find it without touching the database."""
-    key = _extract_key(_Headers(headers), allow_basic=True)  # type: ignore[arg-type]
-    if not key or len(key) > 256:
-        return None
-    legacy = _legacy_principal(state.settings, key)
-    if legacy is not None:
-        return legacy
-    if keys.parse_key(key) is None:
-        return None
-    cache: keys.VerifiedKeyCache[Principal] = state.key_cache
-    return cache.get(key)
+def wrap_outermost(app: Any) -> None:
+    """Make the fast path the app's outermost ASGI layer (ahead of every middleware)."""
+    build = app.build_middleware_stack
+
+    def build_with_fast_path() -> ASGIApp:
+        return FeedFastPath(build())
+
+    app.build_middleware_stack = build_with_fast_path

@@ -40,15 +40,18 @@ _CHANGED = "edl_feeds_changed_pipelines"
 
 
 def install(app: FastAPI) -> None:
-    """Attach the per-process feed cache and the feed fast path to the app."""
-    from edl_api.feeds.fastpath import FeedFastPath
+    """Attach the per-process feed cache and the feed fast path to the app.
+
+    The fast path wraps the whole middleware stack (not `add_middleware`): a hot poll
+    skips Starlette's layers, and writes its own access-log line."""
+    from edl_api.feeds.fastpath import wrap_outermost
 
     settings = app.state.settings
     app.state.feed_cache = FeedCache(
         max_bytes=int(getattr(settings, "feed_cache_bytes", DEFAULT_CACHE_BYTES)),
         ttl_seconds=float(getattr(settings, "feed_pointer_ttl_seconds", DEFAULT_POINTER_TTL)),
     )
-    app.add_middleware(FeedFastPath)
+    wrap_outermost(app)
 
 
 # --- cache invalidation on commit ---------------------------------------------------------

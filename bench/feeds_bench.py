@@ -1,0 +1,400 @@
+"""Hosted-feed benchmark, side by side with nginx serving the same bytes.
+
+    python bench/feeds_bench.py                      # SQLite, the sizes of issue 5
+    python bench/feeds_bench.py --pg postgresql+asyncpg://postgres@127.0.0.1:5432/test
+    python bench/feeds_bench.py --lines 10000 --search-pipelines 5 --publish-entries 100000
+
+1. Serving: a 100k-line feed fetched with a feed token over HTTP Basic, by wrk, from
+   `edl-api` (one uvicorn process, httptools + uvloop) and from nginx (one worker,
+   `gzip_static on`, the artifact's own bytes as feed.txt / feed.txt.gz): plain, gzip,
+   and 304 (If-None-Match with each server's own ETag). Median of --repeat runs each.
+2. Search: p50/p95 of GET /profiles/{id}/pipelines/search over HTTP with
+   --search-pipelines × --search-entries indicators stored.
+3. Publishing: publish_run of a --publish-entries IPv4 feed (first publish, then a
+   steady-state one with 1 % churn), wall time including the commit.
+
+Everything binds to 127.0.0.1; servers are stopped by their pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edl_api.app import create_app  # noqa: E402
+from edl_api.feeds import indicators as indicator_store  # noqa: E402
+from edl_api.feeds.store import publish_run  # noqa: E402
+from edl_api.models import Artifact, Pipeline, PipelineRun, utcnow  # noqa: E402
+from edl_api.settings import Settings  # noqa: E402
+
+KEY = "bench-super-key-0123456789abcdef"
+YAML = "sources:\n  - name: bench\n    values: [8.8.8.8]\npipeline:\n  guard:\n    max_shrink_percent: 100\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ipv4_lines(count: int, seed: int = 0, offset: int = 0) -> list[str]:
+    """`count` distinct public IPv4 addresses, sorted numerically."""
+    base = (11 << 24) + offset
+    step = 3 + seed
+    return [socket.inet_ntoa((base + i * step).to_bytes(4, "big")) for i in range(count)]
+
+
+def write_run(out_dir: Path, lines: list[str], source: str = "bench") -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "ipv4.txt").write_text("".join(f"{v}\n" for v in lines))
+    with (out_dir / "entries.jsonl").open("w") as handle:
+        for value in lines:
+            handle.write(json.dumps({"type": "ipv4", "value": value, "sources": [source],
+                                     "tags": [], "confidence": 50}) + "\n")
+
+
+async def new_run(session: Any, pipeline_id: int) -> PipelineRun:
+    pipeline = await session.get(Pipeline, pipeline_id)
+    run = PipelineRun(
+        pipeline_id=pipeline_id, profile_id=pipeline.profile_id,
+        profile_config_id=pipeline.profile_config_id, config_version=1, config_snapshot=YAML,
+        state="running", trigger="api", mode="full",
+    )
+    session.add(run)
+    await session.flush()
+    return run
+
+
+async def publish(app: Any, pipeline_id: int, out_dir: Path) -> tuple[float, int]:
+    started = time.perf_counter()
+    async with app.state.sessionmaker() as session:
+        run = await new_run(session, pipeline_id)
+        await publish_run(session, run, out_dir)
+        run.state = "succeeded"
+        await session.commit()
+        assert run.id is not None
+        return time.perf_counter() - started, run.id
+
+
+async def setup(args: argparse.Namespace, settings: Settings, work: Path) -> dict[str, Any]:
+    app = create_app(settings)
+    facts: dict[str, Any] = {}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            hdr = {"X-API-Key": KEY}
+            made = (await client.post("/profiles", json={"name": "bench"}, headers=hdr)).json()
+            profile_id, profile_key = made["profile"]["id"], made["api_key"]
+            config = (await client.post(f"/profiles/{profile_id}/configs",
+                                        json={"name": "c", "yaml": YAML}, headers=hdr)).json()
+
+            async def pipeline(name: str) -> int:
+                body = {"profile_config_id": config["id"], "name": name}
+                return int((await client.post("/pipelines", json=body, headers=hdr)).json()["id"])
+
+            feed_pipeline = await pipeline("feed")
+            token = (await client.post(f"/profiles/{profile_id}/feed-tokens",
+                                       json={"name": "fw", "pipeline_ids": [feed_pipeline]},
+                                       headers=hdr)).json()["token"]
+            write_run(work / "feed-run", ipv4_lines(args.lines))
+            await publish(app, feed_pipeline, work / "feed-run")
+            async with app.state.sessionmaker() as session:
+                from sqlalchemy import select
+
+                artifact = (await session.execute(
+                    select(Artifact).where(Artifact.pipeline_id == feed_pipeline)
+                )).scalar_one()
+                facts.update(content=artifact.content, gzip=artifact.content_gzip,
+                             sha=artifact.sha256)
+
+            # Search data: N pipelines × M indicators (ipv4, cidr, fqdn mixed), bulk-loaded.
+            started = time.perf_counter()
+            search_pipelines = [await pipeline(f"s{i}") for i in range(args.search_pipelines)]
+            now = indicator_store.RawTime(app.state.engine.dialect.name).to_raw(utcnow())
+            for index, pid in enumerate(search_pipelines):
+                rows: list[tuple[Any, ...]] = []
+                per = args.search_entries
+                for i in range(per):
+                    n = index * per + i
+                    if i % 5 == 0:
+                        kind, value = "cidr", f"{20 + n % 200}.{(n >> 8) % 256}.{n % 256}.0/24"
+                    elif i % 5 == 1:
+                        kind, value = "fqdn", f"*.host{n}.example.com"
+                    else:
+                        kind = "ipv4"
+                        value = socket.inet_ntoa(((40 << 24) + n * 7).to_bytes(4, "big"))
+                    rows.append((pid, kind, value, '["bench"]', "[]", 50, now, now, None))
+                async with app.state.sessionmaker() as session:
+                    conn = await session.connection()
+                    await conn.exec_driver_sql("SELECT 1")
+                    await indicator_store.bulk_insert(conn, rows)
+                    await session.commit()
+            facts["search_load_s"] = time.perf_counter() - started
+
+            # Publishing a large feed: first time, then with 1 % churn.
+            if args.publish_entries:
+                big = await pipeline("big")
+                lines = ipv4_lines(args.publish_entries, seed=1)
+                write_run(work / "big-1", lines)
+                facts["publish_first_s"], _ = await publish(app, big, work / "big-1")
+                churn = max(1, len(lines) // 100)
+                again = lines[churn:] + ipv4_lines(churn, seed=1, offset=args.publish_entries * 5)
+                write_run(work / "big-2", sorted(set(again), key=lambda v: socket.inet_aton(v)))
+                facts["publish_again_s"], _ = await publish(app, big, work / "big-2")
+    facts.update(profile_id=profile_id, profile_key=profile_key, token=token,
+                 feed_pipeline=feed_pipeline)
+    return facts
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def start_api(settings_env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    code = (
+        "import uvicorn\nfrom edl_api.app import create_app\n"
+        f"uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_config=None, "
+        "http='httptools', loop='uvloop', access_log=False)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDL_")} | settings_env
+    handle = log.open("wb")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT,
+                            stdout=handle, stderr=subprocess.STDOUT)
+    wait_port(port)
+    return proc
+
+
+def start_nginx(work: Path, port: int, content: bytes, gz: bytes) -> subprocess.Popen[bytes]:
+    root = work / "nginx-root"
+    root.mkdir()
+    work.chmod(0o755)  # nginx workers run unprivileged
+    (root / "feed.txt").write_bytes(content)
+    (root / "feed.txt.gz").write_bytes(gz)
+    for path in (root, root / "feed.txt", root / "feed.txt.gz"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    conf = work / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  default_type text/plain;
+  client_body_temp_path {work}/nginx-tmp;
+  proxy_temp_path {work}/nginx-tmp; fastcgi_temp_path {work}/nginx-tmp;
+  uwsgi_temp_path {work}/nginx-tmp; scgi_temp_path {work}/nginx-tmp;
+  server {{
+    listen 127.0.0.1:{port};
+    root {root};
+    gzip_static on;
+    location / {{ }}
+  }}
+}}
+""")
+    (work / "nginx-tmp").mkdir()
+    proc = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf),
+                             "-p", str(work)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc
+
+
+def wrk(url: str, headers: dict[str, str], duration: int, connections: int) -> float:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s"]
+    for name, value in headers.items():
+        cmd += ["-H", f"{name}: {value}"]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=duration + 30)
+    match = re.search(r"Requests/sec:\s+([0-9.]+)", out.stdout)
+    if match is None:
+        raise RuntimeError(out.stdout + out.stderr)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
+    if non2xx:
+        raise RuntimeError(f"errors from {url}: {out.stdout}")
+    return float(match.group(1))
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lines", type=int, default=100_000)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--search-pipelines", type=int, default=50)
+    parser.add_argument("--search-entries", type=int, default=100_000)
+    parser.add_argument("--search-queries", type=int, default=300)
+    parser.add_argument("--publish-entries", type=int, default=1_000_000)
+    parser.add_argument("--pg", help="PostgreSQL URL (a throwaway database is made in it)")
+    parser.add_argument("--log-level", default="WARNING",
+                        help="EDL_LOG_LEVEL of the served API (INFO logs every request)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="edl-feeds-bench-"))
+    db_url = None
+    pg_name = None
+    if args.pg:
+        import asyncpg
+        from sqlalchemy.engine import make_url
+
+        url = make_url(args.pg)
+        pg_name = f"edl_bench_{os.getpid()}"
+
+        async def admin(sql: str) -> None:
+            conn = await asyncpg.connect(host=url.host, port=url.port or 5432,
+                                         user=url.username, database=url.database)
+            try:
+                await conn.execute(sql)
+            finally:
+                await conn.close()
+
+        asyncio.run(admin(f'CREATE DATABASE "{pg_name}"'))
+        db_url = url.set(database=pg_name).render_as_string(hide_password=False)
+    env = {"EDL_DATA_DIR": str(work / "data"), "EDL_LOG_DIR": str(work / "logs"),
+           "EDL_API_KEY": KEY, "EDL_BCRYPT_ROUNDS": "4", "EDL_LOG_LEVEL": args.log_level,
+           "EDL_AUTO_REFRESH_MINUTES": "0"}
+    if db_url:
+        env["EDL_DATABASE_URL"] = db_url
+    settings = Settings(_env_file=None, data_dir=work / "data", log_dir=work / "logs",  # type: ignore[call-arg]
+                        api_key=KEY, bcrypt_rounds=4, database_url=db_url)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        started = time.perf_counter()
+        facts = asyncio.run(setup(args, settings, work))
+        print(f"database: {'PostgreSQL' if db_url else 'SQLite'}; setup {time.perf_counter() - started:.1f}s; "
+              f"feed {args.lines} lines = {len(facts['content'])} B, gzip {len(facts['gzip'])} B")
+        if args.publish_entries:
+            print(f"publish {args.publish_entries} entries: first {facts['publish_first_s']:.2f}s, "
+                  f"again with 1% churn {facts['publish_again_s']:.2f}s")
+        api_port, nginx_port = free_port(), free_port()
+        api = start_api(env, api_port, work / "api.out")
+        procs.append(api)
+        nginx = start_nginx(work, nginx_port, facts["content"], facts["gzip"])
+        procs.append(nginx)
+
+        auth = {"Authorization": "Basic " + base64.b64encode(
+            f"fw:{facts['token']}".encode()).decode()}
+        api_url = f"http://127.0.0.1:{api_port}/pipelines/{facts['feed_pipeline']}/edl/ipv4"
+        nginx_url = f"http://127.0.0.1:{nginx_port}/feed.txt"
+        with httpx.Client(timeout=30) as http:
+            first = http.get(api_url, headers=auth | {"Accept-Encoding": "identity"})
+            assert first.status_code == 200, first.text
+            assert first.content == facts["content"]
+            api_etag = first.headers["etag"]
+            plain_nginx = http.get(nginx_url, headers={"Accept-Encoding": "identity"})
+            assert plain_nginx.content == facts["content"]
+            nginx_etag = plain_nginx.headers["etag"]
+            gz = http.get(nginx_url, headers={"Accept-Encoding": "gzip"})
+            assert gz.headers.get("content-encoding") == "gzip"
+            http.get(api_url, headers=auth | {"Accept-Encoding": "gzip"})
+            assert http.get(api_url, headers=auth | {"If-None-Match": api_etag}).status_code == 304
+
+        scenarios = {
+            "plain": ({"Accept-Encoding": "identity"}, {"Accept-Encoding": "identity"}),
+            "gzip": ({"Accept-Encoding": "gzip"}, {"Accept-Encoding": "gzip"}),
+            "304": ({"If-None-Match": api_etag}, {"If-None-Match": nginx_etag}),
+        }
+        print(f"\nwrk -t1 -c{args.connections} -d{args.duration}s, median of {args.repeat}; "
+              f"{os.cpu_count()} CPUs")
+        print(f"{'case':<6} {'edl req/s':>12} {'nginx req/s':>12} {'ratio':>7}  target")
+        targets = {"plain": 0.8, "gzip": 0.6, "304": 0.3}
+        for name, (api_headers, nginx_headers) in scenarios.items():
+            ours, theirs = [], []
+            for _ in range(args.repeat):
+                ours.append(wrk(api_url, auth | api_headers, args.duration, args.connections))
+                theirs.append(wrk(nginx_url, auth | nginx_headers, args.duration,
+                                  args.connections))
+            a, b = statistics.median(ours), statistics.median(theirs)
+            print(f"{name:<6} {a:>12.0f} {b:>12.0f} {a / b:>7.2f}  ≥ {targets[name]}")
+
+        # Search latency over HTTP (profile key), IPs inside stored networks and names.
+        queries = []
+        rnd = random.Random(5)
+        per = args.search_entries
+        for _ in range(args.search_queries):
+            n = rnd.randrange(args.search_pipelines * per)
+            kind = rnd.randrange(3)
+            if kind == 0:
+                queries.append(f"{20 + n % 200}.{(n >> 8) % 256}.{n % 256}.{rnd.randrange(256)}")
+            elif kind == 1:
+                queries.append(f"www.host{n}.example.com")
+            else:
+                queries.append(socket.inet_ntoa(((40 << 24) + n * 7).to_bytes(4, "big")))
+        search_url = f"http://127.0.0.1:{api_port}/profiles/{facts['profile_id']}/pipelines/search"
+        timings = []
+        hits = 0
+        with httpx.Client(timeout=30, headers={"X-API-Key": facts["profile_key"]}) as http:
+            for value in queries[:10]:
+                http.get(search_url, params={"indicator": value})
+            for value in queries:
+                t0 = time.perf_counter()
+                response = http.get(search_url, params={"indicator": value})
+                timings.append((time.perf_counter() - t0) * 1000)
+                assert response.status_code == 200, response.text
+                hits += bool(response.json()["matches"])
+        timings.sort()
+        print(f"\nsearch over {args.search_pipelines} × {args.search_entries} indicators "
+              f"(loaded in {facts['search_load_s']:.1f}s): p50 {statistics.median(timings):.1f} ms, "
+              f"p95 {timings[int(len(timings) * 0.95) - 1]:.1f} ms, "
+              f"{hits}/{len(queries)} queries matched")
+    finally:
+        for proc in procs:
+            stop(proc)
+        if pg_name:
+            async def drop() -> None:
+                import asyncpg
+                from sqlalchemy.engine import make_url
+
+                url = make_url(args.pg)
+                conn = await asyncpg.connect(host=url.host, port=url.port or 5432,
+                                             user=url.username, database=url.database)
+                try:
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+                finally:
+                    await conn.close()
+
+            asyncio.run(drop())
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
