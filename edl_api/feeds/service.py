@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -151,24 +151,36 @@ async def search(
     if not text or len(text) > 2048:
         raise InvalidIndicator("give one indicator of at most 2048 characters")
     kind, candidates = search_candidates(text)
-    by_type: dict[str, list[str]] = {}
-    for indicator_type, value in candidates:
-        by_type.setdefault(indicator_type, []).append(value)
-    rows = await session.execute(
-        select(Indicator, col(Pipeline.name))
-        .join(Pipeline, col(Pipeline.id) == col(Indicator.pipeline_id))
-        .where(
-            col(Pipeline.profile_id) == profile_id, col(Pipeline.deleted_at).is_(None),
-            col(Pipeline.is_active).is_(True),
-            or_(*[
-                and_(col(Indicator.indicator_type) == t, col(Indicator.value).in_(values))
-                for t, values in by_type.items()
-            ]),
-        )
-        .order_by(col(Indicator.pipeline_id), col(Indicator.indicator_type), col(Indicator.value))
-        .limit(MAX_SEARCH_MATCHES)
-    )
-    found = rows.all()
+    # Drive the lookup from the value index (a handful of probes), then keep the
+    # profile's live pipelines: filtering by pipeline first scans whole feeds.
+    wanted = set(candidates)
+    hits = [
+        row for row in (
+            await session.execute(
+                select(Indicator).where(
+                    col(Indicator.value).in_(sorted({v for _, v in candidates}))
+                )
+            )
+        ).scalars()
+        if (row.indicator_type, row.value) in wanted
+    ]
+    names: dict[int, str] = {}
+    if hits:
+        names = {
+            int(row[0]): str(row[1]) for row in (
+                await session.execute(
+                    select(col(Pipeline.id), col(Pipeline.name)).where(
+                        col(Pipeline.id).in_({row.pipeline_id for row in hits}),
+                        col(Pipeline.profile_id) == profile_id,
+                        col(Pipeline.deleted_at).is_(None), col(Pipeline.is_active).is_(True),
+                    )
+                )
+            )
+        }
+    found = sorted(
+        ((row, names[row.pipeline_id]) for row in hits if row.pipeline_id in names),
+        key=lambda pair: (pair[0].pipeline_id, pair[0].indicator_type, pair[0].value),
+    )[:MAX_SEARCH_MATCHES]
     feeds: dict[int, dict[str, HostedFeed]] = {}
     if any(row.run_id is None for row, _ in found):
         for feed in (
