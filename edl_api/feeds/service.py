@@ -167,7 +167,7 @@ async def search(
     names: dict[int, str] = {}
     if hits:
         names = {
-            int(row[0]): str(row[1]) for row in (
+            pid: name for pid, name in (
                 await session.execute(
                     select(col(Pipeline.id), col(Pipeline.name)).where(
                         col(Pipeline.id).in_({row.pipeline_id for row in hits}),
@@ -176,6 +176,7 @@ async def search(
                     )
                 )
             )
+            if pid is not None
         }
     found = sorted(
         ((row, names[row.pipeline_id]) for row in hits if row.pipeline_id in names),
