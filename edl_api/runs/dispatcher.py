@@ -320,8 +320,8 @@ class Dispatcher:
                 if run is None:
                     return
                 snapshot, timeout = run.config_snapshot, run.timeout_seconds
-                await run_log.write(
-                    f"dispatcher: {run.trigger} run, mode={run.mode}, persist={run.persist}, "
+                await run_log.note(
+                    f"{run.trigger} run, mode={run.mode}, persist={run.persist}, "
                     f"config {run.profile_config_id} v{run.config_version}, "
                     f"worker {self.identity}"
                 )
@@ -338,7 +338,7 @@ class Dispatcher:
             control.pid = proc.pid
             control.stage = "engine"
             await self._record_pid(run_id, proc.pid)
-            await run_log.write(f"dispatcher: engine started (pid {proc.pid})")
+            await run_log.note(f"engine started (pid {proc.pid})")
             assert proc.stdout is not None
             pump = asyncio.create_task(self._pump(proc.stdout, run_log, control))
             returncode = await self._supervise(proc, control, timeout)
@@ -346,7 +346,7 @@ class Dispatcher:
                 await asyncio.wait_for(pump, timeout=5)
             except TimeoutError:
                 pump.cancel()
-            await run_log.write(f"dispatcher: engine exited with code {returncode}")
+            await run_log.note(f"engine exited with code {returncode}")
         except asyncio.CancelledError:
             control.request_stop("interrupted")
             failure = "the dispatcher stopped before the run finished"
@@ -530,17 +530,19 @@ class Dispatcher:
         else:
             state = "failed"
             errors.append(f"engine exited with code {returncode}; see the run log")
+        publish_started: float | None = None
         async with self.sessionmaker() as session:
             run = await self._own_run(session, run_id)
             if run is None:
-                await run_log.write("dispatcher: no longer owned by this worker; not recorded")
+                await run_log.note("no longer owned by this worker; not recorded")
                 return
             if state == "timed_out":
                 errors.append(f"timed out after {run.timeout_seconds:g} s")
             self._apply(run, state, report, errors)
             if state == "succeeded" and run.persist:
                 control.stage = "publishing"
-                await run_log.write(f"dispatcher: storing artifacts (mode={run.mode})")
+                await run_log.note(f"storing artifacts (mode={run.mode})")
+                publish_started = time.monotonic()
                 try:
                     await feed_store.publish_run(session, run, out_dir)
                     await session.flush()
@@ -554,7 +556,9 @@ class Dispatcher:
                     self._apply(run, "failed", report, [*errors, f"publishing failed: {detail}"])
             state = run.state
             await session.commit()
-        await run_log.write(f"dispatcher: {state}")
+        if publish_started is not None:
+            await run_log.note(f"artifacts stored in {time.monotonic() - publish_started:.1f} s")
+        await run_log.note(state)
 
     async def _own_run(self, session: AsyncSession, run_id: int) -> PipelineRun | None:
         run = (
@@ -617,7 +621,7 @@ class Dispatcher:
             if result.rowcount:  # type: ignore[attr-defined]
                 recovered.append(run_id)
                 run_log = RunLog(self.settings, run_id)
-                await run_log.write(f"dispatcher: interrupted (worker {worker} is gone)")
+                await run_log.note(f"interrupted (worker {worker} is gone)")
                 run_log.close()
         if recovered:
             logger.warning("interrupted %d run(s) left by dead workers: %s",

@@ -14,6 +14,7 @@ import logging
 import logging.handlers
 import os
 import re
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -104,6 +105,11 @@ class RunLog:
             self._engine_log.info("run %s: %s", self.run_id, line)
         if self._size >= self.max_bytes:
             await self.rotate()
+
+    async def note(self, message: str) -> None:
+        """A line of our own, stamped like the engine's lines."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        await self.write(f"{stamp} dispatcher: {message}")
 
     async def rotate(self) -> None:
         self._file.close()

@@ -121,7 +121,7 @@ async def test_follow_streams_until_the_run_ends(
     text = "".join(chunks)
     assert "engine started" in text
     assert "source slow: ok" in text
-    assert text.rstrip().endswith("dispatcher: succeeded")
+    assert text.rstrip().endswith(" dispatcher: succeeded")
     assert (await get_run(rc, created["id"]))["state"] == "succeeded"
 
 

@@ -47,7 +47,8 @@ async def test_run_succeeds_and_reports(rc: httpx.AsyncClient, published: list[i
     assert "source inline: ok" in logs.text
     assert "dispatcher: succeeded" in logs.text
     tail = await rc.get(f"/runs/{created['id']}/logs?tail=1", headers=h())
-    assert tail.text == "dispatcher: succeeded\n"
+    assert tail.text.endswith(" dispatcher: succeeded\n")
+    assert tail.text.count("\n") == 1
 
     page = await expect(await rc.get(f"/runs?pipeline_id={pipeline_id}", headers=h()), 200)
     assert page["total"] == 1
