@@ -17,6 +17,7 @@ from edl_api.db import create_engine, create_sessionmaker, ensure_schema
 from edl_api.errors import install_error_handlers
 from edl_api.feeds import store as feed_store
 from edl_api.feeds.router import router as feeds_router
+from edl_api.health import metrics_router
 from edl_api.health import router as health_router
 from edl_api.logging_setup import configure_logging
 from edl_api.middleware import AccessLog, BodySizeLimit
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AccessLog)
     for router in (
         health_router,
+        metrics_router,
         admin_router,
         profiles_router,
         pipelines_router,

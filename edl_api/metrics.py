@@ -1,0 +1,106 @@
+"""Prometheus metrics.
+
+Counters and histograms that only this process sees (feed requests, run durations, source
+failures) live in one registry; figures that belong to the whole deployment (runs by
+state, queue depth, published entries) are read from the database at scrape time, so every
+process reports the same truth however many share the database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from edl_api.auth.principal import Principal
+from edl_api.models import HostedFeed, Pipeline, PipelineRun
+
+PROCESS_REGISTRY = CollectorRegistry()
+
+FEED_REQUESTS = Counter(
+    "edl_feed_requests",
+    "Feed requests served by this process",
+    ["status", "format"],
+    registry=PROCESS_REGISTRY,
+)
+RUNS_FINISHED = Counter(
+    "edl_runs_finished",
+    "Runs this process finished, by final state and trigger",
+    ["state", "trigger"],
+    registry=PROCESS_REGISTRY,
+)
+RUN_DURATION = Histogram(
+    "edl_run_duration_seconds",
+    "Wall time of runs this process executed",
+    ["state"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
+    registry=PROCESS_REGISTRY,
+)
+SOURCE_FETCH_FAILURES = Counter(
+    "edl_source_fetch_failures",
+    "Sources that failed to fetch or parse in runs of this process",
+    registry=PROCESS_REGISTRY,
+)
+
+
+class _Snapshot(Collector):
+    """Gauges read from the database for one scrape."""
+
+    def __init__(self, families: list[GaugeMetricFamily]) -> None:
+        self._families = families
+
+    def collect(self) -> Any:
+        yield from self._families
+
+
+async def _database_families(
+    session: AsyncSession, principal: Principal
+) -> list[GaugeMetricFamily]:
+    scoped_runs: list[Any] = []
+    scoped_pipelines: list[Any] = []
+    if principal.profile_ids is not None:
+        scoped_runs.append(col(PipelineRun.profile_id).in_(principal.profile_ids))
+        scoped_pipelines.append(col(Pipeline.profile_id).in_(principal.profile_ids))
+    runs = GaugeMetricFamily("edl_runs", "Runs by state and trigger", labels=["state", "trigger"])
+    for state, trigger, count in (
+        await session.execute(
+            select(col(PipelineRun.state), col(PipelineRun.trigger), func.count())
+            .where(*scoped_runs)
+            .group_by(col(PipelineRun.state), col(PipelineRun.trigger))
+        )
+    ).all():
+        runs.add_metric([state, trigger], count)
+    queue = GaugeMetricFamily("edl_queue_depth", "Runs waiting for a slot")
+    queued = await session.execute(
+        select(func.count())
+        .select_from(PipelineRun)
+        .where(col(PipelineRun.state) == "queued", *scoped_runs)
+    )
+    queue.add_metric([], queued.scalar_one())
+    entries = GaugeMetricFamily(
+        "edl_published_entries",
+        "Entries each hosted feed serves now",
+        labels=["pipeline_id", "indicator_type"],
+    )
+    for pipeline_id, indicator_type, count in (
+        await session.execute(
+            select(
+                col(HostedFeed.pipeline_id), col(HostedFeed.indicator_type), col(HostedFeed.count)
+            )
+            .join(Pipeline, col(Pipeline.id) == col(HostedFeed.pipeline_id))
+            .where(col(Pipeline.deleted_at).is_(None), *scoped_pipelines)
+        )
+    ).all():
+        entries.add_metric([str(pipeline_id), indicator_type], count)
+    return [runs, queue, entries]
+
+
+async def render(session: AsyncSession, principal: Principal) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(_Snapshot(await _database_families(session, principal)))
+    return generate_latest(registry) + generate_latest(PROCESS_REGISTRY)
