@@ -3,24 +3,39 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from edl_api.auth.deps import AdminCaller, public
 from edl_api.db import SessionDep
-from edl_api.errors import error_responses
+from edl_api.errors import ErrorBody, error_responses
 from edl_api.metrics import render as render_metrics
 
 router = APIRouter(tags=["service"], dependencies=[Depends(public)])
 metrics_router = APIRouter(tags=["service"])
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+class Health(BaseModel):
+    status: str = "ok"
 
 
-@router.get("/readyz", summary="Readiness: the database answers", response_model=None)
-async def readyz(request: Request) -> JSONResponse | dict[str, str]:
+class Readiness(BaseModel):
+    status: str = "ok"
+    database: str = "ok"
+
+
+@router.get("/healthz", summary="Liveness: the process answers", response_model=Health)
+async def healthz() -> Health:
+    return Health()
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: the database answers",
+    response_model=Readiness,
+    responses={503: {"model": ErrorBody, "description": "database unreachable"}},
+)
+async def readyz(request: Request) -> Readiness | JSONResponse:
     try:
         async with request.app.state.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -28,7 +43,7 @@ async def readyz(request: Request) -> JSONResponse | dict[str, str]:
         return JSONResponse(
             {"error": "not_ready", "detail": "database unreachable"}, status_code=503
         )
-    return {"status": "ok", "database": "ok"}
+    return Readiness()
 
 
 @metrics_router.get(

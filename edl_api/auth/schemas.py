@@ -3,12 +3,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from edl_api.schemas import Name, RequestModel, ResponseModel
 
 
 class AdminAccountCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "noc-readers", "role": "reader"}]}
+    )
+
     name: Name
     role: Literal["operator", "reader"]
     is_super_admin: bool = False

@@ -2,12 +2,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from edl_api.schemas import Name, RequestModel, ResponseModel
 
 
 class PipelineCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"profile_config_id": 1, "name": "c2-block", "concurrency_limit": 1}]
+        }
+    )
+
     profile_config_id: int
     name: Name
     concurrency_limit: int = Field(default=1, ge=1, le=64)
@@ -16,10 +22,14 @@ class PipelineCreate(RequestModel):
 
 
 class PipelineConfigPatch(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"profile_config_id": 2}]})
+
     profile_config_id: int
 
 
 class PipelinePatch(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"is_active": False}]})
+
     name: Name | None = None
     concurrency_limit: int | None = Field(default=None, ge=1, le=64)
     is_active: bool | None = None

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from edl_api.schemas import Name, RequestModel, ResponseModel
 
@@ -14,6 +14,12 @@ RefreshMinutes = Annotated[
 
 
 class ProfileCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "acme", "description": "ACME perimeter firewalls"}]
+        }
+    )
+
     name: Name
     description: str | None = Field(default=None, max_length=2000)
     idempotency_key: str | None = Field(default=None, max_length=200)
@@ -41,6 +47,22 @@ class ProfileSummary(ProfilePublic):
 
 
 class ConfigCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "c2-block",
+                    "refresh_interval_minutes": 60,
+                    "yaml": (
+                        "sources:\n  - name: feodo\n"
+                        "    url: https://feodotracker.abuse.ch/downloads/ipblocklist.txt\n"
+                        "    tags: [c2]\nrules:\n  exclude_reserved: true\n"
+                    ),
+                }
+            ]
+        }
+    )
+
     name: Name
     yaml: str = Field(min_length=1, description="the pipeline config (YAML, see docs/config.md)")
     refresh_interval_minutes: RefreshMinutes = None
@@ -49,6 +71,17 @@ class ConfigCreate(RequestModel):
 
 class ConfigPatch(RequestModel):
     """Any subset; a section given replaces that whole section of the YAML."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "rules": {"allow": ["10.0.0.0/8", "*.corp.example"]},
+                    "refresh_interval_minutes": 30,
+                }
+            ]
+        }
+    )
 
     name: Name | None = None
     yaml: str | None = Field(default=None, min_length=1)
