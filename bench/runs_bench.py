@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import calendar
 import ipaddress
 import json
 import os
@@ -63,18 +64,21 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def sample(client: httpx.AsyncClient, path: str, headers: dict[str, str],
-                 store: list[float], statuses: dict[int, int]) -> None:
+                 store: list[tuple[float, float]], statuses: dict[int | str, int]) -> None:
     started = time.perf_counter()
-    response = await client.get(path, headers=headers)
-    store.append((time.perf_counter() - started) * 1000)
-    statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+    try:
+        status: int | str = (await client.get(path, headers=headers)).status_code
+    except httpx.HTTPError as exc:  # a stall counts, with its duration, not a crash
+        status = type(exc).__name__
+    store.append((time.time(), (time.perf_counter() - started) * 1000))
+    statuses[status] = statuses.get(status, 0) + 1
 
 
 async def measure(client: httpx.AsyncClient, feed: str, until: Any, pause: float = 0.005
                   ) -> dict[str, Any]:
-    health: list[float] = []
-    feed_ms: list[float] = []
-    statuses: dict[int, int] = {}
+    health: list[tuple[float, float]] = []
+    feed_ms: list[tuple[float, float]] = []
+    statuses: dict[int | str, int] = {}
     headers = {"X-API-Key": KEY}
     while not await until():
         await sample(client, "/healthz", {}, health, statuses)
@@ -95,7 +99,7 @@ async def wait_state(client: httpx.AsyncClient, run_id: int, timeout: float) -> 
 
 async def scenario(base: str, args: argparse.Namespace, deadline: float) -> dict[str, Any]:
     h = {"X-API-Key": KEY}
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         profile = (await client.post("/profiles", json={"name": "bench"}, headers=h)).json()
         pid = profile["profile"]["id"]
         pipelines = {}
@@ -131,14 +135,21 @@ async def scenario(base: str, args: argparse.Namespace, deadline: float) -> dict
                 return True
             if now - state["checked"] >= 0.5:  # type: ignore[operator]
                 state["checked"] = now
-                run = (await client.get(f"/runs/{big['id']}", headers=h)).json()
+                try:
+                    run = (await client.get(f"/runs/{big['id']}", headers=h)).json()
+                except httpx.HTTPError as exc:
+                    print(f"GET /runs/{big['id']} failed after "
+                          f"{time.monotonic() - now:.1f} s: {type(exc).__name__}")
+                    return False
                 state["value"] = run["state"]
             return state["value"] not in ("queued", "running")
 
         during = await measure(client, feed, run_done)
         run_seconds = time.monotonic() - started
         big_run = (await client.get(f"/runs/{big['id']}", headers=h)).json()
+        log = (await client.get(f"/runs/{big['id']}/logs", headers=h)).text
         return {
+            "log": log,
             "small_run": small_run["state"],
             "big_run": {
                 "state": big_run["state"], "seconds": round(run_seconds, 1),
@@ -149,21 +160,39 @@ async def scenario(base: str, args: argparse.Namespace, deadline: float) -> dict
         }
 
 
+def _stamp(log: str, marker: str) -> float | None:
+    for line in log.splitlines():
+        if marker in line:
+            return calendar.timegm(time.strptime(line.split(" ", 1)[0], "%Y-%m-%dT%H:%M:%SZ"))
+    return None
+
+
 def summarise(result: dict[str, Any]) -> str:
+    # The run log's stamps (1 s resolution) split "during" into the engine phase (child
+    # process) and the publishing phase (artifacts stored by the API process).
+    exited = _stamp(result["log"], "dispatcher: engine exited")
     lines = [
-        f"{'request':<10} {'phase':<8} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}",
+        f"{'request':<8} {'phase':<16} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}",
     ]
     for name in ("healthz", "feed"):
-        for phase in ("idle", "during"):
-            values = result[phase][name]
+        phases: dict[str, list[float]] = {
+            "idle": [ms for _, ms in result["idle"][name]],
+            "during (all)": [ms for _, ms in result["during"][name]],
+        }
+        if exited is not None:
+            phases["during engine"] = [ms for t, ms in result["during"][name] if t < exited]
+            phases["during publish"] = [ms for t, ms in result["during"][name] if t >= exited]
+        for phase, values in phases.items():
             lines.append(
-                f"{name:<10} {phase:<8} {len(values):>6} {pct(values, .5):>8.2f} "
+                f"{name:<8} {phase:<16} {len(values):>6} {pct(values, .5):>8.2f} "
                 f"{pct(values, .99):>8.2f} {max(values or [float('nan')]):>8.2f}"
             )
     lines.append(f"statuses idle={result['idle']['statuses']} "
                  f"during={result['during']['statuses']}")
     lines.append(f"small run: {result['small_run']}; big run: "
                  + json.dumps(result["big_run"], default=str))
+    lines.append("big run log:")
+    lines.extend("  " + line for line in result["log"].splitlines()[-12:])
     return "\n".join(lines)
 
 

@@ -359,7 +359,8 @@ class Dispatcher:
             logger.exception("run %s: could not record the outcome", run_id)
         finally:
             run_log.close()
-            shutil.rmtree(workdir, ignore_errors=True)
+            # The out dir can hold hundreds of MB: unlink off the event loop.
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
             self._controls.pop(run_id, None)
             self._tasks.pop(run_id, None)
             self.wake()  # a slot is free

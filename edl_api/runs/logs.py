@@ -110,6 +110,7 @@ class RunLog:
         """A line of our own, stamped like the engine's lines."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         await self.write(f"{stamp} dispatcher: {message}")
+        self.flush()  # readers (logs API, follow) see our notes at once
 
     async def rotate(self) -> None:
         self._file.close()
