@@ -48,7 +48,10 @@ from edl_api.models import Artifact, Pipeline, PipelineRun, utcnow  # noqa: E402
 from edl_api.settings import Settings  # noqa: E402
 
 KEY = "bench-super-key-0123456789abcdef"
-YAML = "sources:\n  - name: bench\n    values: [8.8.8.8]\npipeline:\n  guard:\n    max_shrink_percent: 100\n"
+YAML = (
+    "sources:\n  - name: bench\n    values: [8.8.8.8]\n"
+    "pipeline:\n  guard:\n    max_shrink_percent: 100\n"
+)
 
 
 def free_port() -> int:
@@ -69,8 +72,9 @@ def write_run(out_dir: Path, lines: list[str], source: str = "bench") -> None:
     (out_dir / "ipv4.txt").write_text("".join(f"{v}\n" for v in lines))
     with (out_dir / "entries.jsonl").open("w") as handle:
         for value in lines:
+            # the engine's own form (compact separators), as `python -m edl_api.engine` writes
             handle.write(json.dumps({"type": "ipv4", "value": value, "sources": [source],
-                                     "tags": [], "confidence": 50}) + "\n")
+                                     "tags": [], "confidence": 50}, separators=(",", ":")) + "\n")
 
 
 async def new_run(session: Any, pipeline_id: int) -> PipelineRun:
@@ -299,7 +303,8 @@ def main() -> int:
     try:
         started = time.perf_counter()
         facts = asyncio.run(setup(args, settings, work))
-        print(f"database: {'PostgreSQL' if db_url else 'SQLite'}; setup {time.perf_counter() - started:.1f}s; "
+        backend = "PostgreSQL" if db_url else "SQLite"
+        print(f"database: {backend}; setup {time.perf_counter() - started:.1f}s; "
               f"feed {args.lines} lines = {len(facts['content'])} B, gzip {len(facts['gzip'])} B")
         if args.publish_entries:
             print(f"publish {args.publish_entries} entries: first {facts['publish_first_s']:.2f}s, "
@@ -372,7 +377,8 @@ def main() -> int:
                 hits += bool(response.json()["matches"])
         timings.sort()
         print(f"\nsearch over {args.search_pipelines} × {args.search_entries} indicators "
-              f"(loaded in {facts['search_load_s']:.1f}s): p50 {statistics.median(timings):.1f} ms, "
+              f"(loaded in {facts['search_load_s']:.1f}s): "
+              f"p50 {statistics.median(timings):.1f} ms, "
               f"p95 {timings[int(len(timings) * 0.95) - 1]:.1f} ms, "
               f"{hits}/{len(queries)} queries matched")
     finally:

@@ -95,15 +95,17 @@ def read_provenance(raw: bytes) -> dict[tuple[str, str], Provenance]:
 
 
 async def load(
-    session: AsyncSession, pipeline_id: int, types: Sequence[str]
+    session: AsyncSession, pipeline_id: int, types: Sequence[str], *, retained_only: bool = False
 ) -> dict[str, dict[str, StoredIndicator]]:
-    """Every stored indicator of these types for the pipeline: type → value → row."""
+    """Stored indicators of these types for the pipeline (type → value → row): all of
+    them, or only the retained ones (not present in the feed)."""
     stored: dict[str, dict[str, StoredIndicator]] = {t: {} for t in types}
     if not types:
         return stored
     query = text(
         "SELECT indicator_type, value, sources, tags, confidence, first_seen, last_seen, run_id "
         "FROM indicators WHERE pipeline_id = :pid AND indicator_type IN :types"
+        + (" AND run_id IS NOT NULL" if retained_only else "")
     ).bindparams(bindparam("types", expanding=True))
     result = await session.execute(query, {"pid": pipeline_id, "types": list(types)})
     for kind, value, sources, tags, confidence, first_seen, last_seen, run_id in result:
@@ -128,6 +130,13 @@ class TypeChanges:
     retire: list[str] = field(default_factory=list)  # present → kept by retention
     deletes: list[str] = field(default_factory=list)
     replace_all: list[tuple[Any, ...]] | None = None  # rewrite the type instead
+
+    def summary(self) -> dict[str, int | bool]:
+        return {
+            "inserted": len(self.inserts), "updated": len(self.updates),
+            "retired": len(self.retire), "deleted": len(self.deletes),
+            "rewritten": self.replace_all is not None,
+        }
 
 
 def plan_type(
@@ -181,6 +190,34 @@ def plan_type(
             rows.append((pipeline_id, kind, value, old.sources, old.tags, old.confidence,
                          old.first_seen, old.last_seen, old.run_id))
     changes.replace_all = rows
+    return changes
+
+
+def plan_from_delta(
+    pipeline_id: int, kind: str, delta: Any, retained_rows: dict[str, StoredIndicator],
+    retained: set[str], now_raw: Any,
+) -> TypeChanges:
+    """The same changes as `plan_type`, from the entries that differ from the baseline
+    (`provenance.Delta`) and the rows not present in the feed (`retained_rows`)."""
+    changes = TypeChanges(kind)
+    added: dict[str, Provenance] = delta.added[kind]
+    removed: set[str] = delta.removed[kind]
+    for value, prov in added.items():
+        if value in removed or value in retained_rows:
+            changes.updates.append((value, prov))
+        else:
+            changes.inserts.append((pipeline_id, kind, value, prov[0], prov[1], prov[2],
+                                    now_raw, now_raw, None))
+    for value in removed:
+        if value in added:
+            continue
+        if value in retained:
+            changes.retire.append(value)
+        else:
+            changes.deletes.append(value)
+    for value in retained_rows:
+        if value not in added and value not in retained:
+            changes.deletes.append(value)
     return changes
 
 

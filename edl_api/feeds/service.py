@@ -13,6 +13,7 @@ from edl_api.engine.indicators import BITS, classify, key_to_text, url_host
 from edl_api.errors import NotFound, Unprocessable
 from edl_api.feeds import content as feed_content
 from edl_api.feeds.cache import FeedBody, prepare
+from edl_api.feeds.provenance import PROVENANCE, decompress
 from edl_api.feeds.schemas import (
     ActivePipeline,
     ActivePipelines,
@@ -228,6 +229,9 @@ async def run_artifact(
     ).scalar_one_or_none()
     if artifact is None:
         raise NotFound("this run stored no artifact of that type")
-    body = FeedBody(artifact.sha256, artifact.content, artifact.content_gzip, artifact.count)
+    content = artifact.content
+    if artifact.indicator_type == PROVENANCE:  # stored compressed only
+        content = decompress(artifact.content_gzip)
+    body = FeedBody(artifact.sha256, content, artifact.content_gzip, artifact.count)
     prepare(body, run_ids=[run_id], last_modified=artifact.created_at)
     return body, artifact

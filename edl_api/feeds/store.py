@@ -29,6 +29,7 @@ from sqlmodel import col
 from edl_api.engine import config as engine_config
 from edl_api.feeds import content as feed_content
 from edl_api.feeds import indicators as indicator_store
+from edl_api.feeds import provenance
 from edl_api.feeds.cache import FeedCache, invalidate_everywhere
 from edl_api.models import Artifact, HostedFeed, Pipeline, PipelineRun, utcnow
 
@@ -143,7 +144,8 @@ def _prepare(
     out_dir: Path, types: list[str], old_contents: dict[str, bytes],
     retained_by_type: dict[str, set[str]],
 ) -> dict[str, PreparedFeed]:
-    """CPU work, off the event loop: read, merge retained entries, hash, gzip, diff."""
+    """CPU work, off the event loop: read, merge retained entries, hash, diff (the gzip
+    copies are made afterwards, in parallel: zlib runs without the GIL)."""
     prepared: dict[str, PreparedFeed] = {}
     for kind in types:
         raw = (out_dir / f"{kind}.txt").read_bytes()
@@ -157,7 +159,7 @@ def _prepare(
         old = old_contents.get(kind)
         old_set = set(feed_content.split_lines(old)) if old is not None else None
         prepared[kind] = PreparedFeed(
-            kind, body, feed_content.gzip_bytes(body), feed_content.sha256_hex(body),
+            kind, body, b"", feed_content.sha256_hex(body),
             len(lines), lines, retained, feed_content.diff_summary(old_set, line_set),
         )
     return prepared
@@ -263,11 +265,42 @@ async def _publish(session: AsyncSession, run: PipelineRun, out_dir: Path) -> No
     full = run.mode == "full" and live
     base_types = sorted({b for t in types for b in feed_content.BASE_TYPES[t]})
     clock = _Clock()
-    stored = await indicator_store.load(session, run.pipeline_id, base_types if full else [])
-    clock.lap("load_indicators")
+    entries_raw, counts, engine_counts = await asyncio.to_thread(
+        _read_entries, out_dir, types, base_types
+    )
+    consistent = counts is not None and all(
+        counts.get(b) == engine_counts.get(b) for b in base_types if b in engine_counts
+    )
+    async def find_delta() -> provenance.Delta | None:
+        if not (full and consistent):
+            return None
+        baseline = _baseline_run(current, base_types, types)
+        if baseline is None:
+            return None
+        packed = (await session.execute(
+            select(col(Artifact.content_gzip)).where(
+                col(Artifact.run_id) == baseline,
+                col(Artifact.indicator_type) == provenance.PROVENANCE,
+            )
+        )).scalar_one_or_none()
+        if packed is None:
+            return None
+        return await asyncio.to_thread(
+            lambda: provenance.compute_delta(
+                provenance.decompress(packed), entries_raw, base_types
+            )
+        )
+
+    # Sequential on purpose: both are GIL-bound, and running them side by side was slower.
+    retain = full and options.retain_missing_days > 0
+    delta = await find_delta()
+    stored = await indicator_store.load(
+        session, run.pipeline_id, base_types if full else [], retained_only=delta is not None
+    )
+    clock.lap("load_indicators" if delta is None else "provenance_delta")
     raw_time = indicator_store.RawTime((await session.connection()).dialect.name)
     retained_by_type: dict[str, set[str]] = {}
-    if full and options.retain_missing_days > 0:
+    if retain:
         cutoff = raw_time.to_raw(now - timedelta(days=options.retain_missing_days))
         kept: dict[str, set[str]] = {}
         for base, rows_of_type in stored.items():
@@ -280,34 +313,51 @@ async def _publish(session: AsyncSession, run: PipelineRun, out_dir: Path) -> No
                 value for value, row in rows_of_type.items()
                 if (present_seen if row.run_id is None else row.last_seen) >= cutoff
             }
+            if delta is not None and present_seen >= cutoff:
+                kept[base] |= delta.removed[base] - delta.added[base].keys()
         for kind in types:
             retained_by_type[kind] = set().union(
                 *(kept.get(b, set()) for b in feed_content.BASE_TYPES[kind])
             )
-    prepared = await asyncio.to_thread(
-        _prepare, out_dir, types, old_contents, retained_by_type
-    )
+    prepared = await asyncio.to_thread(_prepare, out_dir, types, old_contents, retained_by_type)
     clock.lap("prepare")
 
-    decisions: dict[str, Decision] = {}
+    decisions = {
+        kind: guard_decision(run, live, feed, current.get(kind), options)
+        for kind, feed in prepared.items()
+    }
+    keep_entries = full and consistent and any(d.published for d in decisions.values())
+    packed = await asyncio.gather(
+        *(asyncio.to_thread(feed_content.gzip_bytes, f.content) for f in prepared.values()),
+        asyncio.to_thread(provenance.compress, entries_raw if keep_entries else b""),
+    )
     artifacts: dict[str, Artifact] = {}
-    for kind, feed in prepared.items():
-        decisions[kind] = guard_decision(run, live, feed, current.get(kind), options)
-        artifact = Artifact(
+    for (kind, feed), gzipped in zip(prepared.items(), packed, strict=False):
+        feed.gzip = gzipped
+        artifacts[kind] = Artifact(
             run_id=run.id, pipeline_id=run.pipeline_id, indicator_type=kind,
             sha256=feed.sha256, count=feed.count, size=len(feed.content), content=feed.content,
-            content_gzip=feed.gzip, published=decisions[kind].published,
+            content_gzip=gzipped, published=decisions[kind].published,
             reason=decisions[kind].reason, created_at=now,
         )
-        session.add(artifact)
-        artifacts[kind] = artifact
+        session.add(artifacts[kind])
+    if keep_entries:
+        session.add(Artifact(
+            run_id=run.id, pipeline_id=run.pipeline_id,
+            indicator_type=provenance.PROVENANCE, sha256=feed_content.sha256_hex(entries_raw),
+            count=sum((counts or {}).values()), size=len(entries_raw), content=b"",
+            content_gzip=packed[-1], published=False, created_at=now,
+            reason="the run's entries with provenance (gzip only): the next publish's baseline",
+        ))
     await session.flush()
     clock.lap("store_artifacts")
     published = {k for k, d in decisions.items() if d.published}
+    indicator_summary: dict[str, Any] = {}
     if published:
         # Provenance first (it reads the feeds as they were), then repoint.
-        await _update_indicators(
-            session, run, out_dir, prepared, published, stored, current, raw_time, now, clock
+        indicator_summary = await _update_indicators(
+            session, run, out_dir, prepared, published, stored, current, raw_time, now, clock,
+            delta,
         )
         for kind in sorted(published):
             new_feed = prepared[kind]
@@ -333,11 +383,37 @@ async def _publish(session: AsyncSession, run: PipelineRun, out_dir: Path) -> No
                 "reason": decisions[k].reason, "retained": len(f.retained)}
             for k, f in prepared.items()
         },
+        **({"indicators": indicator_summary} if indicator_summary else {}),
     }
     logger.info("run %s published in %s", run.id, clock)
     held = [f"{k}: {d.reason}" for k, d in decisions.items() if not d.published and d.reason]
     if held and run.mode == "full":
         logger.info("run %s held feeds: %s", run.id, "; ".join(held))
+
+
+def _read_entries(
+    out_dir: Path, types: list[str], base_types: list[str]
+) -> tuple[bytes, dict[str, int] | None, dict[str, int]]:
+    """entries.jsonl, its entries per type, and the engine's line count per own feed."""
+    path = out_dir / "entries.jsonl"
+    raw = path.read_bytes() if path.is_file() else b""
+    engine_counts = {
+        kind: (out_dir / f"{kind}.txt").read_bytes().count(b"\n")
+        for kind in types if kind in base_types
+    }
+    return raw, provenance.entry_counts(raw, base_types), engine_counts
+
+
+def _baseline_run(
+    current: dict[str, HostedFeed], base_types: list[str], types: list[str]
+) -> int | None:
+    """The one run whose provenance all present rows of these types came from, if any."""
+    runs = set()
+    for base in base_types:
+        if base not in types or base not in current:
+            return None
+        runs.add(current[base].run_id)
+    return runs.pop() if len(runs) == 1 else None
 
 
 def _ip_kind(value: str) -> str:
@@ -380,25 +456,37 @@ async def _update_indicators(
     session: AsyncSession, run: PipelineRun, out_dir: Path, prepared: dict[str, PreparedFeed],
     published: set[str], stored: dict[str, dict[str, indicator_store.StoredIndicator]],
     current: dict[str, HostedFeed], raw_time: indicator_store.RawTime, now: datetime,
-    clock: _Clock,
-) -> None:
+    clock: _Clock, delta: provenance.Delta | None,
+) -> dict[str, Any]:
     """Bring the provenance rows of every base type whose feed was published up to date."""
     updated: list[str] = []
     for base in ("ipv4", "ipv6", "cidr", "fqdn", "url"):
         if base in published or (base not in prepared and "ip" in published):
             updated.append(base)
     if not updated:
-        return
+        return {}
     previous: dict[str, tuple[datetime, int | None]] = {}
     for base in updated:
         feed = source_feed(current, base)
         previous[base] = (feed.updated_at, feed.run_id) if feed is not None else (now, None)
     previous_raw = {b: (raw_time.to_raw(t), r) for b, (t, r) in previous.items()}
-    plans = await asyncio.to_thread(
-        _plan, run, out_dir, prepared, updated, stored, previous_raw, raw_time.to_raw(now)
-    )
+    if delta is not None:
+        plans = [
+            indicator_store.plan_from_delta(
+                run.pipeline_id, base, delta, stored.get(base, {}), prepared[base].retained,
+                raw_time.to_raw(now),
+            )
+            for base in updated
+        ]
+    else:
+        plans = await asyncio.to_thread(
+            _plan, run, out_dir, prepared, updated, stored, previous_raw, raw_time.to_raw(now)
+        )
     clock.lap("plan_indicators")
+    summary: dict[str, Any] = {"method": "delta" if delta is not None else "full"}
     for changes in plans:
         seen, run_id = previous[changes.indicator_type]
         await indicator_store.apply(session, run.pipeline_id, changes, run_id, seen)
+        summary[changes.indicator_type] = changes.summary()
     clock.lap("write_indicators")
+    return summary

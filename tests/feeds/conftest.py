@@ -76,7 +76,7 @@ def entry(kind: str, value: str, sources: list[str] | None = None, **extra: Any)
 async def publish(
     app: Any, tmp_path: Path, pipeline_id: int, feeds: dict[str, list[str]],
     entries: list[dict[str, Any]] | None = None, *, mode: str = "full",
-    yaml: str | None = None,
+    yaml: str | None = None, compact: bool = True,
 ) -> PipelineRun:
     """Make a run row as the dispatcher would, write its out_dir, publish, commit."""
     maker = app.state.sessionmaker
@@ -99,7 +99,12 @@ async def publish(
             (out_dir / f"{kind}.txt").write_text("".join(f"{v}\n" for v in lines))
         if entries is None:
             entries = [entry(k, v) for k, lines in feeds.items() if k != "ip" for v in lines]
-        (out_dir / "entries.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+        # compact: the engine's own form (steady-state delta path); spaced: any other
+        # JSON lines (the full comparison path).
+        separators = (",", ":") if compact else (", ", ": ")
+        (out_dir / "entries.jsonl").write_text(
+            "".join(json.dumps(e, separators=separators) + "\n" for e in entries)
+        )
         await publish_run(session, run, out_dir)
         run.state = "succeeded"
         await session.commit()

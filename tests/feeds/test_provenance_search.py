@@ -1,14 +1,21 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import update
 
 from edl_api.models import Indicator, utcnow
-from tests.feeds.conftest import entry, h, make_tenant, ok, publish
+from tests.feeds.conftest import entry, h, make_tenant, ok
+from tests.feeds.conftest import publish as publish_any
+
+# compact: entries in the engine's form → the steady-state delta path; spaced → full path.
+COMPACT = pytest.mark.parametrize("compact", [True, False], ids=["delta", "full"])
+publish = publish_any
 
 
 async def _search(client: httpx.AsyncClient, t: Any, value: str, key: str | None = None) -> Any:
@@ -16,9 +23,11 @@ async def _search(client: httpx.AsyncClient, t: Any, value: str, key: str | None
                                      params={"indicator": value}, headers=h(key or t.key)))
 
 
+@COMPACT
 async def test_provenance_across_two_runs(
-    app: Any, client: httpx.AsyncClient, tmp_path: Path
+    app: Any, client: httpx.AsyncClient, tmp_path: Path, compact: bool
 ) -> None:
+    publish = partial(publish_any, compact=compact)
     t = await make_tenant(client, "a")
     first = await publish(app, tmp_path, t.pipeline_id, {"ipv4": ["192.0.2.1"]},
                           [entry("ipv4", "192.0.2.1", ["feodo"], tags=["c2"], confidence=80)])
@@ -34,6 +43,9 @@ async def test_provenance_across_two_runs(
         app, tmp_path, t.pipeline_id, {"ipv4": ["192.0.2.1", "192.0.2.5"]},
         [entry("ipv4", "192.0.2.1", ["feodo", "spamhaus"]), entry("ipv4", "192.0.2.5")],
     )
+    assert second.counts["indicators"]["method"] == ("delta" if compact else "full")
+    assert second.counts["indicators"]["ipv4"]["inserted"] == 1
+    assert second.counts["indicators"]["ipv4"]["updated"] == 1
     after = (await _search(client, t, "192.0.2.1"))["matches"][0]
     assert after["first_seen"] == match["first_seen"]
     assert datetime.fromisoformat(after["last_seen"]) > datetime.fromisoformat(match["last_seen"])
@@ -46,9 +58,11 @@ async def test_provenance_across_two_runs(
     assert "spamhaus" in r.text
 
 
+@COMPACT
 async def test_retention_keeps_a_vanished_indicator(
-    app: Any, client: httpx.AsyncClient, tmp_path: Path
+    app: Any, client: httpx.AsyncClient, tmp_path: Path, compact: bool
 ) -> None:
+    publish = partial(publish_any, compact=compact)
     t = await make_tenant(client, "a", retain=3, shrink=100)
     await publish(app, tmp_path, t.pipeline_id, {"fqdn": ["a.example", "gone.example"]})
     run = await publish(app, tmp_path, t.pipeline_id, {"fqdn": ["a.example"]})
@@ -69,9 +83,11 @@ async def test_retention_keeps_a_vanished_indicator(
     assert (await _search(client, t, "gone.example"))["matches"] == []
 
 
+@COMPACT
 async def test_without_retention_vanished_rows_are_pruned(
-    app: Any, client: httpx.AsyncClient, tmp_path: Path
+    app: Any, client: httpx.AsyncClient, tmp_path: Path, compact: bool
 ) -> None:
+    publish = partial(publish_any, compact=compact)
     t = await make_tenant(client, "a", shrink=100)
     await publish(app, tmp_path, t.pipeline_id, {"fqdn": ["a.example", "gone.example"]})
     await publish(app, tmp_path, t.pipeline_id, {"fqdn": ["a.example"]})
@@ -140,9 +156,11 @@ async def test_active_view(app: Any, client: httpx.AsyncClient, tmp_path: Path) 
     assert item["next_run_at"] is None
 
 
+@COMPACT
 async def test_reappearing_indicator_keeps_first_seen(
-    app: Any, client: httpx.AsyncClient, tmp_path: Path
+    app: Any, client: httpx.AsyncClient, tmp_path: Path, compact: bool
 ) -> None:
+    publish = partial(publish_any, compact=compact)
     t = await make_tenant(client, "a", retain=3, shrink=100)
     await publish(app, tmp_path, t.pipeline_id, {"fqdn": ["a.example", "b.example"]})
     first = (await _search(client, t, "b.example"))["matches"][0]
@@ -160,9 +178,11 @@ async def test_reappearing_indicator_keeps_first_seen(
     assert again["sources"] == ["other"]
 
 
+@COMPACT
 async def test_large_changes_rewrite_the_type(
-    app: Any, client: httpx.AsyncClient, tmp_path: Path
+    app: Any, client: httpx.AsyncClient, tmp_path: Path, compact: bool
 ) -> None:
+    publish = partial(publish_any, compact=compact)
     t = await make_tenant(client, "a", retain=3, shrink=100)
     names = [f"h{i:05d}.example" for i in range(1500)]
     await publish(app, tmp_path, t.pipeline_id, {"fqdn": names})

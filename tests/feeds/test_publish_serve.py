@@ -205,4 +205,15 @@ async def test_publish_is_idempotent_per_run(
         again = await session.merge(run)
         await publish_run(session, again, tmp_path / f"run-{run.id}")
         await session.commit()
-    assert len(await _artifacts(app, run.id)) == 1
+    assert set(await _artifacts(app, run.id)) == {"ipv4", "provenance"}
+
+
+async def test_provenance_artifact_downloadable(
+    app: Any, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    t = await make_tenant(client, "a")
+    run = await publish(app, tmp_path, t.pipeline_id, {"ipv4": V4})
+    r = await client.get(f"/runs/{run.id}/artifacts/provenance", headers=h(t.key))
+    assert r.status_code == 200
+    assert r.text == (tmp_path / f"run-{run.id}" / "entries.jsonl").read_text()
+    assert r.headers["x-edl-count"] == "4"
