@@ -165,7 +165,7 @@ async def _fetch_all(
             except SourceError as exc:
                 result.error = str(exc)
             except TimeoutError:
-                result.error = f"timed out after {budget:.0f}s"
+                result.error = f"timed out after {round(budget, 1):g}s"
             except Exception as exc:  # noqa: BLE001 - one broken source must not kill the run
                 result.error = f"unexpected {exc.__class__.__name__}"
             result.seconds = time.monotonic() - started

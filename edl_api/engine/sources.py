@@ -219,6 +219,17 @@ class Fetched:
     redirects: int = 0
 
 
+def redirect_target(url: str, location: str) -> str:
+    """The next URL of a redirect; never to a non-HTTP scheme, never from https to http."""
+    next_url = urllib.parse.urljoin(url, location.strip())
+    next_scheme = urllib.parse.urlsplit(next_url).scheme.lower()
+    if next_scheme not in ("http", "https"):
+        raise SourceError("redirect to a non-HTTP URL refused")
+    if urllib.parse.urlsplit(url).scheme.lower() == "https" and next_scheme == "http":
+        raise SourceError("redirect from https to http refused")
+    return next_url
+
+
 def _default_port(scheme: str) -> int:
     return 443 if scheme == "https" else 80
 
@@ -289,13 +300,7 @@ async def fetch_url(
                 location = response.headers.get("location")
                 if not location:
                     raise SourceError(f"HTTP {response.status_code} without Location")
-                next_url = urllib.parse.urljoin(url, location.strip())
-                next_scheme = urllib.parse.urlsplit(next_url).scheme.lower()
-                if next_scheme not in ("http", "https"):
-                    raise SourceError("redirect to a non-HTTP URL refused")
-                if scheme == "https" and next_scheme == "http":
-                    raise SourceError("redirect from https to http refused")
-                url = next_url
+                url = redirect_target(url, location)
                 continue
             if not 200 <= response.status_code < 300:
                 raise SourceError(f"HTTP {response.status_code}")
