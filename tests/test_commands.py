@@ -1,0 +1,106 @@
+"""commands.txt runs top to bottom with bash against a live server on loopback.
+
+Upstream feeds come from a local stub serving tests/fixtures/feeds/. If the sheet and
+the service disagree, a `curl -f` or a `test` in the sheet fails and so does this test.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "feeds"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def upstream() -> Iterator[str]:
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(FIXTURES))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *a: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_commands_txt_runs_end_to_end(tmp_path: Path, upstream: str) -> None:
+    if shutil.which("jq") is None or shutil.which("curl") is None:
+        pytest.fail("commands.txt needs curl and jq (apt-get install curl jq)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDL_")}
+    env |= {
+        "EDL_DATA_DIR": str(tmp_path / "data"),
+        "EDL_LOG_DIR": str(tmp_path / "logs"),
+        "EDL_BCRYPT_ROUNDS": "4",
+        "EDL_SSRF_ALLOW_CIDRS": "127.0.0.1/32",
+    }
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "edl_api", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, "server exited"
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        sheet = subprocess.run(
+            ["bash", str(ROOT / "commands.txt")],
+            env=env
+            | {
+                "BASE": base,
+                "EDL": f"{sys.executable} -m edl_api",
+                "WORK": str(tmp_path),
+                "FEODO_URL": f"{upstream}/feodo_ipblocklist.csv",
+                "DROP_URL": f"{upstream}/spamhaus_drop.txt",
+                "URLHAUS_URL": f"{upstream}/urlhaus.csv",
+            },
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    out = sheet.stdout
+    assert sheet.returncode == 0, f"stdout:\n{out[-3000:]}\nstderr:\n{sheet.stderr[-3000:]}"
+    assert "commands.txt: all steps done" in out
+    assert "succeeded" in out
+    assert "conditional poll: HTTP 304" in out
+    assert "162.243.103.246" in out  # a Feodo C2 address reached the hosted feed and search
+    assert "1.10.16.0/20" in out  # a Spamhaus DROP network too
+    assert "x-edl-count" in out.lower()
