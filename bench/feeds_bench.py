@@ -126,7 +126,8 @@ async def setup(args: argparse.Namespace, settings: Settings, work: Path) -> dic
                 from sqlalchemy import select
 
                 artifact = (await session.execute(
-                    select(Artifact).where(Artifact.pipeline_id == feed_pipeline)
+                    select(Artifact).where(Artifact.pipeline_id == feed_pipeline,
+                                           Artifact.indicator_type == "ipv4")
                 )).scalar_one()
                 facts.update(content=artifact.content, gzip=artifact.content_gzip,
                              sha=artifact.sha256)

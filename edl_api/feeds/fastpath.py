@@ -13,8 +13,11 @@ the same access-log line as `middleware.AccessLog` when that logger is enabled.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
+import secrets
 import time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -53,6 +56,9 @@ class _Headers:
 class FeedFastPath:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._pepper = secrets.token_bytes(32)
+        self._legacy: dict[bytes, Principal] | None = None
+        self._state: Any = None  # the app's state (one app per stack)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
@@ -80,10 +86,12 @@ class FeedFastPath:
         await self.app(scope, receive, send)
 
     def _answer(self, scope: Scope, path: str) -> tuple[int, Any, bytes] | None:
-        app = scope.get("app")
-        if app is None:
-            return None
-        state = app.state
+        state = self._state
+        if state is None:
+            app = scope.get("app")
+            if app is None:
+                return None
+            state = self._state = app.state
         cache: FeedCache | None = getattr(state, "feed_cache", None)
         if cache is None:
             return None
@@ -144,18 +152,40 @@ class FeedFastPath:
     def _principal(self, state: Any, headers: dict[str, str]) -> Principal | None:
         """The caller if `authenticate` would find it without touching the database.
 
-        Nothing is memoised by key here: like the verified-key cache, the fast path
-        never keeps a plaintext key (decision 7)."""
+        Legacy keys are matched through HMAC digests under a per-process secret (no
+        plaintext kept, no timing signal on the secret); any other key is answered only
+        by the verified-key cache, which holds nothing that did not pass
+        `parse_key` + bcrypt. Nothing here ever keeps a plaintext key (decision 7)."""
         key = _extract_key(_Headers(headers), allow_basic=True)  # type: ignore[arg-type]
         if not key or len(key) > 256:
             return None
-        legacy = _legacy_principal(state.settings, key)
-        if legacy is not None:
-            return legacy
-        if keys.parse_key(key) is None:
-            return None
+        legacy = self._legacy
+        if legacy is None:  # settings are fixed for the app's life
+            legacy = self._legacy = _legacy_digests(self._pepper, state.settings)
+        found = legacy.get(_digest(self._pepper, key))
+        if found is not None:
+            return found
         cache: keys.VerifiedKeyCache[Principal] = state.key_cache
         return cache.get(key)
+
+
+def _digest(pepper: bytes, key: str) -> bytes:
+    return hmac.new(pepper, key.encode(), hashlib.sha256).digest()
+
+
+def _legacy_digests(pepper: bytes, settings: Any) -> dict[bytes, Principal]:
+    """HMAC(pepper, legacy key) → the principal `authenticate` gives that key."""
+    secrets_ = []
+    if settings.api_key is not None:
+        secrets_.append(settings.api_key.get_secret_value())
+    secrets_.extend(s.get_secret_value() for s in settings.operator_keys)
+    secrets_.extend(s.get_secret_value() for s in settings.reader_keys)
+    table: dict[bytes, Principal] = {}
+    for secret in secrets_:
+        principal = _legacy_principal(settings, secret)
+        if principal is not None:
+            table.setdefault(_digest(pepper, secret), principal)
+    return table
 
 
 def _query(raw: bytes) -> dict[str, str] | None:

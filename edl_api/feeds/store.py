@@ -13,6 +13,7 @@ import gc
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +39,10 @@ logger = logging.getLogger("edl_api.feeds")
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
 DEFAULT_POINTER_TTL = 2.0
 _CHANGED = "edl_feeds_changed_pipelines"
+_REVOKED = "edl_feeds_revoked_key_ids"
+# Every app's verified-key cache in this process (a revoked token is dropped again
+# after its revocation commits, so a request racing the commit cannot re-cache it).
+_KEY_CACHES: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def install(app: FastAPI) -> None:
@@ -48,6 +53,7 @@ def install(app: FastAPI) -> None:
     from edl_api.feeds.fastpath import wrap_outermost
 
     settings = app.state.settings
+    _KEY_CACHES.add(app.state.key_cache)
     app.state.feed_cache = FeedCache(
         max_bytes=int(getattr(settings, "feed_cache_bytes", DEFAULT_CACHE_BYTES)),
         ttl_seconds=float(getattr(settings, "feed_pointer_ttl_seconds", DEFAULT_POINTER_TTL)),
@@ -71,16 +77,24 @@ def _note_pipeline_changes(session: Session, _context: Any) -> None:
             mark_changed(session, obj.id)
 
 
+def drop_key_after_commit(session: AsyncSession, key_id: str) -> None:
+    session.info.setdefault(_REVOKED, set()).add(key_id)
+
+
 @event.listens_for(Session, "after_commit")
 def _apply_changes(session: Session) -> None:
     changed = session.info.pop(_CHANGED, None)
     if changed:
         invalidate_everywhere(changed)
+    for key_id in session.info.pop(_REVOKED, ()):
+        for cache in list(_KEY_CACHES):
+            cache.drop_key_id(key_id)
 
 
 @event.listens_for(Session, "after_rollback")
 def _forget_changes(session: Session) -> None:
     session.info.pop(_CHANGED, None)
+    session.info.pop(_REVOKED, None)
 
 
 # --- publishing -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from edl_api.auth import keys
 from edl_api.auth.principal import Principal
 from edl_api.errors import NotFound, Unprocessable
 from edl_api.feeds.schemas import FeedTokenCreate, FeedTokenCreated, FeedTokenPublic
+from edl_api.feeds.store import drop_key_after_commit
 from edl_api.models import FeedToken, Pipeline, utcnow
 from edl_api.pagination import Page, PageParams, paginate
 
@@ -85,4 +86,5 @@ async def revoke_token(
         token.revoked_at = utcnow()
         await session.flush()
     cache.drop_key_id(token.key_id)
+    drop_key_after_commit(session, token.key_id)
     return FeedTokenPublic.model_validate(token)
