@@ -555,11 +555,13 @@ class Dispatcher:
                         return
                     detail = self.sanitiser.line(f"{type(exc).__name__}: {exc}")[:300]
                     self._apply(run, "failed", report, [*errors, f"publishing failed: {detail}"])
-            state = run.state
+            # The notes go first: whoever sees the final state (GET logs, follow) sees them.
+            if publish_started is not None:
+                await run_log.note(
+                    f"artifacts stored in {time.monotonic() - publish_started:.1f} s"
+                )
+            await run_log.note(run.state)
             await session.commit()
-        if publish_started is not None:
-            await run_log.note(f"artifacts stored in {time.monotonic() - publish_started:.1f} s")
-        await run_log.note(state)
 
     async def _own_run(self, session: AsyncSession, run_id: int) -> PipelineRun | None:
         run = (

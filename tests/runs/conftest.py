@@ -9,8 +9,8 @@ import pytest
 
 from edl_api.app import create_app
 from edl_api.settings import Settings
-from tests.conftest import _truncate_all, make_settings
-from tests.runs.helpers import upstream
+from tests.conftest import make_settings
+from tests.runs.helpers import empty_database, upstream
 
 
 @pytest.fixture(scope="session")
@@ -42,12 +42,9 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.fixture
 async def run_app(run_settings: Settings, published: list[int]) -> AsyncIterator[Any]:
+    await empty_database(run_settings)
     application = create_app(run_settings)
     async with application.router.lifespan_context(application):
-        if not run_settings.is_sqlite:
-            await application.state.dispatcher.stop()
-            await _truncate_all(application.state.engine)
-            await application.state.dispatcher.start()
         yield application
 
 

@@ -12,6 +12,7 @@ import httpx
 from edl_api.app import create_app
 from edl_api.settings import Settings
 from tests.runs.helpers import (
+    empty_database,
     get_run,
     h,
     launch,
@@ -128,14 +129,11 @@ async def test_follow_streams_until_the_run_ends(
 async def test_shutdown_interrupts_in_flight_runs(
     run_settings: Settings, upstream_port: int, published: list[int]
 ) -> None:
+    await empty_database(run_settings)
     app = create_app(run_settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as client:
-            if not run_settings.is_sqlite:
-                from tests.conftest import _truncate_all
-
-                await _truncate_all(app.state.engine)
             profile_id, _ = await make_profile(client)
             pipeline_id = await make_pipeline(client, profile_id,
                                               slow_yaml(upstream_port, FOREVER))

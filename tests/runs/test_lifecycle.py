@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 
+from edl_api.settings import Settings
 from tests.conftest import READER_LEGACY_KEY, SUPER_KEY
 from tests.runs.helpers import (
     expect,
@@ -18,7 +19,9 @@ from tests.runs.helpers import (
 )
 
 
-async def test_run_succeeds_and_reports(rc: httpx.AsyncClient, published: list[int]) -> None:
+async def test_run_succeeds_and_reports(
+    rc: httpx.AsyncClient, published: list[int], run_settings: Settings
+) -> None:
     profile_id, _ = await make_profile(rc)
     pipeline_id = await make_pipeline(rc, profile_id)
     created = await launch(rc, pipeline_id, reason="first", persist=False)
@@ -49,6 +52,10 @@ async def test_run_succeeds_and_reports(rc: httpx.AsyncClient, published: list[i
     tail = await rc.get(f"/runs/{created['id']}/logs?tail=1", headers=h())
     assert tail.text.endswith(" dispatcher: succeeded\n")
     assert tail.text.count("\n") == 1
+
+    engine_log = (run_settings.log_dir / "engine.log").read_text()
+    assert f"run {created['id']}: " in engine_log
+    assert "source inline: ok" in engine_log
 
     page = await expect(await rc.get(f"/runs?pipeline_id={pipeline_id}", headers=h()), 200)
     assert page["total"] == 1

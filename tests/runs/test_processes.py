@@ -19,8 +19,9 @@ from sqlalchemy import func, select
 
 from edl_api.app import create_app
 from edl_api.models import PipelineRun
-from tests.conftest import SUPER_KEY, _truncate_all, make_settings
+from tests.conftest import SUPER_KEY, make_settings
 from tests.runs.helpers import (
+    empty_database,
     free_env,
     launch,
     make_pipeline,
@@ -107,10 +108,10 @@ async def test_two_workers_on_postgres_never_share_a_run(
     tmp_path: Path, pg_database: str, upstream_port: int
 ) -> None:
     settings = make_settings(tmp_path, pg_database, ssrf_allow_cidrs="127.0.0.0/8")
+    await empty_database(settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         await app.state.dispatcher.stop()  # only the two worker processes claim
-        await _truncate_all(app.state.engine)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as client:
             run_ids = []

@@ -15,8 +15,15 @@ from edl_api.db import create_engine, create_sessionmaker
 from edl_api.models import Pipeline, PipelineRun, utcnow
 from edl_api.runs import scheduler
 from edl_api.settings import Settings
-from tests.conftest import _truncate_all, make_settings
-from tests.runs.helpers import expect, h, make_pipeline, make_profile, wait_state
+from tests.conftest import make_settings
+from tests.runs.helpers import (
+    empty_database,
+    expect,
+    h,
+    make_pipeline,
+    make_profile,
+    wait_state,
+)
 
 
 async def _schedule_runs(client: httpx.AsyncClient, pipeline_id: int) -> list[dict[str, Any]]:
@@ -102,10 +109,9 @@ async def test_busy_pipeline_is_not_scheduled_twice(rc: httpx.AsyncClient, run_a
 async def test_lifespan_scheduler_ticks(tmp_path: Path, database_url: str | None,
                                         published: list[int]) -> None:
     settings = make_settings(tmp_path, database_url, auto_refresh_minutes=1 / 60)
+    await empty_database(settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        if not settings.is_sqlite:
-            await _truncate_all(app.state.engine)
         assert app.state.scheduler is not None
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as client:
