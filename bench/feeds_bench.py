@@ -234,6 +234,51 @@ http {{
     return proc
 
 
+BARE_APP = """
+import sys
+PLAIN = open(sys.argv[1], "rb").read()
+GZ = open(sys.argv[2], "rb").read()
+ETAG = b'"bare"'
+
+def headers(body, extra=()):
+    return [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode()),
+            (b"etag", ETAG), *extra]
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    seen = dict(scope["headers"])
+    if seen.get(b"if-none-match") == ETAG:
+        await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", ETAG)]})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if b"gzip" in seen.get(b"accept-encoding", b""):
+        body, extra = GZ, [(b"content-encoding", b"gzip")]
+    else:
+        body, extra = PLAIN, []
+    await send({"type": "http.response.start", "status": 200, "headers": headers(body, extra)})
+    await send({"type": "http.response.body", "body": body})
+
+if __name__ == "__main__":
+    import uvicorn
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_config=None,
+                http="httptools", loop="uvloop", access_log=False)
+"""
+
+
+def start_bare(work: Path, port: int) -> subprocess.Popen[bytes]:
+    """The ceiling: uvicorn with a bare ASGI app returning the same bytes, no auth."""
+    script = work / "bare_app.py"
+    script.write_text(BARE_APP)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(work / "nginx-root" / "feed.txt"),
+         str(work / "nginx-root" / "feed.txt.gz"), str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return proc
+
+
 def wrk(url: str, headers: dict[str, str], duration: int, connections: int) -> float:
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s"]
     for name, value in headers.items():
@@ -315,6 +360,9 @@ def main() -> int:
         procs.append(api)
         nginx = start_nginx(work, nginx_port, facts["content"], facts["gzip"])
         procs.append(nginx)
+        bare_port = free_port()
+        procs.append(start_bare(work, bare_port))
+        bare_url = f"http://127.0.0.1:{bare_port}/"
 
         auth = {"Authorization": "Basic " + base64.b64encode(
             f"fw:{facts['token']}".encode()).decode()}
@@ -338,18 +386,24 @@ def main() -> int:
             "gzip": ({"Accept-Encoding": "gzip"}, {"Accept-Encoding": "gzip"}),
             "304": ({"If-None-Match": api_etag}, {"If-None-Match": nginx_etag}),
         }
+        bare_headers = {"plain": {"Accept-Encoding": "identity"},
+                        "gzip": {"Accept-Encoding": "gzip"}, "304": {"If-None-Match": '"bare"'}}
         print(f"\nwrk -t1 -c{args.connections} -d{args.duration}s, median of {args.repeat}; "
               f"{os.cpu_count()} CPUs")
-        print(f"{'case':<6} {'edl req/s':>12} {'nginx req/s':>12} {'ratio':>7}  target")
+        print(f"{'case':<6} {'edl req/s':>10} {'nginx req/s':>12} {'ratio':>6}  target"
+              f"   {'bare ASGI':>10} {'ratio':>6}")
         targets = {"plain": 0.8, "gzip": 0.6, "304": 0.3}
         for name, (api_headers, nginx_headers) in scenarios.items():
-            ours, theirs = [], []
+            ours, theirs, bare = [], [], []
             for _ in range(args.repeat):
                 ours.append(wrk(api_url, auth | api_headers, args.duration, args.connections))
                 theirs.append(wrk(nginx_url, auth | nginx_headers, args.duration,
                                   args.connections))
-            a, b = statistics.median(ours), statistics.median(theirs)
-            print(f"{name:<6} {a:>12.0f} {b:>12.0f} {a / b:>7.2f}  ≥ {targets[name]}")
+                bare.append(wrk(bare_url, auth | bare_headers[name], args.duration,
+                                args.connections))
+            a, b, c = (statistics.median(x) for x in (ours, theirs, bare))
+            print(f"{name:<6} {a:>10.0f} {b:>12.0f} {a / b:>6.2f}  ≥ {targets[name]:<4}"
+                  f"   {c:>10.0f} {c / b:>6.2f}")
 
         # Search latency over HTTP (profile key), IPs inside stored networks and names.
         queries = []
