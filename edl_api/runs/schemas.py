@@ -59,6 +59,7 @@ class RunSummary(ResponseModel):
     finished_at: datetime | None
     counts: dict[str, Any]
     errors: list[Any]
+    schedule_slot: str | None
 
 
 class ArtifactInfo(ResponseModel):
@@ -95,7 +96,6 @@ class RunDetail(RunSummary):
     diff: dict[str, Any]
     progress: dict[str, Any]
     worker: str | None
-    schedule_slot: str | None
 
 
 class Job(ResponseModel):

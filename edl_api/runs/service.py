@@ -187,7 +187,6 @@ async def run_detail(session: AsyncSession, principal: Principal, run_id: int) -
             sources=_sources(run.report), feeds=feeds if isinstance(feeds, dict) else {},
         ),
         diff=run.diff, progress=run.progress, worker=run.worker,
-        schedule_slot=run.schedule_slot,
     )
 
 

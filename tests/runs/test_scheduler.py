@@ -60,21 +60,22 @@ async def test_two_schedulers_make_one_run_per_slot(
         assert await _schedule_runs(rc, manual) == []
         assert await _schedule_runs(rc, idle) == []
 
-        # Same slot again: nothing new, even though the runs finished.
-        assert await scheduler.tick(run_app.state.sessionmaker, now + timedelta(seconds=1)) == []
+        # Same slot again (the same instant: no slot boundary can fall in between):
+        # nothing new, even though the runs finished.
+        assert await scheduler.tick(run_app.state.sessionmaker, now) == []
 
-        # The next 30-second slot: only the fast pipeline is due, once.
-        later = now + timedelta(seconds=31)
+        # Two hours on, both pipelines are due again: one run each, not two.
+        later = now + timedelta(hours=2)
         again = await asyncio.gather(
             scheduler.tick(run_app.state.sessionmaker, later),
             scheduler.tick(create_sessionmaker(other_engine), later),
         )
-        assert sum(len(ids) for ids in again) == 1
-        assert len(await _schedule_runs(rc, fast)) == 2
-        assert len(await _schedule_runs(rc, hourly)) == 1
-        detail = await expect(await rc.get(f"/runs/{again[0][0] if again[0] else again[1][0]}",
-                                           headers=h()), 200)
-        assert detail["schedule_slot"]
+        assert sum(len(ids) for ids in again) == 2
+        for pipeline_id in (hourly, fast):
+            runs = await _schedule_runs(rc, pipeline_id)
+            assert len(runs) == 2
+            assert runs[0]["schedule_slot"] != runs[1]["schedule_slot"]
+            await wait_state(rc, runs[0]["id"], "succeeded")
 
         # next_run_at: the end of the current slot once this slot has a run.
         async with run_app.state.sessionmaker() as session:
