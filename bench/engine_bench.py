@@ -133,7 +133,8 @@ def child(data_dir: str) -> None:
     engine_done = time.perf_counter()
     rendered = {t: render(e, t, "plain").count for t, e in result.feeds.items()}
     finished = time.perf_counter()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak_kib = usage.ru_maxrss
     print(
         json.dumps(
             {
@@ -142,6 +143,7 @@ def child(data_dir: str) -> None:
                 "engine": engine_done - started,
                 "render": finished - engine_done,
                 "peak_rss_mb": peak_kib / 1024,
+                "cpu": usage.ru_utime + usage.ru_stime,  # less sensitive to a busy machine
                 "stages": result.report["seconds"],
                 "published": rendered,
             }
@@ -181,10 +183,14 @@ def main() -> None:
             runs = measure(data_dir, args.repeat)
             wall = statistics.median(r["wall"] for r in runs)
             rss = statistics.median(r["peak_rss_mb"] for r in runs)
+            cpu = statistics.median(r["cpu"] for r in runs)
             medians[size] = wall
             last = runs[-1]
             each = ", ".join(f"{r['wall']:.2f}" for r in runs)
-            print(f"{size:>9,} indicators: wall {wall:6.2f} s  peak RSS {rss:7.1f} MB  ({each})")
+            print(
+                f"{size:>9,} indicators: wall {wall:6.2f} s  cpu {cpu:6.2f} s  "
+                f"peak RSS {rss:7.1f} MB  (walls: {each})"
+            )
             stages = ", ".join(f"{k} {v:.2f}" for k, v in last["stages"].items())
             print(f"{'':>11}stages (s): {stages}, render {last['render']:.2f}")
             print(f"{'':>11}published: {last['published']}")

@@ -237,12 +237,8 @@ def url_host(value: str) -> tuple[str, Key] | None:
 # --------------------------------------------------------------------------- classify
 
 
-def _ip_network(text: str) -> tuple[str, Key] | str:
-    """`addr/len` -> (kind, key) with host bits cleared, or an invalid reason."""
-    address, _, length = text.partition("/")
-    parsed = parse_ip(address)
-    if parsed is None:
-        return "bad_cidr"
+def _network(parsed: tuple[int, int], length: str) -> tuple[str, Key] | str:
+    """(version, address) + prefix length text -> (kind, key) with host bits cleared."""
     if not length.isdigit() or not length.isascii() or len(length) > 3:
         return "bad_cidr"
     version, value = parsed
@@ -291,9 +287,11 @@ def classify_parts(token: str, not_ipv4: bool = False) -> Parts | str:
         return "bad_url" if url is None else [(URL, url[0])]
     if "/" in token:
         head, _, tail = token.partition("/")
-        if tail.isdigit() and parse_ip(head) is not None:
-            network = _ip_network(token)
-            return network if isinstance(network, str) else [network]
+        if tail.isdigit() and (head[:1].isdigit() or ":" in head):
+            parsed = parse_ip(head)
+            if parsed is not None:
+                network = _network(parsed, tail)
+                return network if isinstance(network, str) else [network]
         url = split_url(token)
         return "bad_url" if url is None else [(URL, url[0])]
     if token.startswith("["):
