@@ -188,8 +188,14 @@ def _host_entries(feed: FamilyFeeds, version: int, provenance: Provenance) -> li
     described = provenance.for_type(kind_type)
     out: list[FeedEntry] = []
     append = out.append
+    last_mask = -1
+    sources: list[str] = []
+    tags: list[str] = []
+    confidence = 0
     for address, mask in feed.hosts:
-        sources, tags, confidence = described(mask)
+        if mask != last_mask:  # runs of one source's mask are the common case
+            sources, tags, confidence = described(mask)
+            last_mask = mask
         append(
             FeedEntry(
                 ntop(family, address.to_bytes(size, "big")), kind_type, sources, tags, confidence
@@ -251,8 +257,15 @@ def _name_entries(
     described = provenance.for_type(kind_type)
     out: list[FeedEntry] = []
     append = out.append
+    last_mask = -1
+    sources: list[str] = []
+    tags: list[str] = []
+    confidence = 0
     for value in sorted(mapping):
-        sources, tags, confidence = described(mapping[value])
+        mask = mapping[value]
+        if mask != last_mask:
+            sources, tags, confidence = described(mask)
+            last_mask = mask
         append(FeedEntry(value, kind_type, sources, tags, confidence))
     return out
 
