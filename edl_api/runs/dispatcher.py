@@ -114,6 +114,10 @@ def kill_orphan_child(run_id: int, pid: int | None) -> bool:
     return True
 
 
+class _RunGone(Exception):
+    """The claimed run was deleted before its engine started."""
+
+
 @dataclass
 class RunControl:
     run_id: int
@@ -317,8 +321,8 @@ class Dispatcher:
         try:
             async with self.sessionmaker() as session:
                 run = await session.get(PipelineRun, run_id)
-                if run is None:
-                    return
+                if run is None:  # deleted with its pipeline: nothing to run or record
+                    raise _RunGone
                 snapshot, timeout = run.config_snapshot, run.timeout_seconds
                 await run_log.note(
                     f"{run.trigger} run, mode={run.mode}, persist={run.persist}, "
@@ -350,11 +354,14 @@ class Dispatcher:
         except asyncio.CancelledError:
             control.request_stop("interrupted")
             failure = "the dispatcher stopped before the run finished"
+        except _RunGone:
+            failure = "gone"
         except Exception as exc:
             logger.exception("run %s: dispatcher error", run_id)
             failure = f"dispatcher error: {type(exc).__name__}"
         try:
-            await self._finish(control, returncode, failure, out_dir, run_log)
+            if failure != "gone":
+                await self._finish(control, returncode, failure, out_dir, run_log)
         except Exception:
             logger.exception("run %s: could not record the outcome", run_id)
         finally:
