@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from edl_api.engine.config import ConfigError, PipelineConfig, load_config
-from edl_api.engine.pipeline import EngineResult, EngineSettings, FeedEntry, run_pipeline
+from edl_api.engine.pipeline import (
+    EngineResult,
+    EngineSettings,
+    FeedEntry,
+    Progress,
+    run_pipeline,
+)
+from edl_api.engine.progress import TerminalProgress
 
 EXIT_OK = 0
 EXIT_CRASH = 1
@@ -139,7 +146,12 @@ def check_config_main(path: str) -> int:
     return 0
 
 
-def run_main(path: str, out_dir: str, settings: EngineSettings | None = None) -> int:
+def run_main(
+    path: str,
+    out_dir: str,
+    settings: EngineSettings | None = None,
+    progress: Progress | None = None,
+) -> int:
     try:
         config = _load(path)
     except ConfigError as exc:
@@ -152,7 +164,7 @@ def run_main(path: str, out_dir: str, settings: EngineSettings | None = None) ->
     try:
         settings = settings or settings_from_env()
         log(f"engine run: {len(config.sources)} sources")
-        result = asyncio.run(run_pipeline(config, settings, _progress))
+        result = asyncio.run(run_pipeline(config, settings, progress or _progress))
         write_outputs(result, Path(out_dir))
     except Exception as exc:  # noqa: BLE001 - the run log must say why, then exit 1
         log(f"engine crashed: {exc.__class__.__name__}")
@@ -167,7 +179,14 @@ def run_main(path: str, out_dir: str, settings: EngineSettings | None = None) ->
 
 
 def run_local_main(path: str, out_dir: str) -> int:
-    """`edl-api run-local FILE --out DIR`: run offline with settings from the environment."""
+    """`edl-api run-local FILE --out DIR`: run offline with settings from the environment.
+
+    On a terminal a progress bar replaces the per-event log lines; piped, it stays quiet
+    and logs as the child process does."""
+    if sys.stderr.isatty():
+        status = run_main(path, out_dir, progress=TerminalProgress(sys.stderr))
+        print(f"{'done' if status == EXIT_OK else 'failed'}: see {Path(out_dir) / 'report.json'}")
+        return status
     return run_main(path, out_dir)
 
 
