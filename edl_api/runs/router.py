@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from edl_api import idempotency
 from edl_api.auth.deps import Caller, Writer
 from edl_api.db import SessionDep
+from edl_api.errors import API_ERRORS, error_responses
 from edl_api.idempotency import IdempotencyHeader
 from edl_api.pagination import Page, PageDep
 from edl_api.runs import logs, service
@@ -25,7 +26,8 @@ from edl_api.runs.schemas import (
 )
 from edl_api.settings import Settings
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], responses=API_ERRORS)
+CONFLICT = error_responses(409)
 
 TAIL_MAX = 100_000
 
@@ -37,8 +39,9 @@ def _wake_dispatcher(request: Request) -> None:
 
 
 @router.post(
-    "/runs", status_code=202, response_model=RunCreated,
+    "/runs", status_code=202, response_model=RunCreated, responses=CONFLICT,
     summary="Queue a run of a pipeline (idempotent with Idempotency-Key)",
+    description="409 `pipeline_inactive` / `pipeline_deleted` for a pipeline that cannot run.",
 )
 async def create_run(
     body: RunCreate, principal: Writer, session: SessionDep, request: Request,
@@ -52,7 +55,7 @@ async def create_run(
 
 
 @router.post(
-    "/runs/{run_id}/cancel", status_code=202, response_model=RunCancelled,
+    "/runs/{run_id}/cancel", status_code=202, response_model=RunCancelled, responses=CONFLICT,
     summary="Cancel a queued run at once, or stop a running one within seconds",
 )
 async def cancel_run(

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from edl_api.schemas import RequestModel, ResponseModel
 
@@ -17,6 +17,12 @@ FINISHED_STATES: tuple[str, ...] = (
 
 
 class RunCreate(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"pipeline_id": 1},
+        {"pipeline_id": 1, "mode": "dry_run", "timeout_seconds": 600, "persist": False,
+         "reason": "check the new allowlist"},
+    ]})
+
     pipeline_id: int
     mode: Literal["full", "dry_run"] = "full"
     timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
