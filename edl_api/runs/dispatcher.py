@@ -1,18 +1,12 @@
 """The job store's consumer: claims queued runs within the caps and runs the engine.
 
-The database is the queue. A claim is one short transaction that counts running
-runs and flips chosen queued rows to `running` with a conditional update. On
-PostgreSQL the claim is serialised across processes by a transaction-scoped
-advisory lock (so the caps hold between API and worker processes) and candidate
-rows are read `FOR UPDATE SKIP LOCKED` (a row another transaction is touching is
-skipped, never waited on). SQLite is one process: the dispatcher is the only
-claimer and the conditional update is the atomic step.
-
-Each run executes `python -m edl_api.engine run …` in its own process group; its
-output is pumped into the run log. Cancel, timeout and shutdown terminate the
-group (SIGTERM, then SIGKILL). A run whose owner died (same host: its pid is gone;
-any host: its heartbeat is stale) becomes `interrupted`, and its orphan child is
-killed when it lives on this host.
+Claiming is `claim.py` (the database is the queue); finding runs whose owner died is
+`recovery.py`. Each claimed run executes `python -m edl_api.engine run …` in its own
+process group, never in the event loop; its output is sanitised into the run log.
+Cancel (seen by polling `cancel_requested`, so it works across processes), timeout
+and shutdown terminate the group: SIGTERM, then SIGKILL after a grace period. Only a
+child that exited 0, of a run neither cancelled nor timed out nor interrupted, with
+`persist` set, is handed to the feed store's `publish_run`.
 """
 
 from __future__ import annotations
@@ -24,22 +18,21 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import psutil
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from edl_api.feeds import store as feed_store
-from edl_api.models import Pipeline, PipelineRun, utcnow
+from edl_api.models import PipelineRun, utcnow
+from edl_api.runs.claim import claim_runs
 from edl_api.runs.logs import RunLog, Sanitiser
+from edl_api.runs.recovery import interrupt_dead_runs, worker_identity
 from edl_api.settings import Settings
 
 logger = logging.getLogger("edl_api.runs")
@@ -49,69 +42,13 @@ ENGINE_COMMAND: list[str] | None = None
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 2.0
 RECOVERY_SECONDS = 10.0
-STALE_AFTER_SECONDS = 30.0
 TERM_GRACE_SECONDS = 2.0
 SHUTDOWN_GRACE_SECONDS = 8.0
 REPORT_MAX_BYTES = 8 * 1024 * 1024
-CLAIM_BATCH = 200
-# Any constant works; it only has to be the same in every process of the deployment.
-CLAIM_LOCK_KEY = 0x6564_6C72  # "edlr"
 
 
 def engine_command() -> list[str]:
     return list(ENGINE_COMMAND or [sys.executable, "-m", "edl_api.engine"])
-
-
-def _process_start(pid: int) -> int | None:
-    try:
-        return int(psutil.Process(pid).create_time())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
-        return None
-
-
-def worker_identity() -> str:
-    """host:pid:start — unique per process, and checkable for liveness on the same host."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_process_start(pid) or 0}"
-
-
-def owner_is_dead(worker: str | None) -> bool | None:
-    """True/False for a worker on this host, None when it lives elsewhere (use heartbeat)."""
-    if not worker:
-        return True
-    parts = worker.rsplit(":", 2)
-    if len(parts) != 3:
-        return True
-    host, pid_text, start_text = parts
-    if host != socket.gethostname():
-        return None
-    try:
-        pid, start = int(pid_text), int(start_text)
-    except ValueError:
-        return True
-    started = _process_start(pid)
-    return started is None or abs(started - start) > 1
-
-
-def kill_orphan_child(run_id: int, pid: int | None) -> bool:
-    """Kill a dead owner's engine child (and its group) if it is still there."""
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        cmdline = proc.cmdline()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-    # Only a process that is provably that run's engine: never a reused pid.
-    if not any(f"run-{run_id}-" in part for part in cmdline):
-        return False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-        proc.kill()
-    with contextlib.suppress(psutil.Error):
-        proc.wait(timeout=3)
-    return True
 
 
 class _RunGone(Exception):
@@ -216,77 +153,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ claiming
 
     async def claim(self) -> list[int]:
-        """Flip as many queued runs to running as the caps allow; return their ids."""
-        settings = self.settings
-        async with self.sessionmaker() as session, session.begin():
-            if self._is_postgres:
-                await session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
-            running = (
-                await session.execute(
-                    select(col(PipelineRun.profile_id), col(PipelineRun.pipeline_id), func.count())
-                    .where(col(PipelineRun.state) == "running")
-                    .group_by(col(PipelineRun.profile_id), col(PipelineRun.pipeline_id))
-                )
-            ).all()
-            total = sum(int(n) for _, _, n in running)
-            if total >= settings.max_concurrent_runs_total:
-                return []
-            per_profile: dict[int, int] = {}
-            per_pipeline: dict[int, int] = {}
-            for profile_id, pipeline_id, count in running:
-                per_profile[profile_id] = per_profile.get(profile_id, 0) + int(count)
-                per_pipeline[pipeline_id] = per_pipeline.get(pipeline_id, 0) + int(count)
-            candidates = (
-                await session.execute(
-                    select(
-                        col(PipelineRun.id), col(PipelineRun.profile_id),
-                        col(PipelineRun.pipeline_id), col(Pipeline.concurrency_limit),
-                        col(Pipeline.deleted_at),
-                    )
-                    .join(Pipeline, col(Pipeline.id) == col(PipelineRun.pipeline_id))
-                    .where(col(PipelineRun.state) == "queued")
-                    .order_by(col(PipelineRun.created_at), col(PipelineRun.id))
-                    .limit(CLAIM_BATCH)
-                    .with_for_update(skip_locked=True, of=PipelineRun)  # type: ignore[arg-type]
-                )
-            ).all()
-            chosen: list[int] = []
-            orphaned: list[int] = []
-            for row_id, profile_id, pipeline_id, limit, deleted_at in candidates:
-                run_id = int(row_id or 0)
-                if deleted_at is not None:
-                    orphaned.append(run_id)
-                    continue
-                if total >= settings.max_concurrent_runs_total:
-                    break
-                if per_profile.get(profile_id, 0) >= settings.max_concurrent_runs_per_profile:
-                    continue
-                if per_pipeline.get(pipeline_id, 0) >= max(1, limit):
-                    continue
-                chosen.append(run_id)
-                total += 1
-                per_profile[profile_id] = per_profile.get(profile_id, 0) + 1
-                per_pipeline[pipeline_id] = per_pipeline.get(pipeline_id, 0) + 1
-            now = utcnow()
-            if orphaned:
-                await session.execute(
-                    update(PipelineRun)
-                    .where(col(PipelineRun.id).in_(orphaned), col(PipelineRun.state) == "queued")
-                    .values(state="cancelled", finished_at=now,
-                            errors=["the pipeline was deleted before the run started"])
-                )
-            if not chosen:
-                return []
-            claimed = (
-                await session.execute(
-                    update(PipelineRun)
-                    .where(col(PipelineRun.id).in_(chosen), col(PipelineRun.state) == "queued")
-                    .values(state="running", started_at=now, heartbeat_at=now,
-                            worker=self.identity, progress={"stage": "claimed"})
-                    .returning(col(PipelineRun.id))
-                )
-            ).scalars().all()
-        return sorted(int(run_id) for run_id in claimed if run_id is not None)
+        return await claim_runs(self.settings, self.sessionmaker, self.identity)
 
     # ------------------------------------------------------------------ running
 
@@ -593,47 +460,6 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ recovery
 
-    async def recover(self, *, startup: bool) -> list[int]:
+    async def recover(self, *, startup: bool = False) -> list[int]:
         """Interrupt runs whose owner died; kill their orphan children on this host."""
-        stale_before = utcnow() - timedelta(seconds=STALE_AFTER_SECONDS)
-        async with self.sessionmaker() as session:
-            rows = (
-                await session.execute(
-                    select(col(PipelineRun.id), col(PipelineRun.worker), col(PipelineRun.pid),
-                           col(PipelineRun.heartbeat_at))
-                    .where(col(PipelineRun.state) == "running")
-                )
-            ).all()
-        recovered: list[int] = []
-        for row_id, worker, pid, heartbeat_at in rows:
-            run_id = int(row_id or 0)
-            if worker == self.identity:
-                continue
-            dead = owner_is_dead(worker)
-            if dead is None:  # another host: only the heartbeat can tell
-                dead = heartbeat_at is None or heartbeat_at < stale_before
-            if not dead:
-                continue
-            if owner_is_dead(worker) is not None:
-                killed = await asyncio.to_thread(kill_orphan_child, run_id, pid)
-                if killed:
-                    logger.warning("run %s: killed orphan engine pid %s", run_id, pid)
-                for stale in (self.settings.data_dir / "work").glob(f"run-{run_id}-*"):
-                    shutil.rmtree(stale, ignore_errors=True)
-            async with self.sessionmaker() as session, session.begin():
-                result = await session.execute(
-                    update(PipelineRun)
-                    .where(col(PipelineRun.id) == run_id, col(PipelineRun.state) == "running",
-                           col(PipelineRun.worker) == worker)
-                    .values(state="interrupted", finished_at=utcnow(), pid=None,
-                            errors=[f"worker {worker} stopped while the run was running"])
-                )
-            if result.rowcount:  # type: ignore[attr-defined]
-                recovered.append(run_id)
-                run_log = RunLog(self.settings, run_id)
-                await run_log.note(f"interrupted (worker {worker} is gone)")
-                run_log.close()
-        if recovered:
-            logger.warning("interrupted %d run(s) left by dead workers: %s",
-                           len(recovered), recovered)
-        return recovered
+        return await interrupt_dead_runs(self.settings, self.sessionmaker, self.identity)

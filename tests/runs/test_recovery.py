@@ -12,7 +12,7 @@ import httpx
 from sqlalchemy import update
 
 from edl_api.models import PipelineRun, utcnow
-from edl_api.runs.dispatcher import STALE_AFTER_SECONDS, owner_is_dead, worker_identity
+from edl_api.runs.recovery import STALE_AFTER_SECONDS, owner_is_dead, worker_identity
 from tests.runs.helpers import expect, get_run, h, launch, make_pipeline, make_profile, wait_state
 
 
