@@ -313,6 +313,7 @@ def main() -> int:
     parser.add_argument("--search-entries", type=int, default=100_000)
     parser.add_argument("--search-queries", type=int, default=300)
     parser.add_argument("--publish-entries", type=int, default=1_000_000)
+    parser.add_argument("--skip-serving", action="store_true", help="no wrk comparison")
     parser.add_argument("--pg", help="PostgreSQL URL (a throwaway database is made in it)")
     parser.add_argument("--log-level", default="WARNING",
                         help="EDL_LOG_LEVEL of the served API (INFO logs every request)")
@@ -394,6 +395,8 @@ def main() -> int:
               f"   {'bare ASGI':>10} {'ratio':>6}")
         targets = {"plain": 0.8, "gzip": 0.6, "304": 0.3}
         for name, (api_headers, nginx_headers) in scenarios.items():
+            if args.skip_serving:
+                break
             ours, theirs, bare = [], [], []
             for _ in range(args.repeat):
                 ours.append(wrk(api_url, auth | api_headers, args.duration, args.connections))
