@@ -24,6 +24,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         proxy_headers=args.proxy_headers,
         forwarded_allow_ips=args.forwarded_allow_ips,
+        # A `?follow=true` log stream must not hold a SIGTERM shutdown open forever.
+        timeout_graceful_shutdown=10,
     )
     return 0
 

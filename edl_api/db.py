@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from alembic.config import Config
 from fastapi import Depends, Request
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -46,6 +46,19 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# Any constant works; it only has to be the same in every process of a deployment.
+CLAIM_LOCK_KEY = 0x6564_6C72  # "edlr"
+
+
+async def serialize_claims(session: AsyncSession) -> None:
+    """Make run claims one at a time across every process sharing the database.
+
+    PostgreSQL: a transaction-scoped advisory lock (released at commit). SQLite has one
+    writer at a time already and one process per database file, so nothing to do."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
 
 
 def alembic_config() -> Config:

@@ -99,8 +99,12 @@ def settings(tmp_path: Path, database_url: str | None) -> Settings:
     return make_settings(tmp_path, database_url)
 
 
-async def _reset_postgres(settings: Settings) -> None:
-    """Empty every table before the app (and its dispatcher) starts, so nothing races it."""
+async def reset_database(settings: Settings) -> None:
+    """PostgreSQL tests share a database: empty it before an app (and its dispatcher and
+    scheduler) starts, so no TRUNCATE races a background claim or tick. SQLite: a no-op,
+    each test has its own file."""
+    if settings.is_sqlite:
+        return
     from edl_api.db import create_engine, ensure_schema
 
     engine = create_engine(settings)
@@ -113,8 +117,7 @@ async def _reset_postgres(settings: Settings) -> None:
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[object]:
-    if not settings.is_sqlite:
-        await _reset_postgres(settings)
+    await reset_database(settings)
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application

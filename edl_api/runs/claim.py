@@ -15,12 +15,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from edl_api.db import serialize_claims
 from edl_api.models import Pipeline, PipelineRun, utcnow
 from edl_api.settings import Settings
 
 CLAIM_BATCH = 200
-# Any constant works; it only has to be the same in every process of the deployment.
-CLAIM_LOCK_KEY = 0x6564_6C72  # "edlr"
 
 
 async def claim_runs(
@@ -28,8 +27,7 @@ async def claim_runs(
 ) -> list[int]:
     """Flip as many queued runs to running as the caps allow; return their ids."""
     async with sessionmaker() as session, session.begin():
-        if not settings.is_sqlite:
-            await session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
+        await serialize_claims(session)
         running = (
             await session.execute(
                 select(col(PipelineRun.profile_id), col(PipelineRun.pipeline_id), func.count())

@@ -157,19 +157,9 @@ async def wait_pid_gone(pid: int, timeout: float = 5) -> None:
 
 
 async def empty_database(settings: Any) -> None:
-    """PostgreSQL tests share a database: empty it before an app (and its
-    dispatcher/scheduler) starts, so no TRUNCATE races a background claim or tick."""
-    if settings.is_sqlite:
-        return
-    from edl_api.db import create_engine, ensure_schema
-    from tests.conftest import _truncate_all
+    from tests.conftest import reset_database
 
-    engine = create_engine(settings)
-    try:
-        await ensure_schema(engine)
-        await _truncate_all(engine)
-    finally:
-        await engine.dispose()
+    await reset_database(settings)
 
 
 def free_env(**extra: str) -> dict[str, str]:
