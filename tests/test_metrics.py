@@ -19,10 +19,20 @@ async def _run_to_end(client: httpx.AsyncClient, key: str, pipeline_id: int) -> 
     raise AssertionError("run did not finish")
 
 
+def _value(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 async def test_metrics_report_runs_queue_and_feeds_in_scope(
     client: httpx.AsyncClient, world: World
 ) -> None:
     a, b = world.a, world.b
+    finished = 'edl_runs_finished_total{state="succeeded",trigger="api"}'
+    durations = 'edl_run_duration_seconds_count{state="succeeded"}'
+    before = (await client.get("/metrics", headers=h(SUPER_KEY))).text
     assert (await _run_to_end(client, a.profile_key, a.pipeline_id))["state"] == "succeeded"
     assert (await _run_to_end(client, b.profile_key, b.pipeline_id))["state"] == "succeeded"
     everything = await client.get("/metrics", headers=h(SUPER_KEY))
@@ -36,7 +46,10 @@ async def test_metrics_report_runs_queue_and_feeds_in_scope(
             f'edl_published_entries{{indicator_type="fqdn",pipeline_id="{pipeline_id}"}} 1.0'
             in text
         )
-    assert "edl_feed_requests_total" in text or "# TYPE edl_feed_requests counter" in text
+    # This process's counters moved by exactly the two runs it executed.
+    assert _value(text, finished) - _value(before, finished) == 2
+    assert _value(text, durations) - _value(before, durations) == 2
+    assert "edl_feed_requests" in text
     # An operator linked to tenant A sees only tenant A's figures.
     scoped = (await client.get("/metrics", headers=h(a.operator_key))).text
     assert 'edl_runs{state="succeeded",trigger="api"} 1.0' in scoped

@@ -28,6 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from edl_api import metrics
 from edl_api.feeds import store as feed_store
 from edl_api.models import PipelineRun, utcnow
 from edl_api.runs.claim import claim_runs
@@ -45,6 +46,17 @@ RECOVERY_SECONDS = 10.0
 TERM_GRACE_SECONDS = 2.0
 SHUTDOWN_GRACE_SECONDS = 8.0
 REPORT_MAX_BYTES = 8 * 1024 * 1024
+
+
+def _count_finished(run: PipelineRun, report: dict[str, Any]) -> None:
+    """Prometheus: this process's finished runs, their duration, failed sources."""
+    metrics.RUNS_FINISHED.labels(run.state, run.trigger).inc()
+    if run.started_at is not None and run.finished_at is not None:
+        seconds = (run.finished_at - run.started_at).total_seconds()
+        metrics.RUN_DURATION.labels(run.state).observe(max(seconds, 0.0))
+    failed = [s for s in report.get("sources") or [] if isinstance(s, dict) and s.get("error")]
+    if failed:
+        metrics.SOURCE_FETCH_FAILURES.inc(len(failed))
 
 
 def engine_command() -> list[str]:
@@ -436,6 +448,7 @@ class Dispatcher:
                 )
             await run_log.note(run.state)
             await session.commit()
+        _count_finished(run, report)
 
     async def _own_run(self, session: AsyncSession, run_id: int) -> PipelineRun | None:
         run = (
