@@ -20,7 +20,7 @@ from edl_api.feeds.router import router as feeds_router
 from edl_api.health import metrics_router
 from edl_api.health import router as health_router
 from edl_api.logging_setup import configure_logging
-from edl_api.middleware import AccessLog, BodySizeLimit
+from edl_api.middleware import AccessLog, BodySizeLimit, FeedRequestCounter
 from edl_api.pipelines.router import router as pipelines_router
 from edl_api.profiles.router import router as profiles_router
 from edl_api.runs import background
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)
+    app.add_middleware(FeedRequestCounter)
     for router in (
         health_router,
         metrics_router,

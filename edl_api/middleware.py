@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edl_api import metrics
+from edl_api.feeds.render import FORMATS
 
 
 class BodySizeLimit:
@@ -101,3 +105,30 @@ class AccessLog:
                 status,
                 (time.perf_counter() - started) * 1000,
             )
+
+
+class FeedRequestCounter:
+    """Counts feed requests by status and format for those the fast path did not answer
+    (misses, 401s, 404s): a firewall with a wrong token shows up in /metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or "/edl/" not in scope.get("path", ""):
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            fmt = query.get("format", ["plain"])[-1]
+            metrics.FEED_REQUESTS.labels(str(status), fmt if fmt in FORMATS else "invalid").inc()

@@ -49,7 +49,16 @@ async def test_metrics_report_runs_queue_and_feeds_in_scope(
     # This process's counters moved by exactly the two runs it executed.
     assert _value(text, finished) - _value(before, finished) == 2
     assert _value(text, durations) - _value(before, durations) == 2
-    assert "edl_feed_requests" in text
+    # Feed polls are counted by status and format, whichever path answered them.
+    feed = f"/pipelines/{a.pipeline_id}/edl/fqdn"
+    ok_series = 'edl_feed_requests_total{format="plain",status="200"}'
+    denied_series = 'edl_feed_requests_total{format="panos",status="401"}'
+    for _ in range(3):
+        assert (await client.get(feed, headers=h(a.profile_key))).status_code == 200
+    assert (await client.get(f"{feed}?format=panos", auth=("fw", "wrong"))).status_code == 401
+    after = (await client.get("/metrics", headers=h(SUPER_KEY))).text
+    assert _value(after, ok_series) - _value(text, ok_series) == 3
+    assert _value(after, denied_series) - _value(text, denied_series) == 1
     # An operator linked to tenant A sees only tenant A's figures.
     scoped = (await client.get("/metrics", headers=h(a.operator_key))).text
     assert 'edl_runs{state="succeeded",trigger="api"} 1.0' in scoped

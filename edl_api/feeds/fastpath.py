@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from edl_api import metrics
 from edl_api.auth import keys
 from edl_api.auth.deps import _extract_key, _legacy_principal
 from edl_api.auth.principal import Principal
@@ -147,7 +148,9 @@ class FeedFastPath:
             body = cache.body(serving.union_body_key(members, kind, fmt))
         if body is None:
             return None
-        return serving.choose(body, headers, scope["method"] == "HEAD")
+        status, reply_headers, payload = serving.choose(body, headers, scope["method"] == "HEAD")
+        metrics.FEED_REQUESTS.labels(str(status), fmt).inc()
+        return status, reply_headers, payload
 
     def _principal(self, state: Any, headers: dict[str, str]) -> Principal | None:
         """The caller if `authenticate` would find it without touching the database.

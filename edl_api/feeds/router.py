@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 
 from edl_api import idempotency
 from edl_api.auth.deps import Caller, FeedReader, Writer
 from edl_api.db import SessionDep
-from edl_api.errors import NotFound
+from edl_api.errors import API_ERRORS, NotFound
 from edl_api.feeds import service, serving, tokens
 from edl_api.feeds.cache import FeedBody, FeedCache
 from edl_api.feeds.schemas import (
@@ -22,7 +23,27 @@ from edl_api.feeds.schemas import (
 from edl_api.idempotency import IdempotencyHeader
 from edl_api.pagination import Page, PageDep
 
-router = APIRouter(tags=["feeds"])
+router = APIRouter(tags=["feeds"], responses=API_ERRORS)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_TEXT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/plain": {"example": "1.10.16.0/20\n198.51.100.7\n"}},
+          "description": "the feed, one entry per line"},
+    304: {"description": "not modified since the ETag / date the client sent"},
+}
+
+
+def _get_and_head(path: str, name: str, **options: Any) -> Callable[[F], F]:
+    """One endpoint for GET and HEAD, each with its own operation id in OpenAPI."""
+
+    def register(func: F) -> F:
+        common = {"response_class": Response, "responses": _TEXT_RESPONSES, **options}
+        router.get(path, operation_id=name, **common)(func)
+        router.head(path, operation_id=f"{name}_head", **common)(func)
+        return func
+
+    return register
 
 FormatQuery = Annotated[
     str, Query(alias="format", description="plain|panos|fortinet|checkpoint|csv|json")
@@ -59,9 +80,9 @@ _FEED_DOC = (
 )
 
 
-@router.api_route(
-    "/pipelines/{pipeline_id}/edl/{indicator_type}", methods=["GET", "HEAD"],
-    summary="A pipeline's hosted feed", description=_FEED_DOC, response_class=Response,
+@_get_and_head(
+    "/pipelines/{pipeline_id}/edl/{indicator_type}", "pipeline_feed",
+    summary="A pipeline's hosted feed", description=_FEED_DOC,
 )
 async def pipeline_feed(
     pipeline_id: int, indicator_type: str, request: Request, principal: FeedReader,
@@ -79,11 +100,10 @@ async def pipeline_feed(
     return _answer(request, body)
 
 
-@router.api_route(
-    "/edl/{indicator_type}", methods=["GET", "HEAD"],
+@_get_and_head(
+    "/edl/{indicator_type}", "global_feed",
     summary="The union of the caller's active pipelines' feeds of one type",
     description=_FEED_DOC + " De-duplicated; cidr and ip feeds are aggregated.",
-    response_class=Response,
 )
 async def global_feed(
     indicator_type: str, request: Request, principal: FeedReader, session: SessionDep,
@@ -159,10 +179,9 @@ async def search_indicator(
     return await service.search(session, principal, profile_id, indicator)
 
 
-@router.api_route(
-    "/runs/{run_id}/artifacts/{indicator_type}", methods=["GET", "HEAD"],
+@_get_and_head(
+    "/runs/{run_id}/artifacts/{indicator_type}", "run_artifact",
     summary="Download a run's stored artifact (dry runs included)", tags=["runs"],
-    response_class=Response,
 )
 async def run_artifact(
     run_id: int, indicator_type: str, request: Request, principal: Caller, session: SessionDep

@@ -4,11 +4,15 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edl_api.schemas import Name, RequestModel
 
-class FeedTokenCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+class FeedTokenCreate(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "pa-fw-01", "pipeline_ids": [1, 2]}]}
+    )
+
+    name: Name
     pipeline_ids: list[int] | None = Field(
         default=None, max_length=1000,
         description="pipelines this token may read; omitted or null: all of the profile's",
