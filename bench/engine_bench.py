@@ -6,6 +6,7 @@ run's own; the median of `--repeat` runs is reported.
 
     python bench/engine_bench.py                 # 1M and 5M, 3 runs each
     python bench/engine_bench.py --sizes 1000000 --repeat 1
+    python bench/engine_bench.py --json out.json   # also write the medians as JSON
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000000,5000000")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", default=None, help="write the per-size medians to this file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -175,6 +177,7 @@ def main() -> None:
         return
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, median of {args.repeat}")
     medians: dict[int, float] = {}
+    report: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="edl-bench-") as tmp:
         data_dir = Path(tmp)
         generate_allowlist(data_dir / "allow.txt")
@@ -185,6 +188,13 @@ def main() -> None:
             rss = statistics.median(r["peak_rss_mb"] for r in runs)
             cpu = statistics.median(r["cpu"] for r in runs)
             medians[size] = wall
+            report[str(size)] = {
+                "wall": wall, "peak_rss_mb": rss, "cpu": cpu, "walls": [r["wall"] for r in runs],
+                "ok": all(r["ok"] for r in runs),
+                "stages": {k: statistics.median(r["stages"][k] for r in runs)
+                           for k in runs[0]["stages"]},
+                "render": statistics.median(r["render"] for r in runs),
+            }
             last = runs[-1]
             each = ", ".join(f"{r['wall']:.2f}" for r in runs)
             print(
@@ -196,6 +206,8 @@ def main() -> None:
             print(f"{'':>11}published: {last['published']}")
     if 1_000_000 in medians and 5_000_000 in medians:
         print(f"5M / 1M wall ratio: {medians[5_000_000] / medians[1_000_000]:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python bench/runs_bench.py                       # SQLite, 1,000,000 indicators
     python bench/runs_bench.py --indicators 200000 --max-seconds 120
     python bench/runs_bench.py --pg postgresql+asyncpg://postgres@127.0.0.1:5432/test
+    python bench/runs_bench.py --json out.json     # also write p50/p99 per phase as JSON
 
 Starts `edl-api serve` on a loopback port (one uvicorn process, its own dispatcher),
 publishes a small pipeline, then measures p50/p99 of `GET /healthz` and of that
@@ -196,6 +197,20 @@ def summarise(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def figures(result: dict[str, Any]) -> dict[str, Any]:
+    """p50/p99/max (ms) of each request, idle and during the run, for --json."""
+    out: dict[str, Any] = {"big_run": result["big_run"], "small_run": result["small_run"],
+                           "statuses": {phase: {str(k): v for k, v in
+                                                result[phase]["statuses"].items()}
+                                        for phase in ("idle", "during")}}
+    for name in ("healthz", "feed"):
+        for phase in ("idle", "during"):
+            values = [ms for _, ms in result[phase][name]]
+            out[f"{name}_{phase}"] = {"n": len(values), "p50": pct(values, .5),
+                                      "p99": pct(values, .99), "max": max(values or [0.0])}
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,6 +218,7 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--max-seconds", type=float, default=240.0)
     parser.add_argument("--pg", default=None, help="EDL_DATABASE_URL (default: SQLite)")
+    parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="edl-runs-bench-"))
@@ -240,6 +256,8 @@ def main() -> int:
         print(f"runs_bench: {args.indicators} indicators, "
               f"{'PostgreSQL' if args.pg else 'SQLite'}, {os.cpu_count()} CPUs")
         print(summarise(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures(result), indent=2, default=str))
         return 0
     finally:
         if server is not None and server.poll() is None:
