@@ -57,7 +57,7 @@ MODES: dict[str, dict[str, Any]] = {
         "timeout": 120,
     },
     "quick": {
-        "engine_sizes": [1_000_000], "engine_repeat": 1,
+        "engine_sizes": [1_000_000, 5_000_000], "engine_repeat": 1,
         "runs_indicators": 1_000_000, "runs_repeat": 1, "runs_idle": 3.0,
         "feeds": {"lines": 100_000, "search_pipelines": 10, "search_entries": 100_000,
                   "search_queries": 200, "search_repeat": 1, "publish_entries": 1_000_000,
@@ -198,12 +198,16 @@ def part_engine(figs: Figures, mode: dict[str, Any], log: Path) -> None:
     for size in sizes:
         row = data[str(size)]
         lab = label(size)
-        wall_t, rss_t = ENGINE_TARGETS.get(size, ENGINE_TARGETS[1_000_000])
-        at_size = size in ENGINE_TARGETS
-        figs.add(f"engine_{lab}_wall", row["wall"], "s", target=wall_t, goal="value <= 6",
-                 applies=at_size, note=reps)
-        figs.add(f"engine_{lab}_peak_rss", row["peak_rss_mb"], "MB", target=rss_t,
-                 goal="value <= 1024", applies=at_size, note=reps)
+        # the targets are set for 1M (other sizes: shown against them, not judged);
+        # 5M is judged by its ratio to 1M below
+        wall_t, rss_t = ENGINE_TARGETS[1_000_000]
+        judged = size in ENGINE_TARGETS
+        shown = size <= 1_000_000
+        figs.add(f"engine_{lab}_wall", row["wall"], "s", target=wall_t if shown else None,
+                 goal="value <= 6" if shown else None, applies=judged, note=reps)
+        figs.add(f"engine_{lab}_peak_rss", row["peak_rss_mb"], "MB",
+                 target=rss_t if shown else None, goal="value <= 1024" if shown else None,
+                 applies=judged, note=reps)
         figs.add(f"engine_{lab}_cpu", row["cpu"], "s", note="child CPU incl. start-up")
         stages = dict(row["stages"], render=row["render"])
         for stage, seconds in stages.items():
@@ -217,7 +221,7 @@ def part_engine(figs: Figures, mode: dict[str, Any], log: Path) -> None:
                  applies=(small, big) == (1_000_000, 5_000_000))
     else:
         figs.skip([("engine_5M_wall", "s"), ("engine_5M_vs_1M_wall", "s")],
-                  "5M runs only in the full mode (and take ~3 min)")
+                  "the 5M run is part of --quick and the full run only")
 
 
 def part_runs(figs: Figures, mode: dict[str, Any], log: Path) -> None:
