@@ -60,6 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Multi-tenant External Dynamic List service: threat-intel sources in, "
         "hosted block/allow lists out for PAN-OS, FortiGate and Check Point.",
         lifespan=lifespan,
+        telemetry={
+            "tracing": settings.opentelemetry, "metrics": settings.opentelemetry,
+            "logs": settings.opentelemetry,
+        },
     )
     app.state.settings = settings
     app.state.key_cache = VerifiedKeyCache[Principal](

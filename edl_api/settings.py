@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     key_revocation_poll_seconds: float = Field(default=2.0, gt=0)
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
 
+    # Hosted feeds: bytes of rendered feeds kept in memory per process, and how often a
+    # process re-reads which artifact each feed points at (another process may publish).
+    feed_cache_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+    feed_pointer_ttl_seconds: float = Field(default=2.0, gt=0, le=300)
+    # FastAPI's built-in OpenTelemetry hooks cost a few microseconds per request; off
+    # unless an OpenTelemetry SDK is configured for this process.
+    opentelemetry: bool = False
+
     @field_validator(
         "operator_keys", "reader_keys", "ssrf_allow_cidrs", "ssrf_allow_hosts", mode="before"
     )

@@ -84,6 +84,9 @@ def _progress(event: str, data: dict[str, Any]) -> None:
         if data.get("error"):
             line += f" error: {data['error']}"
         log(line)
+    elif event == "fetched":
+        state = "ok" if data["ok"] else "failed"
+        log(f"fetched {data['name']}: {state} bytes={data['bytes']} {data['seconds']}s")
     elif event == "stage":
         log(f"stage {data.get('stage')}")
     elif event == "done":

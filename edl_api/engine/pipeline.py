@@ -139,12 +139,20 @@ def _redact(text: str, secrets: set[str]) -> str:
 
 
 async def _fetch_all(
-    config: PipelineConfig, settings: EngineSettings, deadline: float, secrets: set[str]
+    config: PipelineConfig, settings: EngineSettings, deadline: float, secrets: set[str],
+    notify: Progress,
 ) -> list[_Fetch]:
     policy = SsrfPolicy.build(settings.ssrf_allow_cidrs, settings.ssrf_allow_hosts)
     semaphore = asyncio.Semaphore(FETCH_CONCURRENCY)
 
     async def one(source: SourceConfig, client: Any) -> _Fetch:
+        result = await fetch_one(source, client)
+        # Fetches run concurrently: report each as it lands, so progress moves.
+        notify("fetched", {"name": source.name, "ok": result.error is None,
+                           "bytes": len(result.data or b""), "seconds": round(result.seconds, 3)})
+        return result
+
+    async def fetch_one(source: SourceConfig, client: Any) -> _Fetch:
         if source.values is not None:
             return _Fetch()
         async with semaphore:
@@ -292,7 +300,7 @@ async def run_pipeline(
     stages: dict[str, float] = {}
 
     notify("stage", {"stage": "fetch", "sources": len(config.sources)})
-    fetches = await _fetch_all(config, settings, deadline, secrets)
+    fetches = await _fetch_all(config, settings, deadline, secrets, notify)
     stages["fetch"] = time.monotonic() - started
 
     # Millions of long-lived small objects make each generational GC pass rescan them

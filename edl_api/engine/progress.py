@@ -8,7 +8,7 @@ STAGES = ("fetch", "rules", "aggregate", "done")
 
 
 class TerminalProgress:
-    """Redraws one line on a TTY: a bar over sources fetched, then the stage."""
+    """Redraws one line on a TTY: a bar over sources fetched (as each lands), and the stage."""
 
     def __init__(self, stream: TextIO, width: int = 30) -> None:
         self.stream = stream
@@ -21,7 +21,7 @@ class TerminalProgress:
         if event == "stage":
             self.stage = str(data.get("stage", self.stage))
             self.total = int(data.get("sources", self.total) or self.total)
-        elif event == "source":
+        elif event == "fetched":
             self.done += 1
         elif event == "done":
             self.stage = "done"

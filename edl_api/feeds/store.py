@@ -36,8 +36,6 @@ from edl_api.models import Artifact, HostedFeed, Pipeline, PipelineRun, utcnow
 
 logger = logging.getLogger("edl_api.feeds")
 
-DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
-DEFAULT_POINTER_TTL = 2.0
 _CHANGED = "edl_feeds_changed_pipelines"
 _REVOKED = "edl_feeds_revoked_key_ids"
 # Every app's verified-key cache in this process (a revoked token is dropped again
@@ -55,8 +53,7 @@ def install(app: FastAPI) -> None:
     settings = app.state.settings
     _KEY_CACHES.add(app.state.key_cache)
     app.state.feed_cache = FeedCache(
-        max_bytes=int(getattr(settings, "feed_cache_bytes", DEFAULT_CACHE_BYTES)),
-        ttl_seconds=float(getattr(settings, "feed_pointer_ttl_seconds", DEFAULT_POINTER_TTL)),
+        max_bytes=settings.feed_cache_bytes, ttl_seconds=settings.feed_pointer_ttl_seconds,
     )
     wrap_outermost(app)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
@@ -46,6 +47,16 @@ RECOVERY_SECONDS = 10.0
 TERM_GRACE_SECONDS = 2.0
 SHUTDOWN_GRACE_SECONDS = 8.0
 REPORT_MAX_BYTES = 8 * 1024 * 1024
+
+
+def _count_sources(snapshot: str) -> int | None:
+    """How many sources the run's config has (for progress), or None if unreadable."""
+    try:
+        document = yaml.safe_load(snapshot)
+    except yaml.YAMLError:
+        return None
+    sources = document.get("sources") if isinstance(document, dict) else None
+    return len(sources) if isinstance(sources, list) else None
 
 
 def _count_finished(run: PipelineRun, report: dict[str, Any]) -> None:
@@ -76,6 +87,15 @@ class RunControl:
     last_line: str = ""
     stage: str = "starting"
     pid: int | None = None
+    sources_done: int = 0
+    sources_total: int | None = None
+
+    def progress(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage, "sources_done": self.sources_done,
+            "sources_total": self.sources_total, "lines": self.lines,
+            "last_line": self.last_line,
+        }
 
     def request_stop(self, reason: str) -> None:
         if self.reason is None:
@@ -203,6 +223,7 @@ class Dispatcher:
                 if run is None:  # deleted with its pipeline: nothing to run or record
                     raise _RunGone
                 snapshot, timeout = run.config_snapshot, run.timeout_seconds
+                control.sources_total = _count_sources(snapshot)
                 await run_log.note(
                     f"{run.trigger} run, mode={run.mode}, persist={run.persist}, "
                     f"config {run.profile_config_id} v{run.config_version}, "
@@ -220,7 +241,7 @@ class Dispatcher:
             )
             control.pid = proc.pid
             control.stage = "engine"
-            await self._record_pid(run_id, proc.pid)
+            await self._record_pid(control)
             await run_log.note(f"engine started (pid {proc.pid})")
             assert proc.stdout is not None
             pump = asyncio.create_task(self._pump(proc.stdout, run_log, control))
@@ -318,14 +339,17 @@ class Dispatcher:
         parts = line.split(" ", 2)
         if len(parts) == 3 and parts[1] == "stage":
             control.stage = parts[2][:40]
+        elif len(parts) == 3 and parts[1] == "fetched":  # one line per fetched source
+            control.sources_done += 1
         await run_log.write(line)
 
-    async def _record_pid(self, run_id: int, pid: int) -> None:
+    async def _record_pid(self, control: RunControl) -> None:
+        run_id, pid = control.run_id, control.pid
         async with self.sessionmaker() as session, session.begin():
             await session.execute(
                 update(PipelineRun)
                 .where(col(PipelineRun.id) == run_id, col(PipelineRun.worker) == self.identity)
-                .values(pid=pid, progress={"stage": "engine", "lines": 0})
+                .values(pid=pid, progress=control.progress())
             )
 
     async def _check_cancels(self) -> None:
@@ -364,10 +388,7 @@ class Dispatcher:
                     .where(col(PipelineRun.id) == run_id,
                            col(PipelineRun.worker) == self.identity,
                            col(PipelineRun.state) == "running")
-                    .values(heartbeat_at=now, progress={
-                        "stage": control.stage, "lines": control.lines,
-                        "last_line": control.last_line,
-                    })
+                    .values(heartbeat_at=now, progress=control.progress())
                 )
 
     # ------------------------------------------------------------------ outcome

@@ -11,6 +11,7 @@ from sqlmodel import col
 from edl_api import idempotency
 from edl_api.auth.principal import Principal
 from edl_api.errors import Conflict, NotFound
+from edl_api.feeds.provenance import PROVENANCE
 from edl_api.models import Artifact, Pipeline, PipelineRun, ProfileConfig, utcnow
 from edl_api.pagination import Page, PageParams, paginate
 from edl_api.pipelines.service import get_pipeline
@@ -167,7 +168,9 @@ async def run_detail(session: AsyncSession, principal: Principal, run_id: int) -
                 col(Artifact.indicator_type), col(Artifact.count), col(Artifact.sha256),
                 col(Artifact.size), col(Artifact.published), col(Artifact.reason),
             )
-            .where(col(Artifact.run_id) == run_id)
+            # The provenance snapshot is internal bookkeeping, not a feed: listed runs show
+            # feeds only (it stays downloadable at /runs/{id}/artifacts/provenance).
+            .where(col(Artifact.run_id) == run_id, col(Artifact.indicator_type) != PROVENANCE)
             .order_by(col(Artifact.indicator_type))
         )
     ).all()

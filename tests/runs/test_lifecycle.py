@@ -15,6 +15,7 @@ from tests.runs.helpers import (
     launch,
     make_pipeline,
     make_profile,
+    slow_yaml,
     wait_state,
 )
 
@@ -184,3 +185,28 @@ async def test_cancel_finished_run_is_409(rc: httpx.AsyncClient) -> None:
     assert response.status_code == 409
     assert response.json()["error"] == "run_finished"
     assert (await get_run(rc, created["id"]))["state"] == "succeeded"
+
+
+async def test_progress_is_visible_while_running(rc: httpx.AsyncClient, upstream_port: int) -> None:
+    """GET /runs/{id} shows the stage and sources done/total during the run."""
+    profile_id, _ = await make_profile(rc)
+    yaml = (
+        slow_yaml(upstream_port, 0, name="quick")
+        + slow_yaml(upstream_port, 4, name="slow").removeprefix("sources:\n")
+    )
+    created = await launch(rc, await make_pipeline(rc, profile_id, yaml))
+    seen: dict[str, object] = {}
+    for _ in range(100):
+        run = await get_run(rc, created["id"])
+        if run["state"] not in ("queued", "running"):
+            break
+        progress = run["progress"]
+        if run["state"] == "running" and progress.get("sources_done") == 1:
+            seen = progress
+            break
+        await asyncio.sleep(0.1)
+    assert seen, "no progress seen while running"
+    assert seen["sources_total"] == 2
+    assert seen["stage"] == "fetch"
+    final = await wait_state(rc, created["id"], {"succeeded"}, timeout=30)
+    assert final["progress"]["stage"] == "finished"
