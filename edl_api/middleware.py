@@ -72,6 +72,19 @@ class _TooLarge(Exception):
     pass
 
 
+class _StatusSeen:
+    """Passes messages through and remembers the response status (500 if none was sent)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.code = 500
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.code = message["status"]
+        await self._send(message)
+
+
 class AccessLog:
     """One line per request: method, path, status, milliseconds. Never headers or bodies;
     the redacting log filter scrubs any key a client put in the URL."""
@@ -85,16 +98,9 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        status = _StatusSeen(send)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, status.send)
         finally:
             query = scope.get("query_string", b"").decode("latin-1")
             path = scope.get("path", "") + (f"?{query}" if query else "")
@@ -102,7 +108,7 @@ class AccessLog:
                 "%s %s %s %.1fms",
                 scope.get("method"),
                 path,
-                status,
+                status.code,
                 (time.perf_counter() - started) * 1000,
             )
 
@@ -118,17 +124,12 @@ class FeedRequestCounter:
         if scope["type"] != "http" or "/edl/" not in scope.get("path", ""):
             await self.app(scope, receive, send)
             return
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        status = _StatusSeen(send)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, status.send)
         finally:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             fmt = query.get("format", ["plain"])[-1]
-            metrics.FEED_REQUESTS.labels(str(status), fmt if fmt in FORMATS else "invalid").inc()
+            metrics.FEED_REQUESTS.labels(
+                str(status.code), fmt if fmt in FORMATS else "invalid"
+            ).inc()

@@ -8,27 +8,19 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.servers import running_server, service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "feeds"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -46,56 +38,18 @@ def upstream() -> Iterator[str]:
 def test_commands_txt_runs_end_to_end(tmp_path: Path, upstream: str) -> None:
     if shutil.which("jq") is None or shutil.which("curl") is None:
         pytest.fail("commands.txt needs curl and jq (apt-get install curl jq)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDL_")}
-    env |= {
-        "EDL_DATA_DIR": str(tmp_path / "data"),
-        "EDL_LOG_DIR": str(tmp_path / "logs"),
-        "EDL_BCRYPT_ROUNDS": "4",
-        "EDL_SSRF_ALLOW_CIDRS": "127.0.0.1/32",
-    }
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "edl_api", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, "server exited"
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+    env = service_env(tmp_path, EDL_SSRF_ALLOW_CIDRS="127.0.0.1/32")
+    with running_server(env, tmp_path) as (_, base):
         sheet = subprocess.run(
             ["bash", str(ROOT / "commands.txt")],
-            env=env
-            | {
-                "BASE": base,
-                "EDL": f"{sys.executable} -m edl_api",
-                "WORK": str(tmp_path),
+            env=env | {
+                "BASE": base, "EDL": f"{sys.executable} -m edl_api", "WORK": str(tmp_path),
                 "FEODO_URL": f"{upstream}/feodo_ipblocklist.csv",
                 "DROP_URL": f"{upstream}/spamhaus_drop.txt",
                 "URLHAUS_URL": f"{upstream}/urlhaus.csv",
             },
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
+            cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False,
         )
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
     out = sheet.stdout
     assert sheet.returncode == 0, f"stdout:\n{out[-3000:]}\nstderr:\n{sheet.stderr[-3000:]}"
     assert "commands.txt: all steps done" in out
