@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import httpx
@@ -99,3 +100,14 @@ async def build_tenant(client: httpx.AsyncClient, label: str) -> Tenant:
 
 async def build_world(client: httpx.AsyncClient) -> World:
     return World(a=await build_tenant(client, "a"), b=await build_tenant(client, "b"))
+
+
+async def run_to_end(client: httpx.AsyncClient, key: str, pipeline_id: int) -> dict:
+    launched = await client.post("/runs", json={"pipeline_id": pipeline_id}, headers=h(key))
+    assert launched.status_code == 202, launched.text
+    for _ in range(300):
+        run = (await client.get(f"/runs/{launched.json()['id']}", headers=h(key))).json()
+        if run["state"] not in ("queued", "running"):
+            return run  # type: ignore[no-any-return]
+        await asyncio.sleep(0.1)
+    raise AssertionError("run did not finish")

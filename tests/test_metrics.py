@@ -1,22 +1,9 @@
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 
 from tests.conftest import SUPER_KEY
-from tests.factories import World, h
-
-
-async def _run_to_end(client: httpx.AsyncClient, key: str, pipeline_id: int) -> dict:
-    launched = await client.post("/runs", json={"pipeline_id": pipeline_id}, headers=h(key))
-    assert launched.status_code == 202, launched.text
-    for _ in range(300):
-        run = (await client.get(f"/runs/{launched.json()['id']}", headers=h(key))).json()
-        if run["state"] not in ("queued", "running"):
-            return run  # type: ignore[no-any-return]
-        await asyncio.sleep(0.1)
-    raise AssertionError("run did not finish")
+from tests.factories import World, h, run_to_end
 
 
 def _value(text: str, series: str) -> float:
@@ -33,8 +20,8 @@ async def test_metrics_report_runs_queue_and_feeds_in_scope(
     finished = 'edl_runs_finished_total{state="succeeded",trigger="api"}'
     durations = 'edl_run_duration_seconds_count{state="succeeded"}'
     before = (await client.get("/metrics", headers=h(SUPER_KEY))).text
-    assert (await _run_to_end(client, a.profile_key, a.pipeline_id))["state"] == "succeeded"
-    assert (await _run_to_end(client, b.profile_key, b.pipeline_id))["state"] == "succeeded"
+    assert (await run_to_end(client, a.profile_key, a.pipeline_id))["state"] == "succeeded"
+    assert (await run_to_end(client, b.profile_key, b.pipeline_id))["state"] == "succeeded"
     everything = await client.get("/metrics", headers=h(SUPER_KEY))
     assert everything.status_code == 200
     assert everything.headers["content-type"].startswith("text/plain")

@@ -306,16 +306,25 @@ async def config_usage(session: AsyncSession, config_ids: list[int]) -> dict[int
         usage[cid].pipelines = total
         usage[cid].active_pipelines = int(active or 0)
     run_in = col(PipelineRun.profile_config_id).in_(config_ids)
+    last_ids: list[int | None] = []
     for cid, runs, last_id in await session.execute(
         select(col(PipelineRun.profile_config_id), func.count(), func.max(col(PipelineRun.id)))
         .where(run_in)
         .group_by(col(PipelineRun.profile_config_id))
     ):
         usage[cid].runs = runs
-        last = await session.get(PipelineRun, last_id)
-        if last is not None:
-            usage[cid].last_run_at = last.finished_at or last.started_at or last.created_at
-            usage[cid].last_run_state = last.state
+        last_ids.append(last_id)
+    # One query for every config's latest run, and only the columns shown (a run row also
+    # carries its config snapshot and report).
+    for cid, state, finished, started, created in await session.execute(
+        select(
+            col(PipelineRun.profile_config_id), col(PipelineRun.state),
+            col(PipelineRun.finished_at), col(PipelineRun.started_at),
+            col(PipelineRun.created_at),
+        ).where(col(PipelineRun.id).in_(last_ids))
+    ):
+        usage[cid].last_run_at = finished or started or created
+        usage[cid].last_run_state = state
     for cid, count in await session.execute(
         select(col(Pipeline.profile_config_id), func.count(col(Indicator.id)))
         .join(Indicator, col(Indicator.pipeline_id) == col(Pipeline.id))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 import yaml as pyyaml
 
-from tests.factories import World, create_pipeline, expect, h
+from tests.factories import World, create_pipeline, expect, h, run_to_end
 
 FULL_YAML = """\
 sources:
@@ -101,3 +101,15 @@ async def test_usage_metrics(client: httpx.AsyncClient, world: World) -> None:
     assert usage["runs"] == 0
     assert usage["last_run_at"] is None
     assert usage["indicators"] == 0
+
+
+async def test_usage_shows_the_latest_run(client: httpx.AsyncClient, world: World) -> None:
+    a = world.a
+    first = await run_to_end(client, a.profile_key, a.pipeline_id)
+    second = await run_to_end(client, a.profile_key, a.pipeline_id)
+    assert first["state"] == second["state"] == "succeeded"
+    page = (await client.get(f"/profiles/{a.profile_id}/configs", headers=h(a.reader_key))).json()
+    usage = page["items"][0]["usage"]
+    assert usage["runs"] == 2
+    assert usage["last_run_state"] == "succeeded"
+    assert usage["last_run_at"] == second["finished_at"]
