@@ -41,13 +41,6 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def legacy_secrets(settings: Settings) -> list[str]:
-    values = [s.get_secret_value() for s in (*settings.operator_keys, *settings.reader_keys)]
-    if settings.api_key is not None:
-        values.append(settings.api_key.get_secret_value())
-    return values
-
-
 _configured_marker = "_edl_handler"
 
 
@@ -59,7 +52,7 @@ def configure_logging(settings: Settings) -> None:
         if getattr(handler, _configured_marker, False):
             root.removeHandler(handler)
             handler.close()
-    redactor = RedactingFilter(legacy_secrets(settings))
+    redactor = RedactingFilter([secret for secret, _ in settings.legacy_keys()])
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     file_handler = logging.handlers.RotatingFileHandler(
         settings.log_dir / "api.log", maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8"

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
             raise ValueError("must be 0 (off) or a positive number of minutes")
         return value
 
+    def legacy_keys(self) -> list[tuple[str, str]]:
+        """(secret, role) of every legacy key: super first, then operators, then readers."""
+        pairs = [] if self.api_key is None else [(self.api_key.get_secret_value(), "super")]
+        pairs += [(key.get_secret_value(), "operator") for key in self.operator_keys]
+        pairs += [(key.get_secret_value(), "reader") for key in self.reader_keys]
+        return pairs
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -61,37 +61,20 @@ def _admin_role(role: str) -> Role:
     return "operator" if role == "operator" else "reader"
 
 
+def _legacy_role(role: str) -> Role:
+    return "super" if role == "super" else _admin_role(role)
+
+
 def _legacy_principal(settings: Settings, key: str) -> Principal | None:
     """Constant-time comparison against every legacy key (no early exit)."""
     found: Principal | None = None
     scope = "legacy:" + hashlib.sha256(key.encode()).hexdigest()[:16]
-    candidates: list[tuple[str, Principal]] = []
-    if settings.api_key is not None:
-        candidates.append(
-            (
-                settings.api_key.get_secret_value(),
-                Principal(
-                    "legacy", "super", is_super_admin=True, profile_ids=None, scope_key=scope
-                ),
-            )
-        )
-    for secret in settings.operator_keys:
-        candidates.append(
-            (
-                secret.get_secret_value(),
-                Principal("legacy", "operator", profile_ids=None, scope_key=scope),
-            )
-        )
-    for secret in settings.reader_keys:
-        candidates.append(
-            (
-                secret.get_secret_value(),
-                Principal("legacy", "reader", profile_ids=None, scope_key=scope),
-            )
-        )
-    for candidate, principal in candidates:
+    for candidate, role in settings.legacy_keys():
         if hmac.compare_digest(candidate.encode(), key.encode()) and found is None:
-            found = principal
+            found = Principal(
+                "legacy", _legacy_role(role), is_super_admin=role == "super",
+                profile_ids=None, scope_key=scope,
+            )
     return found
 
 

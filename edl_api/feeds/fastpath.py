@@ -32,9 +32,9 @@ from edl_api.feeds import serving
 from edl_api.feeds.cache import FeedBody, FeedCache
 from edl_api.feeds.content import FEED_TYPES
 from edl_api.feeds.render import FORMATS
+from edl_api.middleware import log_access
 
 logger = logging.getLogger("edl_api.feeds")
-access_logger = logging.getLogger("edl_api.access")
 
 _PIPELINE_FEED = re.compile(r"^/pipelines/([0-9]{1,18})/edl/([a-z0-9]{1,10})$")
 _GLOBAL_FEED = re.compile(r"^/edl/([a-z0-9]{1,10})$")
@@ -76,13 +76,7 @@ class FeedFastPath:
                     await send({"type": "http.response.start", "status": status,
                                 "headers": headers})
                     await send({"type": "http.response.body", "body": payload})
-                    if access_logger.isEnabledFor(logging.INFO):
-                        query = scope.get("query_string", b"").decode("latin-1")
-                        access_logger.info(
-                            "%s %s %s %.1fms", scope["method"],
-                            path + (f"?{query}" if query else ""), status,
-                            (time.perf_counter() - started) * 1000,
-                        )
+                    log_access(scope, status, started)
                     return
         await self.app(scope, receive, send)
 
@@ -178,13 +172,8 @@ def _digest(pepper: bytes, key: str) -> bytes:
 
 def _legacy_digests(pepper: bytes, settings: Any) -> dict[bytes, Principal]:
     """HMAC(pepper, legacy key) → the principal `authenticate` gives that key."""
-    secrets_ = []
-    if settings.api_key is not None:
-        secrets_.append(settings.api_key.get_secret_value())
-    secrets_.extend(s.get_secret_value() for s in settings.operator_keys)
-    secrets_.extend(s.get_secret_value() for s in settings.reader_keys)
     table: dict[bytes, Principal] = {}
-    for secret in secrets_:
+    for secret, _role in settings.legacy_keys():
         principal = _legacy_principal(settings, secret)
         if principal is not None:
             table.setdefault(_digest(pepper, secret), principal)

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
-from edl_api.logging_setup import RedactingFilter, legacy_secrets
+from edl_api.logging_setup import RedactingFilter
 from edl_api.settings import Settings
 
 # The live segment is rotated into a gzip segment when it grows past this size.
@@ -36,7 +36,7 @@ class Sanitiser:
     """Makes upstream bytes safe for a log: printable, single-line, secret-free."""
 
     def __init__(self, settings: Settings) -> None:
-        secrets = legacy_secrets(settings)
+        secrets = [secret for secret, _ in settings.legacy_keys()]
         secrets += [v for k, v in os.environ.items() if k.startswith("EDL_SECRET_") and v]
         self._redactor = RedactingFilter(secrets)
 
