@@ -9,8 +9,8 @@ import pytest
 
 from edl_api.app import create_app
 from edl_api.settings import Settings
-from tests.conftest import make_settings
-from tests.runs.helpers import empty_database, upstream
+from tests.conftest import make_settings, reset_database
+from tests.runs.helpers import upstream
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +42,7 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.fixture
 async def run_app(run_settings: Settings, published: list[int]) -> AsyncIterator[Any]:
-    await empty_database(run_settings)
+    await reset_database(run_settings)
     application = create_app(run_settings)
     async with application.router.lifespan_context(application):
         yield application

@@ -156,12 +156,6 @@ async def wait_pid_gone(pid: int, timeout: float = 5) -> None:
         await asyncio.sleep(0.05)
 
 
-async def empty_database(settings: Any) -> None:
-    from tests.conftest import reset_database
-
-    await reset_database(settings)
-
-
 def free_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDL_")}
     env.update(extra)

@@ -11,8 +11,8 @@ import httpx
 
 from edl_api.app import create_app
 from edl_api.settings import Settings
+from tests.conftest import reset_database
 from tests.runs.helpers import (
-    empty_database,
     get_run,
     h,
     launch,
@@ -129,7 +129,7 @@ async def test_follow_streams_until_the_run_ends(
 async def test_shutdown_interrupts_in_flight_runs(
     run_settings: Settings, upstream_port: int, published: list[int]
 ) -> None:
-    await empty_database(run_settings)
+    await reset_database(run_settings)
     app = create_app(run_settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

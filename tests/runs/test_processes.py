@@ -19,9 +19,8 @@ from sqlalchemy import func, select
 
 from edl_api.app import create_app
 from edl_api.models import PipelineRun
-from tests.conftest import SUPER_KEY, make_settings
+from tests.conftest import SUPER_KEY, make_settings, reset_database
 from tests.runs.helpers import (
-    empty_database,
     free_env,
     launch,
     make_pipeline,
@@ -108,7 +107,7 @@ async def test_two_workers_on_postgres_never_share_a_run(
     tmp_path: Path, pg_database: str, upstream_port: int
 ) -> None:
     settings = make_settings(tmp_path, pg_database, ssrf_allow_cidrs="127.0.0.0/8")
-    await empty_database(settings)
+    await reset_database(settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         await app.state.dispatcher.stop()  # only the two worker processes claim

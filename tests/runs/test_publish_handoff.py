@@ -10,8 +10,8 @@ import pytest
 
 from edl_api.app import create_app
 from edl_api.settings import Settings
+from tests.conftest import reset_database
 from tests.runs.helpers import (
-    empty_database,
     expect,
     h,
     launch,
@@ -23,7 +23,7 @@ from tests.runs.helpers import (
 
 @pytest.fixture
 async def real_client(run_settings: Settings) -> Any:
-    await empty_database(run_settings)
+    await reset_database(run_settings)
     app = create_app(run_settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

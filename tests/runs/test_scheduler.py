@@ -15,9 +15,8 @@ from edl_api.db import create_engine, create_sessionmaker
 from edl_api.models import Pipeline, PipelineRun, utcnow
 from edl_api.runs import scheduler
 from edl_api.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import make_settings, reset_database
 from tests.runs.helpers import (
-    empty_database,
     expect,
     h,
     make_pipeline,
@@ -110,7 +109,7 @@ async def test_busy_pipeline_is_not_scheduled_twice(rc: httpx.AsyncClient, run_a
 async def test_lifespan_scheduler_ticks(tmp_path: Path, database_url: str | None,
                                         published: list[int]) -> None:
     settings = make_settings(tmp_path, database_url, auto_refresh_minutes=1 / 60)
-    await empty_database(settings)
+    await reset_database(settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         assert app.state.scheduler is not None
