@@ -28,6 +28,18 @@ FEED_REQUESTS = Counter(
     ["status", "format"],
     registry=PROCESS_REGISTRY,
 )
+_FEED_CHILDREN: dict[tuple[int, str], Any] = {}
+
+
+def count_feed_request(status: int, fmt: str) -> None:
+    """`FEED_REQUESTS.labels(...).inc()`, with the labelled child looked up once: the
+    fast path calls this on every poll and `labels()` costs more than the rest of a 304."""
+    child = _FEED_CHILDREN.get((status, fmt))
+    if child is None:
+        child = _FEED_CHILDREN[(status, fmt)] = FEED_REQUESTS.labels(str(status), fmt)
+    child.inc()
+
+
 RUNS_FINISHED = Counter(
     "edl_runs_finished",
     "Runs this process finished, by final state and trigger",

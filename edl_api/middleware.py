@@ -139,6 +139,4 @@ class FeedRequestCounter:
         finally:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             fmt = query.get("format", ["plain"])[-1]
-            metrics.FEED_REQUESTS.labels(
-                str(status.code), fmt if fmt in FORMATS else "invalid"
-            ).inc()
+            metrics.count_feed_request(status.code, fmt if fmt in FORMATS else "invalid")

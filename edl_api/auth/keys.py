@@ -109,9 +109,9 @@ V = TypeVar("V")
 
 
 class VerifiedKeyCache(Generic[V]):
-    """Maps HMAC(process secret, key) → what the key resolved to, for a short TTL.
+    """Maps MAC(process secret, key) → what the key resolved to, for a short TTL.
 
-    bcrypt runs once per key per process; the HMAC means the cache never holds a
+    bcrypt runs once per key per process; the MAC means the cache never holds a
     plaintext key. Revocation and scope changes call `drop_key_id` / `clear`.
     """
 
@@ -122,11 +122,15 @@ class VerifiedKeyCache(Generic[V]):
         self._entries: OrderedDict[bytes, tuple[float, str, V]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _digest(self, key: str) -> bytes:
-        return hmac.new(self._pepper, key.encode(), hashlib.sha256).digest()
+    def digest(self, key: str) -> bytes:
+        """A keyed BLAKE2b MAC under this process's secret (a third of HMAC-SHA256's cost
+        on the feed fast path, with the same property: no plaintext key is kept)."""
+        return hashlib.blake2b(key.encode(), key=self._pepper, digest_size=32).digest()
 
     def get(self, key: str) -> V | None:
-        digest = self._digest(key)
+        return self.get_by_digest(self.digest(key))
+
+    def get_by_digest(self, digest: bytes) -> V | None:
         with self._lock:
             entry = self._entries.get(digest)
             if entry is None:
@@ -141,7 +145,7 @@ class VerifiedKeyCache(Generic[V]):
     def put(self, key: str, key_id: str, value: V) -> None:
         if self._ttl <= 0:
             return
-        digest = self._digest(key)
+        digest = self.digest(key)
         with self._lock:
             self._entries[digest] = (time.monotonic() + self._ttl, key_id, value)
             self._entries.move_to_end(digest)

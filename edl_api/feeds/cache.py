@@ -6,7 +6,8 @@ A poll must be a dictionary lookup. Three maps, all bounded:
   by what it was made from (artifact sha + format + provenance version), LRU by bytes;
 - `pointers`: `(pipeline_id, type)` → which artifact is served and whether the pipeline
   is live, refreshed from the database after `ttl` seconds (another process may have
-  published or deleted) and dropped at once when this process commits a change;
+  published or deleted; polls meanwhile keep the old pointer for at most
+  `REFRESH_GRACE_SECONDS` more) and dropped at once when this process commits a change;
 - `unions`: the members of a caller's global feed `(scope, profile filter, type)`.
 """
 
@@ -94,12 +95,33 @@ def prepare(body: FeedBody, *, run_ids: Iterable[int], last_modified: datetime |
     ]
 
 
+# How long polls keep getting an expired pointer while the one poll that saw it expire
+# re-reads the database through the route (if that poll fails, the next one retries).
+REFRESH_GRACE_SECONDS = 1.0
+
+
 class _Timed:
-    __slots__ = ("expires", "value")
+    __slots__ = ("expires", "refresh_by", "value")
 
     def __init__(self, expires: float, value: Any) -> None:
         self.expires = expires
+        self.refresh_by = 0.0
         self.value = value
+
+    def get(self, poll: bool) -> Any:
+        """The value while fresh. Once expired, a route lookup (`poll=False`) gets None and
+        re-reads; a fast-path poll gets None once (it goes to the route and refreshes) and
+        then the old value for up to `REFRESH_GRACE_SECONDS`, so a fleet of firewalls does
+        not send every poll of that moment to the database together."""
+        now = time.monotonic()
+        if self.expires >= now:
+            return self.value
+        if not poll:
+            return None
+        if self.refresh_by < now:
+            self.refresh_by = now + REFRESH_GRACE_SECONDS
+            return None
+        return self.value
 
 
 class FeedCache:
@@ -143,12 +165,17 @@ class FeedCache:
 
     # --- pointers ----------------------------------------------------------------------
 
-    def pointer(self, pipeline_id: int, indicator_type: str) -> FeedPointer | None:
+    def pointer(
+        self, pipeline_id: int, indicator_type: str, *, poll: bool = False
+    ) -> FeedPointer | None:
         entry = self._pointers.get((pipeline_id, indicator_type))
-        if entry is None or entry.expires < time.monotonic():
+        if entry is None:
             return None
-        value: FeedPointer = entry.value
+        value: FeedPointer | None = entry.get(poll)
         return value
+
+    def drop_pointer(self, pipeline_id: int, indicator_type: str) -> None:
+        self._pointers.pop((pipeline_id, indicator_type), None)
 
     def put_pointer(self, pointer: FeedPointer, indicator_type: str) -> None:
         if len(self._pointers) >= self.max_pointers:
@@ -157,11 +184,11 @@ class FeedCache:
             time.monotonic() + self.ttl, pointer
         )
 
-    def union(self, key: Hashable) -> UnionMembers | None:
+    def union(self, key: Hashable, *, poll: bool = False) -> UnionMembers | None:
         entry = self._unions.get(key)
-        if entry is None or entry.expires < time.monotonic():
+        if entry is None:
             return None
-        value: UnionMembers = entry.value
+        value: UnionMembers | None = entry.get(poll)
         return value
 
     def put_union(self, key: Hashable, members: UnionMembers) -> None:

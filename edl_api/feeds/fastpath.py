@@ -13,11 +13,8 @@ the same access-log line as `middleware.AccessLog` when that logger is enabled.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import re
-import secrets
 import time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -57,8 +54,8 @@ class _Headers:
 class FeedFastPath:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._pepper = secrets.token_bytes(32)
         self._legacy: dict[bytes, Principal] | None = None
+        self._legacy_for: object = None
         self._state: Any = None  # the app's state (one app per stack)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -113,7 +110,7 @@ class FeedFastPath:
             pipeline_id, kind = int(match.group(1)), match.group(2)
             if kind not in FEED_TYPES:
                 return None
-            pointer = cache.pointer(pipeline_id, kind)
+            pointer = cache.pointer(pipeline_id, kind, poll=True)
             if pointer is None or not pointer.live:
                 return None
             if not principal.sees_pipeline(pointer.profile_id, pipeline_id):
@@ -136,47 +133,47 @@ class FeedFastPath:
                     return None
             if query:
                 return None
-            members = cache.union(serving.union_key(principal, profile_id, kind))
+            members = cache.union(serving.union_key(principal, profile_id, kind), poll=True)
             if members is None:
                 return None
             body = cache.body(serving.union_body_key(members, kind, fmt))
         if body is None:
             return None
         status, reply_headers, payload = serving.choose(body, headers, scope["method"] == "HEAD")
-        metrics.FEED_REQUESTS.labels(str(status), fmt).inc()
+        metrics.count_feed_request(status, fmt)
         return status, reply_headers, payload
 
     def _principal(self, state: Any, headers: dict[str, str]) -> Principal | None:
         """The caller if `authenticate` would find it without touching the database.
 
-        Legacy keys are matched through HMAC digests under a per-process secret (no
-        plaintext kept, no timing signal on the secret); any other key is answered only
-        by the verified-key cache, which holds nothing that did not pass
-        `parse_key` + bcrypt. Nothing here ever keeps a plaintext key (decision 7)."""
+        One keyed digest of the key (the verified-key cache's MAC under its per-process
+        secret) looks up both the legacy keys and the verified keys: no plaintext kept,
+        no timing signal on the secret. The verified-key cache holds nothing that did not
+        pass `parse_key` + bcrypt. Nothing here ever keeps a plaintext key (decision 7)."""
         key = _extract_key(_Headers(headers), allow_basic=True)  # type: ignore[arg-type]
         if not key or len(key) > 256:
             return None
+        cache: keys.VerifiedKeyCache[Principal] = state.key_cache
+        digest = cache.digest(key)
         legacy = self._legacy
-        if legacy is None:  # settings are fixed for the app's life
-            legacy = self._legacy = _legacy_digests(self._pepper, state.settings)
-        found = legacy.get(_digest(self._pepper, key))
+        if legacy is None or self._legacy_for is not cache:  # settings are fixed for the app's life
+            legacy = self._legacy = _legacy_digests(cache, state.settings)
+            self._legacy_for = cache
+        found = legacy.get(digest)
         if found is not None:
             return found
-        cache: keys.VerifiedKeyCache[Principal] = state.key_cache
-        return cache.get(key)
+        return cache.get_by_digest(digest)
 
 
-def _digest(pepper: bytes, key: str) -> bytes:
-    return hmac.new(pepper, key.encode(), hashlib.sha256).digest()
-
-
-def _legacy_digests(pepper: bytes, settings: Any) -> dict[bytes, Principal]:
-    """HMAC(pepper, legacy key) → the principal `authenticate` gives that key."""
+def _legacy_digests(
+    cache: keys.VerifiedKeyCache[Principal], settings: Any
+) -> dict[bytes, Principal]:
+    """MAC(cache secret, legacy key) → the principal `authenticate` gives that key."""
     table: dict[bytes, Principal] = {}
     for secret, _role in settings.legacy_keys():
         principal = _legacy_principal(settings, secret)
         if principal is not None:
-            table.setdefault(_digest(pepper, secret), principal)
+            table.setdefault(cache.digest(secret), principal)
     return table
 
 

@@ -78,6 +78,7 @@ async def pipeline_pointer(
         await session.execute(_pointer_query(kind).where(col(Pipeline.id) == pipeline_id))
     ).first()
     if row is None:
+        cache.drop_pointer(pipeline_id, kind)  # no stale copy left for the fast path
         return None
     pointer = _pointer(row)
     cache.put_pointer(pointer, kind)
