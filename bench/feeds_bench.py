@@ -6,7 +6,7 @@
     python bench/feeds_bench.py --json out.json      # also write every figure as JSON
 
 1. Serving: a 100k-line feed fetched with a feed token over HTTP Basic, by wrk, from
-   `edl-api` (one uvicorn process, httptools + uvloop) and from nginx (one worker,
+   `edl-api serve` (one uvicorn process, httptools + uvloop) and from nginx (one worker,
    `gzip_static on`, the artifact's own bytes as feed.txt / feed.txt.gz): plain, gzip,
    and 304 (If-None-Match with each server's own ETag). Median of --repeat runs each.
 2. Search: p50/p95 of GET /profiles/{id}/pipelines/search over HTTP with
@@ -190,15 +190,13 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 
 def start_api(settings_env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    code = (
-        "import uvicorn\nfrom edl_api.app import create_app\n"
-        f"uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_config=None, "
-        "http='httptools', loop='uvloop', access_log=False)\n"
-    )
+    """The service exactly as `edl-api serve` runs it (uvicorn picks httptools + uvloop)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDL_")} | settings_env
     handle = log.open("wb")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT,
-                            stdout=handle, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edl_api", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
+    )
     wait_port(port)
     return proc
 

@@ -22,6 +22,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_config=None,
+        access_log=False,  # `middleware.AccessLog` and the feed fast path write the line
+        server_header=False,  # no "server: uvicorn" advertised, one header less per poll
         proxy_headers=args.proxy_headers,
         forwarded_allow_ips=args.forwarded_allow_ips,
         # A `?follow=true` log stream must not hold a SIGTERM shutdown open forever.

@@ -64,6 +64,11 @@ def configure_logging(settings: Settings) -> None:
         setattr(handler, _configured_marker, True)
         root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # `middleware.AccessLog` and the feed fast path write the access line; uvicorn's own
+    # would double it (uvicorn logs it whenever the logger has a handler, root's included).
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers.clear()
+    uvicorn_access.propagate = False

@@ -52,5 +52,8 @@ def test_serve_end_to_end_and_clean_log(tmp_path: Path) -> None:
     log = (tmp_path / "logs" / "api.log").read_text()
     assert "edl-api stopped" in log  # the lifespan ran to its end
     assert "POST /profiles 201" in log
+    # one access line per request: ours (no uvicorn duplicate, which would also be unredacted)
+    assert log.count("/readyz") == 1
+    assert "uvicorn.access" not in log
     assert key not in log
     assert profile_key not in log

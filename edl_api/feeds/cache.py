@@ -40,6 +40,7 @@ class FeedBody:
     gzip_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     not_modified_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     last_modified: datetime | None = None
+    quoted_etag: str = ""  # the ETag header's value, for the common exact If-None-Match
 
     @property
     def size(self) -> int:
@@ -72,8 +73,9 @@ def http_date(moment: datetime) -> str:
 def prepare(body: FeedBody, *, run_ids: Iterable[int], last_modified: datetime | None) -> None:
     """Precompute the three header lists once, so serving only picks one."""
     body.last_modified = last_modified
+    body.quoted_etag = f'"{body.etag}"'
     common = [
-        (b"etag", f'"{body.etag}"'.encode()),
+        (b"etag", body.quoted_etag.encode()),
         (b"x-edl-count", str(body.count).encode()),
         (b"x-edl-run-id", ",".join(str(r) for r in run_ids).encode()),
         (b"cache-control", b"no-cache"),

@@ -279,9 +279,23 @@ async def union_body(
 # --- conditional answers ----------------------------------------------------------------
 
 
+_GZIP_ANSWERS: dict[str, bool] = {}
+
+
 def accepts_gzip(value: str | None) -> bool:
+    """Whether Accept-Encoding allows gzip; a fleet sends a handful of distinct values, so
+    the answers are remembered (bounded) instead of parsed on every poll."""
     if not value:
         return False
+    known = _GZIP_ANSWERS.get(value)
+    if known is None:
+        known = _accepts_gzip(value)
+        if len(_GZIP_ANSWERS) < 256:
+            _GZIP_ANSWERS[value] = known
+    return known
+
+
+def _accepts_gzip(value: str) -> bool:
     for part in value.split(","):
         name, _, params = part.partition(";")
         if name.strip().lower() not in ("gzip", "*"):
@@ -328,7 +342,7 @@ def choose(
     """(status, headers, payload) for this request: 304, gzip or identity; HEAD: no payload."""
     match = headers.get("if-none-match")
     if match is not None:
-        if _etag_matches(match, body.etag):
+        if match == body.quoted_etag or _etag_matches(match, body.etag):
             return 304, body.not_modified_headers, b""
     else:
         since = headers.get("if-modified-since")

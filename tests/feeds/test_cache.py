@@ -71,3 +71,18 @@ def test_global_feed_members_follow_the_same_rule(clock: Clock) -> None:
     assert cache.union(("scope", None, "ipv4")) is None
     assert cache.union(("scope", None, "ipv4"), poll=True) is None
     assert cache.union(("scope", None, "ipv4"), poll=True) is members
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip"),
+    [("gzip", True), ("gzip, deflate, br", True), ("br;q=1, gzip;q=0.5", True), ("*", True),
+     ("GZIP", True), ("gzip;q=0", False), ("identity", False), ("br, deflate", False),
+     ("gzip;q=x", False), ("", False)],
+)
+def test_accept_encoding_is_read_the_same_the_first_and_the_next_time(
+    header: str, gzip: bool
+) -> None:
+    from edl_api.feeds.serving import accepts_gzip
+
+    assert accepts_gzip(header) is gzip
+    assert accepts_gzip(header) is gzip  # the remembered answer
