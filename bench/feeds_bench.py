@@ -11,8 +11,9 @@
    and 304 (If-None-Match with each server's own ETag). Median of --repeat runs each.
 2. Search: p50/p95 of GET /profiles/{id}/pipelines/search over HTTP with
    --search-pipelines × --search-entries indicators stored.
-3. Publishing: publish_run of a --publish-entries IPv4 feed (first publish, then a
-   steady-state one with 1 % churn), wall time including the commit.
+3. Publishing: a --publish-entries IPv4 feed (first publish, then a steady-state one
+   with 1 % churn), as the dispatcher does it: the feeds committed (live: the figure the
+   target is about), then the indicator store (search, provenance) and its commit.
 
 Everything binds to 127.0.0.1; servers are stopped by their pid.
 """
@@ -44,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from edl_api.app import create_app  # noqa: E402
 from edl_api.feeds import indicators as indicator_store  # noqa: E402
-from edl_api.feeds.store import publish_run  # noqa: E402
+from edl_api.feeds.store import publish_feeds, write_indicators  # noqa: E402
 from edl_api.models import Artifact, Pipeline, PipelineRun, utcnow  # noqa: E402
 from edl_api.settings import Settings  # noqa: E402
 
@@ -90,15 +91,22 @@ async def new_run(session: Any, pipeline_id: int) -> PipelineRun:
     return run
 
 
-async def publish(app: Any, pipeline_id: int, out_dir: Path) -> tuple[float, int]:
+async def publish(app: Any, pipeline_id: int, out_dir: Path) -> tuple[float, float, int]:
+    """As the dispatcher publishes: feeds committed (live), then the indicator store
+    and the run's final state. Returns (seconds until live, seconds in all, run id)."""
     started = time.perf_counter()
     async with app.state.sessionmaker() as session:
         run = await new_run(session, pipeline_id)
-        await publish_run(session, run, out_dir)
+        pending = await publish_feeds(session, run, out_dir)
+        await session.commit()
+        live = time.perf_counter() - started
+        if pending is not None:
+            run = await session.get(PipelineRun, run.id)
+            await write_indicators(session, run, pending)
         run.state = "succeeded"
         await session.commit()
         assert run.id is not None
-        return time.perf_counter() - started, run.id
+        return live, time.perf_counter() - started, run.id
 
 
 async def setup(args: argparse.Namespace, settings: Settings, work: Path) -> dict[str, Any]:
@@ -166,13 +174,19 @@ async def setup(args: argparse.Namespace, settings: Settings, work: Path) -> dic
                 churn = max(1, len(lines) // 100)
                 again = lines[churn:] + ipv4_lines(churn, seed=1, offset=args.publish_entries * 5)
                 write_run(work / "big-2", sorted(set(again), key=lambda v: socket.inet_aton(v)))
-                firsts, agains = [], []
+                firsts, agains, first_totals, again_totals = [], [], [], []
                 for r in range(max(1, args.publish_repeat)):
                     big = await pipeline(f"big{r}")
-                    firsts.append((await publish(app, big, work / "big-1"))[0])
-                    agains.append((await publish(app, big, work / "big-2"))[0])
+                    live, total, _ = await publish(app, big, work / "big-1")
+                    firsts.append(live)
+                    first_totals.append(total)
+                    live, total, _ = await publish(app, big, work / "big-2")
+                    agains.append(live)
+                    again_totals.append(total)
                 facts["publish_first_s"] = statistics.median(firsts)
                 facts["publish_again_s"] = statistics.median(agains)
+                facts["publish_first_total_s"] = statistics.median(first_totals)
+                facts["publish_again_total_s"] = statistics.median(again_totals)
                 facts["publish_first_runs"], facts["publish_again_runs"] = firsts, agains
     facts.update(profile_id=profile_id, profile_key=profile_key, token=token,
                  feed_pipeline=feed_pipeline)
@@ -366,9 +380,13 @@ def main() -> int:
         print(f"database: {backend}; setup {time.perf_counter() - started:.1f}s; "
               f"feed {args.lines} lines = {len(facts['content'])} B, gzip {len(facts['gzip'])} B")
         if args.publish_entries:
-            print(f"publish {args.publish_entries} entries: first {facts['publish_first_s']:.2f}s, "
-                  f"again with 1% churn {facts['publish_again_s']:.2f}s")
+            print(f"publish {args.publish_entries} entries, feeds live after: first "
+                  f"{facts['publish_first_s']:.2f}s, again with 1% churn "
+                  f"{facts['publish_again_s']:.2f}s; with the indicator store written: "
+                  f"{facts['publish_first_total_s']:.2f}s / {facts['publish_again_total_s']:.2f}s")
         report.update({k: facts.get(k) for k in ("publish_first_s", "publish_again_s",
+                                                  "publish_first_total_s",
+                                                  "publish_again_total_s",
                                                   "publish_first_runs", "publish_again_runs",
                                                   "search_load_s")})
         report.update(feed_bytes=len(facts["content"]), feed_gzip_bytes=len(facts["gzip"]))

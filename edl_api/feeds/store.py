@@ -1,9 +1,10 @@
 """Publishing (atomic, guarded, content-addressed) and the hooks that keep caches honest.
 
-`publish_run` runs inside the caller's transaction (the dispatcher commits it together
-with the run's final state): artifacts are stored first, then hosted feeds are
-repointed, then the indicator store is replaced. Nothing is served from a run until
-that one commit; a rollback leaves the last good feed in place.
+`publish_feeds` runs inside the caller's transaction: artifacts are stored, then hosted
+feeds are repointed. Nothing is served from a run until that commit; a rollback leaves
+the last good feed in place. `write_indicators` then brings the indicator store (search,
+provenance) up to the published feeds: the dispatcher commits the feeds first so that
+firewalls do not wait for it; `publish_run` does both in one transaction.
 """
 
 from __future__ import annotations
@@ -236,21 +237,61 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
+@dataclass
+class PendingIndicators:
+    """What a publish leaves for the indicator store (search, provenance), written by
+    `write_indicators` once the feeds are live: in a second transaction (the dispatcher)
+    or in the same one (`publish_run`)."""
+
+    run_id: int
+    pipeline_id: int
+    out_dir: Path
+    prepared: dict[str, PreparedFeed]
+    published: set[str]
+    # Per base type: (last_seen, run id) of the feed this publish replaced.
+    previous: dict[str, tuple[datetime, int | None]]
+    baseline: int | None  # the run whose provenance the replaced rows came from
+    base_types: list[str]
+    entries_raw: bytes
+    counts: dict[str, int] | None
+    keep_entries: bool
+    now: datetime
+    # Loaded before the guard when retention needed them; otherwise read afterwards.
+    stored: dict[str, dict[str, indicator_store.StoredIndicator]] | None = None
+    delta: provenance.Delta | None = None
+
+
 async def publish_run(session: AsyncSession, run: PipelineRun, out_dir: Path) -> None:
-    """Store a finished run's artifacts from the engine's out_dir and publish them."""
+    """Store a finished run's artifacts, publish them and update the indicator store, all
+    in the caller's transaction."""
+    pending = await publish_feeds(session, run, out_dir)
+    if pending is not None:
+        await write_indicators(session, run, pending)
+
+
+async def publish_feeds(
+    session: AsyncSession, run: PipelineRun, out_dir: Path
+) -> PendingIndicators | None:
+    """Store a finished run's artifacts and repoint its hosted feeds (guard permitting).
+
+    Returns what the indicator store still needs when something was published. The
+    caller may commit before `write_indicators`: the feeds go live without waiting for
+    a million provenance rows to be written."""
     if not run.persist or run.id is None:
-        return
+        return None
     with gc_paused():
-        await _publish(session, run, out_dir)
+        return await _publish(session, run, out_dir)
 
 
-async def _publish(session: AsyncSession, run: PipelineRun, out_dir: Path) -> None:
+async def _publish(
+    session: AsyncSession, run: PipelineRun, out_dir: Path
+) -> PendingIndicators | None:
     assert run.id is not None
     already = await session.execute(
         select(col(Artifact.id)).where(col(Artifact.run_id) == run.id).limit(1)
     )
     if already.first() is not None:  # a retried call: the first one stored everything
-        return
+        return None
     options = _options(run)
     now = utcnow()
     pipeline = await session.get(Pipeline, run.pipeline_id)
@@ -282,36 +323,22 @@ async def _publish(session: AsyncSession, run: PipelineRun, out_dir: Path) -> No
     consistent = counts is not None and all(
         counts.get(b) == engine_counts.get(b) for b in base_types if b in engine_counts
     )
-    async def find_delta() -> provenance.Delta | None:
-        if not (full and consistent):
-            return None
-        baseline = _baseline_run(current, base_types, types)
-        if baseline is None:
-            return None
-        packed = (await session.execute(
-            select(col(Artifact.content_gzip)).where(
-                col(Artifact.run_id) == baseline,
-                col(Artifact.indicator_type) == provenance.PROVENANCE,
-            )
-        )).scalar_one_or_none()
-        if packed is None:
-            return None
-        return await asyncio.to_thread(
-            lambda: provenance.compute_delta(
-                provenance.decompress(packed), entries_raw, base_types
-            )
-        )
+    baseline = _baseline_run(current, base_types, types) if full and consistent else None
+    clock.lap("read_entries")
 
-    # Sequential on purpose: both are GIL-bound, and running them side by side was slower.
+    # Retention decides what the feeds hold, so it needs the stored rows now; without
+    # it they are read after the feeds went live (`write_indicators`).
     retain = full and options.retain_missing_days > 0
-    delta = await find_delta()
-    stored = await indicator_store.load(
-        session, run.pipeline_id, base_types if full else [], retained_only=delta is not None
-    )
-    clock.lap("load_indicators" if delta is None else "provenance_delta")
-    raw_time = indicator_store.RawTime((await session.connection()).dialect.name)
+    stored: dict[str, dict[str, indicator_store.StoredIndicator]] | None = None
+    delta: provenance.Delta | None = None
     retained_by_type: dict[str, set[str]] = {}
     if retain:
+        delta = await _find_delta(session, baseline, entries_raw, base_types)
+        stored = await indicator_store.load(
+            session, run.pipeline_id, base_types, retained_only=delta is not None
+        )
+        clock.lap("load_indicators" if delta is None else "provenance_delta")
+        raw_time = indicator_store.RawTime((await session.connection()).dialect.name)
         cutoff = raw_time.to_raw(now - timedelta(days=options.retain_missing_days))
         kept: dict[str, set[str]] = {}
         for base, rows_of_type in stored.items():
@@ -337,13 +364,11 @@ async def _publish(session: AsyncSession, run: PipelineRun, out_dir: Path) -> No
         kind: guard_decision(run, live, feed, current.get(kind), options)
         for kind, feed in prepared.items()
     }
-    keep_entries = full and consistent and any(d.published for d in decisions.values())
-    packed = await asyncio.gather(
+    gzipped_feeds = await asyncio.gather(
         *(asyncio.to_thread(feed_content.gzip_bytes, f.content) for f in prepared.values()),
-        asyncio.to_thread(provenance.compress, entries_raw if keep_entries else b""),
     )
     artifacts: dict[str, Artifact] = {}
-    for (kind, feed), gzipped in zip(prepared.items(), packed, strict=False):
+    for (kind, feed), gzipped in zip(prepared.items(), gzipped_feeds, strict=True):
         feed.gzip = gzipped
         artifacts[kind] = Artifact(
             run_id=run.id, pipeline_id=run.pipeline_id, indicator_type=kind,
@@ -352,23 +377,23 @@ async def _publish(session: AsyncSession, run: PipelineRun, out_dir: Path) -> No
             reason=decisions[kind].reason, created_at=now,
         )
         session.add(artifacts[kind])
-    if keep_entries:
-        session.add(Artifact(
-            run_id=run.id, pipeline_id=run.pipeline_id,
-            indicator_type=provenance.PROVENANCE, sha256=feed_content.sha256_hex(entries_raw),
-            count=sum((counts or {}).values()), size=len(entries_raw), content=b"",
-            content_gzip=packed[-1], published=False, created_at=now,
-            reason="the run's entries with provenance (gzip only): the next publish's baseline",
-        ))
     await session.flush()
     clock.lap("store_artifacts")
     published = {k for k, d in decisions.items() if d.published}
-    indicator_summary: dict[str, Any] = {}
+    pending: PendingIndicators | None = None
     if published:
-        # Provenance first (it reads the feeds as they were), then repoint.
-        indicator_summary = await _update_indicators(
-            session, run, out_dir, prepared, published, stored, current, raw_time, now, clock,
-            delta,
+        updated = _updated_bases(prepared, published)
+        previous: dict[str, tuple[datetime, int | None]] = {}
+        for base in updated:
+            feed_before = source_feed(current, base)
+            previous[base] = (
+                (feed_before.updated_at, feed_before.run_id) if feed_before is not None
+                else (now, None)
+            )
+        pending = PendingIndicators(
+            run.id, run.pipeline_id, out_dir, prepared, published, previous, baseline,
+            base_types, entries_raw, counts, keep_entries=consistent, now=now, stored=stored,
+            delta=delta,
         )
         for kind in sorted(published):
             new_feed = prepared[kind]
@@ -394,12 +419,86 @@ async def _publish(session: AsyncSession, run: PipelineRun, out_dir: Path) -> No
                 "reason": decisions[k].reason, "retained": len(f.retained)}
             for k, f in prepared.items()
         },
-        **({"indicators": indicator_summary} if indicator_summary else {}),
     }
-    logger.info("run %s published in %s", run.id, clock)
+    logger.info("run %s: feeds stored%s in %s", run.id,
+                " and repointed" if published else "", clock)
     held = [f"{k}: {d.reason}" for k, d in decisions.items() if not d.published and d.reason]
     if held and run.mode == "full":
         logger.info("run %s held feeds: %s", run.id, "; ".join(held))
+    return pending
+
+
+async def _find_delta(
+    session: AsyncSession, baseline: int | None, entries_raw: bytes, base_types: list[str]
+) -> provenance.Delta | None:
+    """The entries that differ from the baseline run's (None: compare with the rows)."""
+    if baseline is None:
+        return None
+    packed = (await session.execute(
+        select(col(Artifact.content_gzip)).where(
+            col(Artifact.run_id) == baseline,
+            col(Artifact.indicator_type) == provenance.PROVENANCE,
+        )
+    )).scalar_one_or_none()
+    if packed is None:
+        return None
+    return await asyncio.to_thread(
+        lambda: provenance.compute_delta(provenance.decompress(packed), entries_raw, base_types)
+    )
+
+
+async def write_indicators(
+    session: AsyncSession, run: PipelineRun, pending: PendingIndicators
+) -> None:
+    """Bring the indicator store up to the feeds `publish_feeds` published.
+
+    Skipped when a newer run has repointed any of those feeds since (its own write
+    follows). The run's provenance (the next publish's delta baseline) is stored here,
+    with the rows it describes: if this never happens, the next publish compares with
+    the rows themselves and repairs them."""
+    with gc_paused():
+        clock = _Clock()
+        serving = {
+            feed.indicator_type: feed.run_id
+            for feed in (
+                await session.execute(
+                    select(HostedFeed).where(col(HostedFeed.pipeline_id) == pending.pipeline_id)
+                    .with_for_update()
+                )
+            ).scalars()
+        }
+        if any(serving.get(kind) != pending.run_id for kind in pending.published):
+            summary: dict[str, Any] = {"skipped": "a newer run published these feeds first"}
+        else:
+            delta, stored = pending.delta, pending.stored
+            if stored is None:
+                delta = await _find_delta(
+                    session, pending.baseline, pending.entries_raw, pending.base_types
+                )
+                stored = await indicator_store.load(
+                    session, pending.pipeline_id, pending.base_types,
+                    retained_only=delta is not None,
+                )
+                clock.lap("load_indicators" if delta is None else "provenance_delta")
+            raw_time = indicator_store.RawTime((await session.connection()).dialect.name)
+            summary = await _update_indicators(
+                session, run, pending, stored, raw_time, clock, delta
+            )
+            if pending.keep_entries:
+                session.add(Artifact(
+                    run_id=pending.run_id, pipeline_id=pending.pipeline_id,
+                    indicator_type=provenance.PROVENANCE,
+                    sha256=feed_content.sha256_hex(pending.entries_raw),
+                    count=sum((pending.counts or {}).values()), size=len(pending.entries_raw),
+                    content=b"", published=False, created_at=pending.now,
+                    content_gzip=await asyncio.to_thread(provenance.compress, pending.entries_raw),
+                    reason="the run's entries with provenance (gzip only): the next "
+                    "publish's baseline",
+                ))
+                await session.flush()
+                clock.lap("store_provenance")
+        run.counts = {**(run.counts or {}), "indicators": summary}
+        logger.info("run %s: indicator store updated in %s", pending.run_id, clock)
 
 
 def _read_entries(
@@ -463,35 +562,38 @@ def _plan(
     return plans
 
 
+def _updated_bases(prepared: dict[str, PreparedFeed], published: set[str]) -> list[str]:
+    """Base types whose rows follow a published feed (the combined "ip" feed stands for
+    the IP types it was the only feed of)."""
+    return [
+        base for base in ("ipv4", "ipv6", "cidr", "fqdn", "url")
+        if base in published or (base not in prepared and "ip" in published)
+    ]
+
+
 async def _update_indicators(
-    session: AsyncSession, run: PipelineRun, out_dir: Path, prepared: dict[str, PreparedFeed],
-    published: set[str], stored: dict[str, dict[str, indicator_store.StoredIndicator]],
-    current: dict[str, HostedFeed], raw_time: indicator_store.RawTime, now: datetime,
-    clock: _Clock, delta: provenance.Delta | None,
+    session: AsyncSession, run: PipelineRun, pending: PendingIndicators,
+    stored: dict[str, dict[str, indicator_store.StoredIndicator]],
+    raw_time: indicator_store.RawTime, clock: _Clock, delta: provenance.Delta | None,
 ) -> dict[str, Any]:
     """Bring the provenance rows of every base type whose feed was published up to date."""
-    updated: list[str] = []
-    for base in ("ipv4", "ipv6", "cidr", "fqdn", "url"):
-        if base in published or (base not in prepared and "ip" in published):
-            updated.append(base)
+    prepared, previous = pending.prepared, pending.previous
+    updated = _updated_bases(prepared, pending.published)
     if not updated:
         return {}
-    previous: dict[str, tuple[datetime, int | None]] = {}
-    for base in updated:
-        feed = source_feed(current, base)
-        previous[base] = (feed.updated_at, feed.run_id) if feed is not None else (now, None)
+    now_raw = raw_time.to_raw(pending.now)
     previous_raw = {b: (raw_time.to_raw(t), r) for b, (t, r) in previous.items()}
     if delta is not None:
         plans = [
             indicator_store.plan_from_delta(
                 run.pipeline_id, base, delta, stored.get(base, {}), prepared[base].retained,
-                raw_time.to_raw(now),
+                now_raw,
             )
             for base in updated
         ]
     else:
         plans = await asyncio.to_thread(
-            _plan, run, out_dir, prepared, updated, stored, previous_raw, raw_time.to_raw(now)
+            _plan, run, pending.out_dir, prepared, updated, stored, previous_raw, now_raw
         )
     clock.lap("plan_indicators")
     summary: dict[str, Any] = {"method": "delta" if delta is not None else "full"}

@@ -381,7 +381,7 @@ class Dispatcher:
         now = utcnow()
         async with self.sessionmaker() as session, session.begin():
             for run_id, control in list(self._controls.items()):
-                if control.stage == "publishing":
+                if control.stage in ("publishing", "indexing"):
                     continue  # its own transaction holds the row until it commits
                 await session.execute(
                     update(PipelineRun)
@@ -451,8 +451,18 @@ class Dispatcher:
                 control.stage = "publishing"
                 await run_log.note(f"storing artifacts (mode={run.mode})")
                 publish_started = time.monotonic()
+                feeds_live = False
                 try:
-                    await feed_store.publish_run(session, run, out_dir)
+                    pending = await feed_store.publish_feeds(session, run, out_dir)
+                    if pending is not None:
+                        # The feeds go live now; the run ends once the indicator store
+                        # (search, provenance) has followed, in a second transaction.
+                        run = await self._commit_feeds(session, run, control, run_log,
+                                                       publish_started)
+                        feeds_live = True
+                        if run is None:
+                            return
+                        await feed_store.write_indicators(session, run, pending)
                     await session.flush()
                 except Exception as exc:
                     logger.exception("run %s: publishing failed", run_id)
@@ -461,15 +471,44 @@ class Dispatcher:
                     if run is None:
                         return
                     detail = self.sanitiser.line(f"{type(exc).__name__}: {exc}")[:300]
-                    self._apply(run, "failed", report, [*errors, f"publishing failed: {detail}"])
+                    if feeds_live:  # what is served is this run's: it succeeded
+                        feeds = (run.counts or {}).get("feeds")
+                        self._apply(run, "succeeded", report, [
+                            *errors, f"indicator store not updated: {detail} "
+                            "(search shows the previous run's entries until the next run)",
+                        ])
+                        run.counts = {**run.counts, "feeds": feeds}
+                    else:
+                        self._apply(run, "failed", report,
+                                    [*errors, f"publishing failed: {detail}"])
             # The notes go first: whoever sees the final state (GET logs, follow) sees them.
             if publish_started is not None:
                 await run_log.note(
-                    f"artifacts stored in {time.monotonic() - publish_started:.1f} s"
+                    f"published in {time.monotonic() - publish_started:.1f} s"
                 )
             await run_log.note(run.state)
             await session.commit()
         _count_finished(run, report)
+
+    async def _commit_feeds(
+        self, session: AsyncSession, run: PipelineRun, control: RunControl, run_log: RunLog,
+        started: float,
+    ) -> PipelineRun | None:
+        """Commit the repointed feeds with the run still `running` (stage `indexing`),
+        then take the run row again with its final state restored."""
+        assert run.id is not None
+        final = (run.state, run.finished_at, run.progress)
+        run.state, run.finished_at = "running", None
+        run.progress = {**run.progress, "stage": "indexing"}
+        control.stage = "indexing"
+        await run_log.note(
+            f"feeds live after {time.monotonic() - started:.1f} s; updating the indicator store"
+        )
+        await session.commit()
+        owned = await self._own_run(session, run.id)
+        if owned is not None:
+            owned.state, owned.finished_at, owned.progress = final
+        return owned
 
     async def _own_run(self, session: AsyncSession, run_id: int) -> PipelineRun | None:
         run = (

@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from edl_api.models import PipelineRun, utcnow
+from edl_api.models import Artifact, PipelineRun, utcnow
 from edl_api.runs.logs import RunLog
 from edl_api.settings import Settings
 
@@ -115,17 +115,30 @@ async def interrupt_dead_runs(
             for stale in (settings.data_dir / "work").glob(f"run-{run_id}-*"):
                 shutil.rmtree(stale, ignore_errors=True)
         async with sessionmaker() as session, session.begin():
+            # A run whose feeds were already published (the worker died while updating
+            # the indicator store) is what firewalls get: it succeeded, it was not cut short.
+            published = (await session.execute(
+                select(col(Artifact.id))
+                .where(col(Artifact.run_id) == run_id, col(Artifact.published).is_(True))
+                .limit(1)
+            )).first() is not None
+            if published:
+                state, error = "succeeded", (
+                    f"worker {worker} stopped after publishing, before the indicator store "
+                    "was updated (search shows the previous run's entries until the next run)"
+                )
+            else:
+                state, error = "interrupted", f"worker {worker} stopped while the run was running"
             result = await session.execute(
                 update(PipelineRun)
                 .where(col(PipelineRun.id) == run_id, col(PipelineRun.state) == "running",
                        col(PipelineRun.worker) == worker)
-                .values(state="interrupted", finished_at=utcnow(), pid=None,
-                        errors=[f"worker {worker} stopped while the run was running"])
+                .values(state=state, finished_at=utcnow(), pid=None, errors=[error])
             )
         if result.rowcount:  # type: ignore[attr-defined]
             recovered.append(run_id)
             run_log = RunLog(settings, run_id)
-            await run_log.note(f"interrupted (worker {worker} is gone)")
+            await run_log.note(f"{state} (worker {worker} is gone)")
             run_log.close()
     if recovered:
         logger.warning("interrupted %d run(s) left by dead workers: %s",

@@ -29,14 +29,14 @@ def run_settings(tmp_path: Path, database_url: str | None) -> Settings:
 
 @pytest.fixture
 def published(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Records publish_run calls instead of publishing (the feed layer tests that)."""
+    """Records publish_feeds calls instead of publishing (the feed layer tests that)."""
     calls: list[int] = []
 
     async def fake_publish(session: Any, run: Any, out_dir: Path) -> None:
         assert (out_dir / "report.json").exists()
         calls.append(run.id)
 
-    monkeypatch.setattr("edl_api.runs.dispatcher.feed_store.publish_run", fake_publish)
+    monkeypatch.setattr("edl_api.runs.dispatcher.feed_store.publish_feeds", fake_publish)
     return calls
 
 

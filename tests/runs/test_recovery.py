@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from sqlalchemy import update
 
-from edl_api.models import PipelineRun, utcnow
+from edl_api.models import Artifact, PipelineRun, utcnow
 from edl_api.runs.recovery import STALE_AFTER_SECONDS, owner_is_dead, worker_identity
 from tests.runs.helpers import expect, get_run, h, launch, make_pipeline, make_profile, wait_state
 
@@ -69,3 +69,28 @@ async def test_queued_run_of_deleted_pipeline_never_starts(
     run = await wait_state(rc, created["id"], "cancelled", timeout=5)
     assert run["started_at"] is None
     assert "deleted" in run["errors"][0]
+
+
+async def test_a_run_that_died_after_publishing_is_recovered_as_succeeded(
+    rc: httpx.AsyncClient, run_app: Any
+) -> None:
+    """Its feeds are what firewalls get: it was not cut short, only its search rows were."""
+    dispatcher = run_app.state.dispatcher
+    await dispatcher.stop()
+    profile_id, _ = await make_profile(rc)
+    pipeline_id = await make_pipeline(rc, profile_id, concurrency_limit=2)
+    published, unpublished = [(await launch(rc, pipeline_id))["id"] for _ in range(2)]
+    host = worker_identity().rsplit(":", 2)[0]
+    for run_id in (published, unpublished):
+        await _mark_running(run_app, run_id, f"{host}:{2**22 + 12345}:1", 0)
+    async with run_app.state.sessionmaker() as session, session.begin():
+        for run_id, is_published in ((published, True), (unpublished, False)):
+            session.add(Artifact(
+                run_id=run_id, pipeline_id=pipeline_id, indicator_type="ipv4", sha256="0" * 64,
+                count=0, size=0, content=b"", content_gzip=b"", published=is_published,
+            ))
+    assert sorted(await dispatcher.recover(startup=False)) == sorted([published, unpublished])
+    done = await get_run(rc, published)
+    assert done["state"] == "succeeded"
+    assert "indicator store" in done["errors"][0]
+    assert (await get_run(rc, unpublished))["state"] == "interrupted"
