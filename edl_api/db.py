@@ -41,7 +41,15 @@ def create_engine(settings: Settings) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 10})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if "+asyncpg" in url:
+        # Our queries are short index probes. Until ANALYZE has seen a freshly bulk-loaded
+        # indicator table, PostgreSQL over-estimates them and JIT-compiles each one: a
+        # 33-network IP search took 28 ms in the server instead of 3 ms.
+        connect_args["server_settings"] = {"jit": "off"}
+    return create_async_engine(
+        url, pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args=connect_args
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
