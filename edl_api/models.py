@@ -136,7 +136,11 @@ class Pipeline(SQLModel, table=True):
 class PipelineRun(SQLModel, table=True):
     __tablename__ = "pipeline_runs"
     # One scheduler-made run per (pipeline, slot), however many schedulers tick.
-    __table_args__ = (sa.UniqueConstraint("pipeline_id", "schedule_slot"),)
+    # The claim query reads queued runs oldest first.
+    __table_args__ = (
+        sa.UniqueConstraint("pipeline_id", "schedule_slot"),
+        sa.Index("ix_pipeline_runs_state_created_at", "state", "created_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     pipeline_id: int = Field(foreign_key="pipelines.id", index=True, ondelete="CASCADE")
@@ -213,7 +217,8 @@ class Indicator(SQLModel, table=True):
     __table_args__ = (sa.UniqueConstraint("pipeline_id", "indicator_type", "value"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    pipeline_id: int = Field(foreign_key="pipelines.id", index=True, ondelete="CASCADE")
+    # No index of its own: the unique (pipeline_id, indicator_type, value) one leads with it.
+    pipeline_id: int = Field(foreign_key="pipelines.id", ondelete="CASCADE")
     indicator_type: str = Field(max_length=10)
     value: str = Field(max_length=2100, index=True)
     sources: list[str] = _json(list)

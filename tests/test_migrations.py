@@ -12,6 +12,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlmodel import SQLModel
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from edl_api.db import alembic_config, create_engine, ensure_schema
 from tests.conftest import PG_URL, REQUIRE_PG, _pg_admin, make_settings
 
@@ -26,12 +28,18 @@ def _downgrade(connection: Connection) -> None:
     command.downgrade(cfg, "base")
 
 
+def _drift(connection: Connection) -> list[object]:
+    """What autogenerate would change: the migrations must build exactly the models."""
+    return list(compare_metadata(MigrationContext.configure(connection), SQLModel.metadata))
+
+
 async def _round_trip(url: str | None, tmp_path: Path) -> None:
     engine = create_engine(make_settings(tmp_path, url))
     try:
         await ensure_schema(engine)
         async with engine.connect() as conn:
             tables = await conn.run_sync(_tables)
+            assert await conn.run_sync(_drift) == []
         assert set(SQLModel.metadata.tables) <= tables
         async with engine.begin() as conn:
             await conn.run_sync(_downgrade)
