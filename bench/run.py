@@ -395,6 +395,28 @@ async def _batch_state(db_url: str, ids: list[int]) -> dict[str, Any]:
             "workers": workers}
 
 
+def part_pg_feeds(figs: Figures, mode: dict[str, Any], log: Path, pg_url: str) -> None:
+    """Search and publishing again, on PostgreSQL (feeds_bench makes its own database)."""
+    f = mode["feeds"]
+    args = ["--pg", pg_url, "--skip-serving", "--search-pipelines", str(f["search_pipelines"]),
+            "--search-entries", str(f["search_entries"]), "--search-queries",
+            str(f["search_queries"]), "--search-repeat", str(f["search_repeat"]),
+            "--publish-entries", str(f["publish_entries"]), "--publish-repeat", "1"]
+    data = sub_json("feeds_bench.py", args, mode["timeout"] * 2, log)
+    shape = f"{f['search_pipelines']}x{label(f['search_entries'])}"
+    search = data["search"]
+    figs.add(f"search_{shape}_p50_pg", search["p50"], "ms", target=20.0, goal="value <= 20",
+             applies=(f["search_pipelines"], f["search_entries"]) == (50, 100_000),
+             note=f"PostgreSQL; {f['search_repeat']} passes x {search['queries']} queries, "
+                  "right after the bulk load (no ANALYZE)")
+    pub = label(f["publish_entries"])
+    figs.add(f"publish_{pub}_first_pg", data["publish_first_s"], "s", target=3.0,
+             goal="value <= 3", applies=f["publish_entries"] == 1_000_000,
+             note="PostgreSQL; feeds committed (live); 1 repetition")
+    figs.add(f"publish_{pub}_first_with_indicators_pg", data["publish_first_total_s"], "s",
+             note="PostgreSQL; then the indicator store (COPY) committed")
+
+
 def part_pg(figs: Figures, mode: dict[str, Any], log: Path, pg_url: str) -> None:
     import httpx
     from runs_bench import free_port, write_source
@@ -409,6 +431,7 @@ def part_pg(figs: Figures, mode: dict[str, Any], log: Path, pg_url: str) -> None
     except Exception as exc:  # noqa: BLE001 - any failure means: no PostgreSQL here
         figs.skip(names, f"PostgreSQL not reachable at {url.host}:{url.port}: {exc}")
         return
+    part_pg_feeds(figs, mode, log, pg_url)
     db_name = f"edl_bench_workers_{os.getpid()}"
     asyncio.run(_pg_admin(url, f'CREATE DATABASE "{db_name}"'))
     db_url = url.set(database=db_name).render_as_string(hide_password=False)
