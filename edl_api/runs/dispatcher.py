@@ -484,7 +484,7 @@ class Dispatcher:
             # The notes go first: whoever sees the final state (GET logs, follow) sees them.
             if publish_started is not None:
                 await run_log.note(
-                    f"published in {time.monotonic() - publish_started:.1f} s"
+                    f"publishing took {time.monotonic() - publish_started:.1f} s"
                 )
             await run_log.note(run.state)
             await session.commit()
