@@ -7,13 +7,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection, make_url
 from sqlmodel import SQLModel
 
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from edl_api.db import alembic_config, create_engine, ensure_schema
 from tests.conftest import PG_URL, REQUIRE_PG, _pg_admin, make_settings
 
