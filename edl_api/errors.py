@@ -87,6 +87,7 @@ _STATUS_CODES = {
     405: "method_not_allowed",
     406: "not_acceptable",
     409: "conflict",
+    410: "gone",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
@@ -136,8 +137,10 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "the key is known but may not do this",
         404: "no such object in your scope (identical to a missing id)",
         409: "conflicts with the object's state",
+        410: "gone: the object's bytes were pruned (its metadata remains)",
         413: "request body too large",
         422: "validation failed (unknown fields, bad values, invalid config)",
+        503: "the feed changed while it was read; retry after Retry-After seconds",
     }
     return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}
 

@@ -190,6 +190,8 @@ class Artifact(SQLModel, table=True):
     published: bool = False
     reason: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Set when the bytes were dropped (`EDL_ARTIFACT_KEEP_RUNS`); the metadata stays.
+    pruned_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class HostedFeed(SQLModel, table=True):

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # process re-reads which artifact each feed points at (another process may publish).
     feed_cache_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
     feed_pointer_ttl_seconds: float = Field(default=2.0, gt=0, le=300)
+    # Runs per pipeline whose artifact bytes are kept (the served feeds' always are): a 1M
+    # feed stores ~30 MB per run, every few minutes.
+    artifact_keep_runs: int = Field(default=20, ge=2, le=100_000)
     # FastAPI's built-in OpenTelemetry hooks cost a few microseconds per request; off
     # unless an OpenTelemetry SDK is configured for this process.
     opentelemetry: bool = False

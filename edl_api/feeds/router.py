@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from edl_api import idempotency
 from edl_api.auth.deps import Caller, FeedReader, Writer
 from edl_api.db import SessionDep
-from edl_api.errors import API_ERRORS, NotFound
+from edl_api.errors import API_ERRORS, NotFound, error_responses
 from edl_api.feeds import service, serving, tokens
 from edl_api.feeds.cache import FeedBody, FeedCache
 from edl_api.feeds.schemas import (
@@ -34,11 +34,14 @@ _TEXT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _get_and_head(path: str, name: str, **options: Any) -> Callable[[F], F]:
+def _get_and_head(
+    path: str, name: str, errors: tuple[int, ...], **options: Any
+) -> Callable[[F], F]:
     """One endpoint for GET and HEAD, each with its own operation id in OpenAPI."""
 
     def register(func: F) -> F:
-        common = {"response_class": Response, "responses": _TEXT_RESPONSES, **options}
+        responses = {**_TEXT_RESPONSES, **error_responses(*errors)}
+        common = {"response_class": Response, "responses": responses, **options}
         router.get(path, operation_id=name, **common)(func)
         router.head(path, operation_id=f"{name}_head", **common)(func)
         return func
@@ -81,7 +84,7 @@ _FEED_DOC = (
 
 
 @_get_and_head(
-    "/pipelines/{pipeline_id}/edl/{indicator_type}", "pipeline_feed",
+    "/pipelines/{pipeline_id}/edl/{indicator_type}", "pipeline_feed", (503,),
     summary="A pipeline's hosted feed", description=_FEED_DOC,
 )
 async def pipeline_feed(
@@ -101,7 +104,7 @@ async def pipeline_feed(
 
 
 @_get_and_head(
-    "/edl/{indicator_type}", "global_feed",
+    "/edl/{indicator_type}", "global_feed", (503,),
     summary="The union of the caller's active pipelines' feeds of one type",
     description=_FEED_DOC + " De-duplicated; cidr and ip feeds are aggregated.",
 )
@@ -180,7 +183,7 @@ async def search_indicator(
 
 
 @_get_and_head(
-    "/runs/{run_id}/artifacts/{indicator_type}", "run_artifact",
+    "/runs/{run_id}/artifacts/{indicator_type}", "run_artifact", (410,),
     summary="Download a run's stored artifact (dry runs included)", tags=["runs"],
 )
 async def run_artifact(

@@ -10,7 +10,7 @@ from sqlmodel import col
 
 from edl_api.auth.principal import Principal
 from edl_api.engine.indicators import BITS, classify, key_to_text, url_host
-from edl_api.errors import NotFound, Unprocessable
+from edl_api.errors import AppError, NotFound, Unprocessable
 from edl_api.feeds import content as feed_content
 from edl_api.feeds.cache import FeedBody, prepare
 from edl_api.feeds.provenance import PROVENANCE, decompress
@@ -27,6 +27,11 @@ from edl_api.models import Artifact, HostedFeed, Indicator, Pipeline, PipelineRu
 from edl_api.settings import Settings
 
 MAX_SEARCH_MATCHES = 1000
+
+
+class ArtifactPruned(AppError):
+    code = "artifact_pruned"
+    status_code = 410
 
 
 class InvalidIndicator(Unprocessable):
@@ -231,6 +236,11 @@ async def run_artifact(
     ).scalar_one_or_none()
     if artifact is None:
         raise NotFound("this run stored no artifact of that type")
+    if artifact.pruned_at is not None:
+        raise ArtifactPruned(
+            f"this artifact's bytes were dropped on {artifact.pruned_at:%Y-%m-%d %H:%M} UTC "
+            "(EDL_ARTIFACT_KEEP_RUNS keeps the newest runs' and what is served)"
+        )
     content = artifact.content
     if artifact.indicator_type == PROVENANCE:  # stored compressed only
         content = decompress(artifact.content_gzip)

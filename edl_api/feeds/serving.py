@@ -18,7 +18,7 @@ from sqlmodel import col
 
 from edl_api.auth.principal import Principal
 from edl_api.engine.pipeline import FeedEntry
-from edl_api.errors import NotFound, Unprocessable
+from edl_api.errors import AppError, NotFound, Unprocessable
 from edl_api.feeds import content as feed_content
 from edl_api.feeds.cache import FeedBody, FeedCache, FeedPointer, UnionMembers, prepare
 from edl_api.feeds.render import CONTENT_TYPES, FORMATS, render
@@ -34,6 +34,12 @@ class UnknownFeedType(NotFound):
 
 class UnknownFormat(Unprocessable):
     code = "unknown_format"
+
+
+class FeedBytesGone(AppError):
+    code = "feed_changed"
+    status_code = 503
+    headers = {"Retry-After": "2"}  # noqa: RUF012 - read-only
 
 
 def check_type_and_format(indicator_type: str, fmt: str) -> None:
@@ -138,13 +144,16 @@ async def _artifact_content(
         return cached.plain, cached.gzip, cached.count
     row = (
         await session.execute(
-            select(col(Artifact.content), col(Artifact.content_gzip), col(Artifact.count))
+            select(col(Artifact.content), col(Artifact.content_gzip), col(Artifact.count),
+                   col(Artifact.pruned_at))
             .where(col(Artifact.id) == artifact_id)
         )
     ).first()
-    if row is None:  # pruned between the pointer read and now: a cache refresh fixes it
-        raise NotFound("not found")
-    plain, gzipped, count = row
+    if row is None or row[3] is not None:
+        # Deleted, or its bytes pruned, since a (stale, ≤ the pointer TTL) pointer was
+        # read: never serve it empty. The firewall keeps its last list and retries.
+        raise FeedBytesGone("this feed just changed; retry shortly")
+    plain, gzipped, count, _ = row
     cache.put_body(key, FeedBody(sha, plain, gzipped, count))
     return plain, gzipped, count
 

@@ -489,6 +489,23 @@ class Dispatcher:
             await run_log.note(run.state)
             await session.commit()
         _count_finished(run, report)
+        if run.persist:
+            await self._prune_artifacts(run)
+
+    async def _prune_artifacts(self, run: PipelineRun) -> None:
+        """Drop old runs' artifact bytes once this run is recorded (its own transaction:
+        a failure here is logged and never changes the run's outcome)."""
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                pruned = await feed_store.prune_artifacts(
+                    session, run.pipeline_id, self.settings.artifact_keep_runs
+                )
+        except Exception:
+            logger.exception("run %s: pruning old artifacts failed", run.id)
+            return
+        if pruned:
+            logger.info("pipeline %s: dropped the bytes of %d old artifact(s)",
+                        run.pipeline_id, pruned)
 
     async def _commit_feeds(
         self, session: AsyncSession, run: PipelineRun, control: RunControl, run_log: RunLog,

@@ -75,6 +75,7 @@ class ArtifactInfo(ResponseModel):
     bytes: int
     published: bool
     reason: str | None = None
+    pruned: bool = False  # bytes dropped (EDL_ARTIFACT_KEEP_RUNS); download answers 410
 
 
 class SourceReport(ResponseModel):

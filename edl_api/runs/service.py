@@ -167,6 +167,7 @@ async def run_detail(session: AsyncSession, principal: Principal, run_id: int) -
             select(
                 col(Artifact.indicator_type), col(Artifact.count), col(Artifact.sha256),
                 col(Artifact.size), col(Artifact.published), col(Artifact.reason),
+                col(Artifact.pruned_at),
             )
             # The provenance snapshot is internal bookkeeping, not a feed: listed runs show
             # feeds only (it stays downloadable at /runs/{id}/artifacts/provenance).
@@ -181,7 +182,7 @@ async def run_detail(session: AsyncSession, principal: Principal, run_id: int) -
         artifacts=[
             ArtifactInfo(
                 indicator_type=a.indicator_type, count=a.count, sha256=a.sha256, bytes=a.size,
-                published=a.published, reason=a.reason,
+                published=a.published, reason=a.reason, pruned=a.pruned_at is not None,
             )
             for a in artifacts
         ],
