@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from edl_api import __version__
-from edl_api.auth.keys import VerifiedKeyCache
+from edl_api.auth.keys import RejectedKeyCache, VerifiedKeyCache
 from edl_api.auth.principal import Principal
 from edl_api.auth.revocation import RevocationWatcher
 from edl_api.auth.router import router as admin_router
@@ -68,6 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.key_cache = VerifiedKeyCache[Principal](
         settings.key_cache_ttl_seconds, settings.key_cache_size
+    )
+    app.state.rejected_keys = RejectedKeyCache(
+        settings.key_reject_ttl_seconds, settings.key_cache_size
     )
     feed_store.install(app)
     install_error_handlers(app)

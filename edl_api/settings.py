@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     key_cache_ttl_seconds: float = Field(default=60.0, ge=0)
     key_cache_size: int = Field(default=10_000, ge=1)
+    # A rejected key is answered 401 without bcrypt for this long (0: never remembered).
+    key_reject_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
     # How often each process checks for keys revoked or re-scoped by another process.
     key_revocation_poll_seconds: float = Field(default=2.0, gt=0)
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)

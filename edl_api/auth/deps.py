@@ -165,10 +165,14 @@ async def authenticate(request: Request, *, allow_basic: bool = False) -> Princi
     principal = cache.get(key)
     if principal is not None:
         return principal
+    rejected: keys.RejectedKeyCache = state.rejected_keys
+    if rejected.rejected(key):
+        raise Unauthorized(basic=allow_basic)
     maker: async_sessionmaker[AsyncSession] = state.sessionmaker
     async with maker() as session:
         principal = await _load_principal(session, parsed)
     if principal is None:
+        rejected.reject(key)
         raise Unauthorized(basic=allow_basic)
     cache.put(key, parsed.key_id, principal)
     return principal

@@ -129,3 +129,41 @@ async def test_a_key_appears_in_exactly_one_response(client: httpx.AsyncClient) 
             seen.append((await client.get(url, headers=h(caller))).text)
     seen.append((await client.get("/openapi.json")).text)
     assert not any(key in text or profile_key in text for text in seen)
+
+
+async def test_a_rejected_key_costs_one_bcrypt_per_ttl_not_one_per_poll(
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: object
+) -> None:
+    """A firewall polling with a revoked or mistyped token must not cost a bcrypt per poll."""
+    calls: list[str] = []
+    real = keys.verify_secret
+
+    def counting(secret: str, key_hash: str) -> bool:
+        calls.append(secret)
+        return real(secret, key_hash)
+
+    monkeypatch.setattr(keys, "verify_secret", counting)  # type: ignore[attr-defined]
+    account = await create_admin(client, "typo", "operator")
+    key = account["api_key"]
+    parsed = keys.parse_key(key)
+    assert parsed is not None
+    body = f"edla_{parsed.key_id}{'A' * 32}"  # the real key id, another secret
+    wrong = body + keys._checksum(body)
+    assert keys.parse_key(wrong) is not None
+    calls.clear()
+    for _ in range(5):
+        assert (await client.get("/me", headers=h(wrong))).status_code == 401
+    assert len(calls) == 1  # verified once, then remembered as rejected
+    assert (await client.get("/me", headers=h(key))).status_code == 200  # the right key works
+    # a revoked key: rejected once through the database, then without it
+    await client.delete(f"/admin/accounts/{account['id']}", headers=h(SUPER_KEY))
+    calls.clear()
+    for _ in range(3):
+        assert (await client.get("/me", headers=h(key))).status_code == 401
+    assert calls == []  # revoked: found no account row, so no bcrypt at all
+    # the memory lapses: after the TTL the key is looked up again
+    rejected: keys.RejectedKeyCache = app.state.rejected_keys
+    assert rejected.rejected(wrong)
+    later = time.monotonic() + 31
+    monkeypatch.setattr(keys.time, "monotonic", lambda: later)  # type: ignore[attr-defined]
+    assert not rejected.rejected(wrong)
