@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -88,3 +89,18 @@ def test_the_nginx_config_serves_the_api_over_tls_and_limits_a_flood(tmp_path: P
             except subprocess.TimeoutExpired:
                 nginx.kill()
                 nginx.wait()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_the_systemd_units_verify(tmp_path: Path) -> None:
+    """The units as shipped, pointed at this checkout's `edl-api` instead of /opt/edl."""
+    edl_api = Path(sys.executable).with_name("edl-api")
+    assert edl_api.exists()
+    units = {"edl-api.service": "edl-api.service", "edl-worker@.service": "edl-worker@1.service"}
+    for shipped, name in units.items():
+        text = (ROOT / "deploy" / shipped).read_text()
+        assert "/opt/edl/.venv/bin/edl-api" in text
+        (tmp_path / name).write_text(text.replace("/opt/edl/.venv/bin/edl-api", str(edl_api)))
+        checked = subprocess.run(["systemd-analyze", "verify", str(tmp_path / name)],
+                                 capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
