@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # Runs per pipeline whose artifact bytes are kept (the served feeds' always are): a 1M
     # feed stores ~30 MB per run, every few minutes.
     artifact_keep_runs: int = Field(default=20, ge=2, le=100_000)
+    # A run that gives no timeout_seconds gets this one: a hung source or engine must not
+    # hold a run slot (and its pipeline's next runs) forever.
+    run_timeout_seconds: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
     # FastAPI's built-in OpenTelemetry hooks cost a few microseconds per request; off
     # unless an OpenTelemetry SDK is configured for this process.
     opentelemetry: bool = False

@@ -222,7 +222,8 @@ class Dispatcher:
                 run = await session.get(PipelineRun, run_id)
                 if run is None:  # deleted with its pipeline: nothing to run or record
                     raise _RunGone
-                snapshot, timeout = run.config_snapshot, run.timeout_seconds
+                snapshot = run.config_snapshot
+                timeout = run.timeout_seconds or self.settings.run_timeout_seconds
                 control.sources_total = _count_sources(snapshot)
                 await run_log.note(
                     f"{run.trigger} run, mode={run.mode}, persist={run.persist}, "
@@ -445,7 +446,8 @@ class Dispatcher:
                 await run_log.note("no longer owned by this worker; not recorded")
                 return
             if state == "timed_out":
-                errors.append(f"timed out after {run.timeout_seconds:g} s")
+                limit = run.timeout_seconds or self.settings.run_timeout_seconds
+                errors.append(f"timed out after {limit:g} s")
             self._apply(run, state, report, errors)
             if state == "succeeded" and run.persist:
                 control.stage = "publishing"

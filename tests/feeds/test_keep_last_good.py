@@ -161,3 +161,32 @@ async def test_every_failure_mode_keeps_the_last_good_feed(
     [artifact] = [a for a in run["artifacts"] if a["indicator_type"] == "ipv4"]
     assert artifact["published"] is False
     await unchanged()
+
+
+async def test_a_run_without_a_timeout_gets_the_default_one(
+    tmp_path: Path, database_url: str | None, upstream_port: int
+) -> None:
+    """A hung source must not hold a run slot forever: EDL_RUN_TIMEOUT_SECONDS applies."""
+    from edl_api.app import create_app
+    from tests.conftest import reset_database
+
+    settings = make_settings(tmp_path, database_url, ssrf_allow_cidrs="127.0.0.0/8",
+                             run_timeout_seconds=1)
+    await reset_database(settings)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as client:
+            created = await ok(await client.post("/profiles", json={"name": "a"},
+                                                 headers=h("legacy-super-key-0123456789")), 201)
+            profile_id, key = created["profile"]["id"], created["api_key"]
+            config = await ok(await client.post(
+                f"/profiles/{profile_id}/configs",
+                json={"name": "c", "yaml": _yaml(upstream_port, "slow")}, headers=h(key),
+            ), 201)
+            pipeline_id = await make_pipeline(client, key, config["id"], "p")
+            started = time.monotonic()
+            run = await _wait(client, (await _run(client, key, pipeline_id))["id"], key)
+            assert run["state"] == "timed_out", run
+            assert "timed out after 1 s" in run["errors"]
+            assert time.monotonic() - started < 15  # not the source's 20 s stall
