@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from edl_api import metrics
+from edl_api import idempotency, metrics
 from edl_api.feeds import store as feed_store
 from edl_api.models import PipelineRun, utcnow
 from edl_api.runs.claim import claim_runs
@@ -44,6 +44,7 @@ ENGINE_COMMAND: list[str] | None = None
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 2.0
 RECOVERY_SECONDS = 10.0
+HOUSEKEEPING_SECONDS = 600.0  # idempotency records past their retention are deleted
 TERM_GRACE_SECONDS = 2.0
 SHUTDOWN_GRACE_SECONDS = 8.0
 REPORT_MAX_BYTES = 8 * 1024 * 1024
@@ -120,6 +121,7 @@ class Dispatcher:
         self._claiming = False
         self._last_heartbeat = 0.0
         self._last_recovery = 0.0
+        self._last_housekeeping = 0.0
         self._is_postgres = not settings.is_sqlite
 
     # ------------------------------------------------------------------ lifecycle
@@ -178,9 +180,23 @@ class Dispatcher:
         if now - self._last_recovery >= RECOVERY_SECONDS:
             self._last_recovery = now
             await self.recover(startup=False)
+        if now - self._last_housekeeping >= HOUSEKEEPING_SECONDS:
+            self._last_housekeeping = now
+            await self.housekeeping()
         if self._claiming:
             for run_id in await self.claim():
                 self._start_run(run_id)
+
+    async def housekeeping(self) -> int:
+        """Delete idempotency records older than EDL_IDEMPOTENCY_RETENTION_HOURS (each
+        process may do it: the delete is idempotent)."""
+        async with self.sessionmaker() as session, session.begin():
+            removed = await idempotency.prune(
+                session, self.settings.idempotency_retention_hours
+            )
+        if removed:
+            logger.info("deleted %d expired idempotency record(s)", removed)
+        return removed
 
     # ------------------------------------------------------------------ claiming
 

@@ -74,3 +74,29 @@ async def test_profile_replay_never_shows_the_key_again(client: httpx.AsyncClien
     assert first.json()["profile"] == second.json()["profile"]
     assert first.json()["api_key"].startswith("edlp_")
     assert second.json()["api_key"] is None
+
+
+async def test_expired_keys_are_forgotten_by_housekeeping(
+    app: object, client: httpx.AsyncClient, world: World
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from edl_api.models import IdempotencyRecord, utcnow
+
+    url = f"/profiles/{world.a.profile_id}/feed-tokens"
+    headers = h(world.a.profile_key) | {"Idempotency-Key": "token-1"}
+    first = await client.post(url, json={"name": "fw"}, headers=headers)
+    assert first.status_code == 201
+    state = app.state  # type: ignore[attr-defined]
+    assert await state.dispatcher.housekeeping() == 0  # still within its retention
+    again = await client.post(url, json={"name": "fw"}, headers=headers)
+    assert again.json()["id"] == first.json()["id"]
+    async with state.sessionmaker() as session, session.begin():
+        await session.execute(update(IdempotencyRecord).values(
+            created_at=utcnow() - timedelta(hours=25)))
+    assert await state.dispatcher.housekeeping() == 1  # EDL_IDEMPOTENCY_RETENTION_HOURS=24
+    later = await client.post(url, json={"name": "fw"}, headers=headers)
+    assert later.status_code == 201
+    assert later.json()["id"] != first.json()["id"]  # a new token, as after any expiry
