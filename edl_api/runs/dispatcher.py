@@ -166,8 +166,11 @@ class Dispatcher:
                 raise
             except Exception:
                 logger.exception("dispatcher tick failed")
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancel that
+            # lands as its timeout fires, and stop() then waits on this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def tick(self) -> None:
@@ -264,7 +267,8 @@ class Dispatcher:
             pump = asyncio.create_task(self._pump(proc.stdout, run_log, control))
             returncode = await self._supervise(proc, control, timeout)
             try:
-                await asyncio.wait_for(pump, timeout=5)
+                async with asyncio.timeout(5):
+                    await pump  # cancelled with us on timeout
             except TimeoutError:
                 pump.cancel()
             await run_log.note(f"engine exited with code {returncode}")
@@ -318,10 +322,9 @@ class Dispatcher:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), TERM_GRACE_SECONDS)
-        except TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TERM_GRACE_SECONDS):
+                await asyncio.shield(proc.wait())
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
