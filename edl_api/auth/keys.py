@@ -162,41 +162,17 @@ class VerifiedKeyCache(Generic[V]):
             self._entries.clear()
 
 
-class RejectedKeyCache:
+class RejectedKeyCache(VerifiedKeyCache[bool]):
     """MAC(process secret, key) of well-formed keys that just failed (unknown id, revoked,
     wrong secret), for `ttl_seconds`: a firewall that keeps polling with an old or mistyped
-    token costs one bcrypt per TTL instead of one per poll.
+    token costs one bcrypt per TTL instead of one per poll. Same bounded, TTL'd,
+    plaintext-free store as the verified keys.
 
     A cached rejection stays right for its TTL: a key's secret never changes, a revoked key
     stays revoked, and no client can hold a key id before it exists."""
 
-    def __init__(self, ttl_seconds: float, max_entries: int) -> None:
-        self._ttl = ttl_seconds
-        self._max = max_entries
-        self._pepper = secrets.token_bytes(32)
-        self._entries: OrderedDict[bytes, float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _digest(self, key: str) -> bytes:
-        return hashlib.blake2b(key.encode(), key=self._pepper, digest_size=32).digest()
-
     def rejected(self, key: str) -> bool:
-        digest = self._digest(key)
-        with self._lock:
-            expires = self._entries.get(digest)
-            if expires is None:
-                return False
-            if expires < time.monotonic():
-                del self._entries[digest]
-                return False
-            return True
+        return self.get(key) is not None
 
     def reject(self, key: str) -> None:
-        if self._ttl <= 0:
-            return
-        digest = self._digest(key)
-        with self._lock:
-            self._entries[digest] = time.monotonic() + self._ttl
-            self._entries.move_to_end(digest)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+        self.put(key, "", True)

@@ -245,10 +245,10 @@ class PendingIndicators:
 
     run_id: int
     pipeline_id: int
-    out_dir: Path
     prepared: dict[str, PreparedFeed]
     published: set[str]
-    # Per base type: (last_seen, run id) of the feed this publish replaced.
+    # Per base type whose rows follow a published feed: (last_seen, run id) of the feed
+    # this publish replaced.
     previous: dict[str, tuple[datetime, int | None]]
     baseline: int | None  # the run whose provenance the replaced rows came from
     base_types: list[str]
@@ -382,16 +382,15 @@ async def _publish(
     published = {k for k, d in decisions.items() if d.published}
     pending: PendingIndicators | None = None
     if published:
-        updated = _updated_bases(prepared, published)
         previous: dict[str, tuple[datetime, int | None]] = {}
-        for base in updated:
+        for base in _updated_bases(prepared, published):
             feed_before = source_feed(current, base)
             previous[base] = (
                 (feed_before.updated_at, feed_before.run_id) if feed_before is not None
                 else (now, None)
             )
         pending = PendingIndicators(
-            run.id, run.pipeline_id, out_dir, prepared, published, previous, baseline,
+            run.id, run.pipeline_id, prepared, published, previous, baseline,
             base_types, entries_raw, counts, keep_entries=consistent, now=now, stored=stored,
             delta=delta,
         )
@@ -567,15 +566,15 @@ def _ip_kind(value: str) -> str:
 
 
 def _plan(
-    run: PipelineRun, out_dir: Path, prepared: dict[str, PreparedFeed], updated: list[str],
+    run: PipelineRun, entries_raw: bytes, prepared: dict[str, PreparedFeed],
     stored: dict[str, dict[str, indicator_store.StoredIndicator]],
     previous: dict[str, tuple[Any, int | None]], now_raw: Any,
 ) -> list[indicator_store.TypeChanges]:
-    """CPU work, off the event loop: provenance from entries.jsonl, then a plan per type."""
-    path = out_dir / "entries.jsonl"
-    provenance = indicator_store.read_provenance(path.read_bytes() if path.is_file() else b"")
+    """CPU work, off the event loop: provenance from entries.jsonl (as `_read_entries` read
+    it), then a plan per base type of `previous`."""
+    provenance = indicator_store.read_provenance(entries_raw)
     plans = []
-    for base in updated:
+    for base in previous:
         if base in prepared:
             feed = prepared[base]
             retained = feed.retained
@@ -608,8 +607,7 @@ async def _update_indicators(
 ) -> dict[str, Any]:
     """Bring the provenance rows of every base type whose feed was published up to date."""
     prepared, previous = pending.prepared, pending.previous
-    updated = _updated_bases(prepared, pending.published)
-    if not updated:
+    if not previous:  # no published feed stands for a base type
         return {}
     now_raw = raw_time.to_raw(pending.now)
     previous_raw = {b: (raw_time.to_raw(t), r) for b, (t, r) in previous.items()}
@@ -619,11 +617,11 @@ async def _update_indicators(
                 run.pipeline_id, base, delta, stored.get(base, {}), prepared[base].retained,
                 now_raw,
             )
-            for base in updated
+            for base in previous
         ]
     else:
         plans = await asyncio.to_thread(
-            _plan, run, pending.out_dir, prepared, updated, stored, previous_raw, now_raw
+            _plan, run, pending.entries_raw, prepared, stored, previous_raw, now_raw
         )
     clock.lap("plan_indicators")
     summary: dict[str, Any] = {"method": "delta" if delta is not None else "full"}

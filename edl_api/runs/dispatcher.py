@@ -242,7 +242,7 @@ class Dispatcher:
                 if run is None:  # deleted with its pipeline: nothing to run or record
                     raise _RunGone
                 snapshot = run.config_snapshot
-                timeout = run.timeout_seconds or self.settings.run_timeout_seconds
+                timeout = self._time_limit(run)
                 control.sources_total = _count_sources(snapshot)
                 await run_log.note(
                     f"{run.trigger} run, mode={run.mode}, persist={run.persist}, "
@@ -294,7 +294,7 @@ class Dispatcher:
             self.wake()  # a slot is free
 
     async def _supervise(
-        self, proc: asyncio.subprocess.Process, control: RunControl, timeout: float | None
+        self, proc: asyncio.subprocess.Process, control: RunControl, timeout: float
     ) -> int:
         waiter = asyncio.create_task(proc.wait())
         stopper = asyncio.create_task(control.stop.wait())
@@ -465,8 +465,7 @@ class Dispatcher:
                 await run_log.note("no longer owned by this worker; not recorded")
                 return
             if state == "timed_out":
-                limit = run.timeout_seconds or self.settings.run_timeout_seconds
-                errors.append(f"timed out after {limit:g} s")
+                errors.append(f"timed out after {self._time_limit(run):g} s")
             self._apply(run, state, report, errors)
             if state == "succeeded" and run.persist:
                 control.stage = "publishing"
@@ -512,6 +511,10 @@ class Dispatcher:
         _count_finished(run, report)
         if run.persist:
             await self._prune_artifacts(run)
+
+    def _time_limit(self, run: PipelineRun) -> float:
+        """The run's own timeout_seconds, else EDL_RUN_TIMEOUT_SECONDS."""
+        return run.timeout_seconds or self.settings.run_timeout_seconds
 
     async def _prune_artifacts(self, run: PipelineRun) -> None:
         """Drop old runs' artifact bytes once this run is recorded (its own transaction:
