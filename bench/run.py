@@ -250,16 +250,20 @@ def part_runs(figs: Figures, mode: dict[str, Any], log: Path) -> None:
              note=f"run state {'/'.join(states)}; engine + publish via the API, SQLite")
 
 
+def _search_and_publish_args(f: dict[str, Any], publish_repeat: int) -> list[str]:
+    """feeds_bench.py's search and publishing sizes from a mode's `feeds` entry."""
+    return ["--search-pipelines", str(f["search_pipelines"]), "--search-entries",
+            str(f["search_entries"]), "--search-queries", str(f["search_queries"]),
+            "--search-repeat", str(f["search_repeat"]), "--publish-entries",
+            str(f["publish_entries"]), "--publish-repeat", str(publish_repeat)]
+
+
 def part_feeds(figs: Figures, mode: dict[str, Any], log: Path, serving_note: str | None
                ) -> None:
     f = mode["feeds"]
     serving = f["serving"] and serving_note is None
-    args = ["--lines", str(f["lines"]), "--search-pipelines", str(f["search_pipelines"]),
-            "--search-entries", str(f["search_entries"]), "--search-queries",
-            str(f["search_queries"]), "--search-repeat", str(f["search_repeat"]),
-            "--publish-entries", str(f["publish_entries"]), "--publish-repeat",
-            str(f["publish_repeat"]), "--duration", str(f["duration"]), "--repeat",
-            str(f["repeat"])]
+    args = ["--lines", str(f["lines"]), *_search_and_publish_args(f, f["publish_repeat"]),
+            "--duration", str(f["duration"]), "--repeat", str(f["repeat"])]
     if not serving:
         args.append("--skip-serving")
     data = sub_json("feeds_bench.py", args, mode["timeout"] * 2, log)
@@ -398,10 +402,7 @@ async def _batch_state(db_url: str, ids: list[int]) -> dict[str, Any]:
 def part_pg_feeds(figs: Figures, mode: dict[str, Any], log: Path, pg_url: str) -> None:
     """Search and publishing again, on PostgreSQL (feeds_bench makes its own database)."""
     f = mode["feeds"]
-    args = ["--pg", pg_url, "--skip-serving", "--search-pipelines", str(f["search_pipelines"]),
-            "--search-entries", str(f["search_entries"]), "--search-queries",
-            str(f["search_queries"]), "--search-repeat", str(f["search_repeat"]),
-            "--publish-entries", str(f["publish_entries"]), "--publish-repeat", "1"]
+    args = ["--pg", pg_url, "--skip-serving", *_search_and_publish_args(f, 1)]
     data = sub_json("feeds_bench.py", args, mode["timeout"] * 2, log)
     shape = f"{f['search_pipelines']}x{label(f['search_entries'])}"
     search = data["search"]

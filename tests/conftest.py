@@ -11,7 +11,9 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -115,18 +117,31 @@ async def reset_database(settings: Settings) -> None:
         await engine.dispose()
 
 
-@pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[object]:
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[Any]:
+    """A fresh database and the app with its lifespan (dispatcher, watchers) running."""
     await reset_database(settings)
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application
 
 
+@asynccontextmanager
+async def asgi_client(application: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as http:
+        yield http
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[object]:
+    async with running_app(settings) as application:
+        yield application
+
+
 @pytest.fixture
 async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as http:
+    async with asgi_client(app) as http:
         yield http
 
 

@@ -7,21 +7,19 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
 from edl_api.app import create_app
 from edl_api.settings import Settings
-from tests.conftest import PG_URL, SUPER_KEY, _pg_admin, make_settings
+from tests.conftest import PG_URL, SUPER_KEY, _pg_admin, asgi_client, make_settings
 from tests.factories import World, h
 
 
 async def _profiles_seen_by(settings: Settings) -> set[str]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://restored") as client:
+        async with asgi_client(app) as client:
             page = (await client.get("/profiles", headers=h(SUPER_KEY))).json()
     return {p["name"] for p in page["items"]}
 

@@ -9,7 +9,7 @@ import httpx
 
 from edl_api.app import create_app
 from edl_api.settings import Settings
-from tests.conftest import SUPER_KEY, make_settings
+from tests.conftest import SUPER_KEY, asgi_client, make_settings
 from tests.factories import World, create_admin, h
 
 
@@ -23,8 +23,7 @@ async def test_revocation_in_another_process_is_seen(
         )
     )
     async with other.router.lifespan_context(other):
-        transport = httpx.ASGITransport(app=other)
-        async with httpx.AsyncClient(transport=transport, base_url="http://other") as second:
+        async with asgi_client(other) as second:
             account = await create_admin(client, "roaming", "operator")
             key = account["api_key"]
             assert (await second.get("/me", headers=h(key))).status_code == 200  # cached there

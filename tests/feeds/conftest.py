@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,23 @@ def basic(key: str, user: str = "fw") -> dict[str, str]:
 async def ok(response: httpx.Response, status: int = 200) -> Any:
     assert response.status_code == status, f"{response.status_code}: {response.text}"
     return response.json()
+
+
+async def launch_run(client: httpx.AsyncClient, key: str, pipeline_id: int, **body: Any) -> Any:
+    """POST /runs → the queued run."""
+    return await ok(await client.post("/runs", json={"pipeline_id": pipeline_id, **body},
+                                      headers=h(key)), 202)
+
+
+async def wait_run(client: httpx.AsyncClient, run_id: int, key: str, timeout: float = 30) -> Any:
+    """The run once it is no longer queued or running (fails after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = await ok(await client.get(f"/runs/{run_id}", headers=h(key)))
+        if run["state"] not in ("queued", "running"):
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} stuck in {run['state']}"
+        await asyncio.sleep(0.05)
 
 
 @dataclass

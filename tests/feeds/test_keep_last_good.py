@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from edl_api.settings import Settings
-from tests.conftest import make_settings
-from tests.feeds.conftest import h, make_pipeline, ok
+from tests.conftest import asgi_client, make_settings, running_app
+from tests.feeds.conftest import h, launch_run, make_pipeline, ok, wait_run
 
 GOOD = b"".join(f"9.9.9.{i}\n".encode() for i in range(1, 11))
 
@@ -78,36 +78,30 @@ def _yaml(port: int, mode: str) -> str:
     )
 
 
-async def _wait(client: httpx.AsyncClient, run_id: int, key: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = await ok(await client.get(f"/runs/{run_id}", headers=h(key)))
-        if run["state"] not in ("queued", "running"):
-            return run
-        assert time.monotonic() < deadline, f"run {run_id} stuck in {run['state']}"
-        await asyncio.sleep(0.1)
-
-
-async def _run(client: httpx.AsyncClient, key: str, pipeline_id: int, **body: Any) -> Any:
-    run = await ok(await client.post("/runs", json={"pipeline_id": pipeline_id, **body},
-                                     headers=h(key)), 202)
-    return run
-
-
-async def test_every_failure_mode_keeps_the_last_good_feed(
-    client: httpx.AsyncClient, upstream_port: int
-) -> None:
+async def _pipeline_on_upstream(
+    client: httpx.AsyncClient, port: int, mode: str
+) -> tuple[int, str, Any, int]:
+    """A profile (its key), a config whose one source is the stub upstream in `mode`, and
+    a pipeline on it: (profile id, key, config, pipeline id)."""
     created = await ok(await client.post("/profiles", json={"name": "a"},
                                          headers=h("legacy-super-key-0123456789")), 201)
     profile_id, key = created["profile"]["id"], created["api_key"]
     config = await ok(await client.post(
         f"/profiles/{profile_id}/configs",
-        json={"name": "c", "yaml": _yaml(upstream_port, "ok")}, headers=h(key),
+        json={"name": "c", "yaml": _yaml(port, mode)}, headers=h(key),
     ), 201)
-    pipeline_id = await make_pipeline(client, key, config["id"], "p")
+    return profile_id, key, config, await make_pipeline(client, key, config["id"], "p")
+
+
+async def test_every_failure_mode_keeps_the_last_good_feed(
+    client: httpx.AsyncClient, upstream_port: int
+) -> None:
+    profile_id, key, config, pipeline_id = await _pipeline_on_upstream(
+        client, upstream_port, "ok"
+    )
     feed_url = f"/pipelines/{pipeline_id}/edl/ipv4"
 
-    good = await _wait(client, (await _run(client, key, pipeline_id))["id"], key)
+    good = await wait_run(client, (await launch_run(client, key, pipeline_id))["id"], key)
     assert good["state"] == "succeeded", good
     served = await client.get(feed_url, headers=h(key))
     assert served.content == GOOD
@@ -126,7 +120,7 @@ async def test_every_failure_mode_keeps_the_last_good_feed(
     outcomes = {}
     for mode in ("500", "truncated", "empty"):
         await set_mode(mode)
-        run = await _wait(client, (await _run(client, key, pipeline_id))["id"], key)
+        run = await wait_run(client, (await launch_run(client, key, pipeline_id))["id"], key)
         outcomes[mode] = run["state"]
         if run["state"] == "succeeded":  # held by the guard, with the reason recorded
             assert all(not a["published"] for a in run["artifacts"]), run
@@ -138,15 +132,15 @@ async def test_every_failure_mode_keeps_the_last_good_feed(
     assert outcomes["empty"] in ("failed", "succeeded")
 
     await set_mode("slow")
-    run = await _wait(client, (await _run(client, key, pipeline_id, timeout_seconds=1))["id"],
-                      key)
+    slow = await launch_run(client, key, pipeline_id, timeout_seconds=1)
+    run = await wait_run(client, slow["id"], key)
     assert run["state"] == "timed_out"
     await unchanged()
 
-    run = await _run(client, key, pipeline_id)
+    run = await launch_run(client, key, pipeline_id)
     await asyncio.sleep(0.5)
     await ok(await client.post(f"/runs/{run['id']}/cancel", headers=h(key)), 202)
-    assert (await _wait(client, run["id"], key))["state"] == "cancelled"
+    assert (await wait_run(client, run["id"], key))["state"] == "cancelled"
     await unchanged()
 
     # a shrink past the guard holds too (10 → 1 entry is -90 %)
@@ -156,7 +150,7 @@ async def test_every_failure_mode_keeps_the_last_good_feed(
             f"url: http://127.0.0.1:{upstream_port}/feed?mode=ok",
             "values: [9.9.9.1]")}, headers=h(key),
     ))
-    run = await _wait(client, (await _run(client, key, pipeline_id))["id"], key)
+    run = await wait_run(client, (await launch_run(client, key, pipeline_id))["id"], key)
     assert run["state"] == "succeeded"
     [artifact] = [a for a in run["artifacts"] if a["indicator_type"] == "ipv4"]
     assert artifact["published"] is False
@@ -167,26 +161,15 @@ async def test_a_run_without_a_timeout_gets_the_default_one(
     tmp_path: Path, database_url: str | None, upstream_port: int
 ) -> None:
     """A hung source must not hold a run slot forever: EDL_RUN_TIMEOUT_SECONDS applies."""
-    from edl_api.app import create_app
-    from tests.conftest import reset_database
-
     settings = make_settings(tmp_path, database_url, ssrf_allow_cidrs="127.0.0.0/8",
                              run_timeout_seconds=1)
-    await reset_database(settings)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as client:
-            created = await ok(await client.post("/profiles", json={"name": "a"},
-                                                 headers=h("legacy-super-key-0123456789")), 201)
-            profile_id, key = created["profile"]["id"], created["api_key"]
-            config = await ok(await client.post(
-                f"/profiles/{profile_id}/configs",
-                json={"name": "c", "yaml": _yaml(upstream_port, "slow")}, headers=h(key),
-            ), 201)
-            pipeline_id = await make_pipeline(client, key, config["id"], "p")
+    async with running_app(settings) as app:
+        async with asgi_client(app) as client:
+            _, key, _, pipeline_id = await _pipeline_on_upstream(
+                client, upstream_port, "slow"
+            )
             started = time.monotonic()
-            run = await _wait(client, (await _run(client, key, pipeline_id))["id"], key)
+            run = await wait_run(client, (await launch_run(client, key, pipeline_id))["id"], key)
             assert run["state"] == "timed_out", run
             assert "timed out after 1 s" in run["errors"]
             assert time.monotonic() - started < 15  # not the source's 20 s stall

@@ -13,8 +13,8 @@ from sqlalchemy import update
 from edl_api.feeds.store import prune_artifacts
 from edl_api.models import Artifact
 from edl_api.settings import Settings
-from tests.conftest import make_settings
-from tests.feeds.conftest import h, make_tenant, ok, publish
+from tests.conftest import asgi_client, make_settings, running_app
+from tests.feeds.conftest import h, launch_run, make_tenant, ok, publish, wait_run
 
 
 async def _prune(app: Any, pipeline_id: int, keep: int) -> int:
@@ -67,26 +67,15 @@ async def test_a_feed_whose_bytes_vanished_is_never_served_empty(
 
 async def test_the_dispatcher_prunes_after_each_run(tmp_path: Path, database_url: str | None
                                                     ) -> None:
-    from edl_api.app import create_app
-    from tests.conftest import reset_database
-
     settings: Settings = make_settings(tmp_path, database_url, artifact_keep_runs=2)
-    await reset_database(settings)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as client:
+    async with running_app(settings) as app:
+        async with asgi_client(app) as client:
             t = await make_tenant(client, "a")
             ids = []
             for _ in range(3):
-                run = await ok(await client.post("/runs", json={"pipeline_id": t.pipeline_id},
-                                                 headers=h(t.key)), 202)
+                run = await launch_run(client, t.key, t.pipeline_id)
                 ids.append(run["id"])
-                deadline = time.monotonic() + 30
-                while (await ok(await client.get(f"/runs/{run['id']}", headers=h(t.key)))
-                       )["state"] in ("queued", "running"):
-                    assert time.monotonic() < deadline
-                    await asyncio.sleep(0.05)
+                await wait_run(client, run["id"], t.key)
             deadline = time.monotonic() + 10
             while True:  # the prune follows the run's final commit
                 first = await ok(await client.get(f"/runs/{ids[0]}", headers=h(t.key)))

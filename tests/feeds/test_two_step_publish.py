@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,27 +10,16 @@ from sqlalchemy import select
 
 from edl_api.feeds import store
 from edl_api.models import HostedFeed, Pipeline, PipelineRun, ProfileConfig
-from tests.feeds.conftest import entry, h, make_tenant, ok, publish
+from tests.feeds.conftest import entry, h, launch_run, make_tenant, ok, publish, wait_run
 
 YAML = "sources:\n  - name: inline\n    values: [{values}]\npipeline:\n  outputs: [ipv4]\n"
-
-
-async def _wait(client: httpx.AsyncClient, run_id: int, key: str) -> Any:
-    deadline = time.monotonic() + 30
-    while True:
-        run = await ok(await client.get(f"/runs/{run_id}", headers=h(key)))
-        if run["state"] not in ("queued", "running"):
-            return run
-        assert time.monotonic() < deadline, f"run {run_id} stuck in {run['state']}"
-        await asyncio.sleep(0.05)
 
 
 async def _launch(client: httpx.AsyncClient, t: Any, values: str) -> Any:
     await ok(await client.patch(f"/profiles/{t.profile_id}/configs/{t.config_id}",
                                 json={"yaml": YAML.format(values=values)}, headers=h(t.key)))
-    run = await ok(await client.post("/runs", json={"pipeline_id": t.pipeline_id},
-                                     headers=h(t.key)), 202)
-    return await _wait(client, run["id"], t.key)
+    run = await launch_run(client, t.key, t.pipeline_id)
+    return await wait_run(client, run["id"], t.key)
 
 
 async def _search(client: httpx.AsyncClient, t: Any, value: str) -> list[Any]:

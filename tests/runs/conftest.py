@@ -7,9 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from edl_api.app import create_app
 from edl_api.settings import Settings
-from tests.conftest import make_settings, reset_database
+from tests.conftest import asgi_client, make_settings, running_app
 from tests.runs.helpers import upstream
 
 
@@ -42,14 +41,11 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.fixture
 async def run_app(run_settings: Settings, published: list[int]) -> AsyncIterator[Any]:
-    await reset_database(run_settings)
-    application = create_app(run_settings)
-    async with application.router.lifespan_context(application):
+    async with running_app(run_settings) as application:
         yield application
 
 
 @pytest.fixture
 async def rc(run_app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=run_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as http:
+    async with asgi_client(run_app) as http:
         yield http

@@ -11,7 +11,7 @@ import httpx
 
 from edl_api.app import create_app
 from edl_api.settings import Settings
-from tests.conftest import reset_database
+from tests.conftest import asgi_client, running_app
 from tests.runs.helpers import (
     get_run,
     h,
@@ -129,25 +129,18 @@ async def test_follow_streams_until_the_run_ends(
 async def test_shutdown_interrupts_in_flight_runs(
     run_settings: Settings, upstream_port: int, published: list[int]
 ) -> None:
-    await reset_database(run_settings)
-    app = create_app(run_settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as client:
-            profile_id, _ = await make_profile(client)
-            pipeline_id = await make_pipeline(client, profile_id,
-                                              slow_yaml(upstream_port, FOREVER))
-            created = await launch(client, pipeline_id, persist=True)
-            pid = await wait_pid(client, created["id"])
-            started = time.monotonic()
+    async with running_app(run_settings) as app, asgi_client(app) as client:
+        profile_id, _ = await make_profile(client)
+        pipeline_id = await make_pipeline(client, profile_id, slow_yaml(upstream_port, FOREVER))
+        created = await launch(client, pipeline_id, persist=True)
+        pid = await wait_pid(client, created["id"])
+        started = time.monotonic()
     # The lifespan ended: the child is gone, the run is interrupted, within the bound.
     assert time.monotonic() - started < 10
     assert pid_gone(pid)
-    app = create_app(run_settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as client:
-            run = await get_run(client, created["id"])
+    app = create_app(run_settings)  # the same database, read again by a new process
+    async with app.router.lifespan_context(app), asgi_client(app) as client:
+        run = await get_run(client, created["id"])
     assert run["state"] == "interrupted"
     assert run["errors"]
     assert published == []

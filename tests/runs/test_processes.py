@@ -17,9 +17,8 @@ import psutil
 import pytest
 from sqlalchemy import func, select
 
-from edl_api.app import create_app
 from edl_api.models import PipelineRun
-from tests.conftest import SUPER_KEY, make_settings, reset_database
+from tests.conftest import SUPER_KEY, asgi_client, make_settings, running_app
 from tests.runs.helpers import (
     free_env,
     launch,
@@ -107,12 +106,9 @@ async def test_two_workers_on_postgres_never_share_a_run(
     tmp_path: Path, pg_database: str, upstream_port: int
 ) -> None:
     settings = make_settings(tmp_path, pg_database, ssrf_allow_cidrs="127.0.0.0/8")
-    await reset_database(settings)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with running_app(settings) as app:
         await app.state.dispatcher.stop()  # only the two worker processes claim
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as client:
+        async with asgi_client(app) as client:
             run_ids = []
             for label in ("a", "b"):
                 profile_id, _ = await make_profile(client, label)

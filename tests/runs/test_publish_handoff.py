@@ -8,9 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from edl_api.app import create_app
 from edl_api.settings import Settings
-from tests.conftest import reset_database
+from tests.conftest import asgi_client, running_app
 from tests.runs.helpers import (
     expect,
     h,
@@ -23,12 +22,8 @@ from tests.runs.helpers import (
 
 @pytest.fixture
 async def real_client(run_settings: Settings) -> Any:
-    await reset_database(run_settings)
-    app = create_app(run_settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as client:
-            yield client
+    async with running_app(run_settings) as app, asgi_client(app) as client:
+        yield client
 
 
 async def test_run_detail_after_real_publish(real_client: httpx.AsyncClient,

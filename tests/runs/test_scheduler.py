@@ -10,12 +10,11 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from edl_api.app import create_app
 from edl_api.db import create_engine, create_sessionmaker
 from edl_api.models import Pipeline, PipelineRun, utcnow
 from edl_api.runs import scheduler
 from edl_api.settings import Settings
-from tests.conftest import make_settings, reset_database
+from tests.conftest import asgi_client, make_settings, running_app
 from tests.runs.helpers import (
     expect,
     h,
@@ -109,12 +108,9 @@ async def test_busy_pipeline_is_not_scheduled_twice(rc: httpx.AsyncClient, run_a
 async def test_lifespan_scheduler_ticks(tmp_path: Path, database_url: str | None,
                                         published: list[int]) -> None:
     settings = make_settings(tmp_path, database_url, auto_refresh_minutes=1 / 60)
-    await reset_database(settings)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with running_app(settings) as app:
         assert app.state.scheduler is not None
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://edl.test") as client:
+        async with asgi_client(app) as client:
             profile_id, _ = await make_profile(client)
             pipeline_id = await make_pipeline(client, profile_id, refresh_interval_minutes=60)
             for _ in range(60):
