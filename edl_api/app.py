@@ -15,7 +15,7 @@ from edl_api.auth.revocation import RevocationWatcher
 from edl_api.auth.router import router as admin_router
 from edl_api.db import create_engine, create_sessionmaker, ensure_schema
 from edl_api.errors import install_error_handlers
-from edl_api.feeds import store as feed_store
+from edl_api.feeds import hooks as feed_hooks
 from edl_api.feeds.router import router as feeds_router
 from edl_api.health import metrics_router
 from edl_api.health import router as health_router
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rejected_keys = RejectedKeyCache(
         settings.key_reject_ttl_seconds, settings.key_cache_size
     )
-    feed_store.install(app)
+    feed_hooks.install(app)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)

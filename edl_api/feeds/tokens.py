@@ -10,8 +10,8 @@ from edl_api import idempotency
 from edl_api.auth import keys
 from edl_api.auth.principal import Principal
 from edl_api.errors import NotFound, Unprocessable
+from edl_api.feeds.hooks import drop_key_after_commit
 from edl_api.feeds.schemas import FeedTokenCreate, FeedTokenCreated, FeedTokenPublic
-from edl_api.feeds.store import drop_key_after_commit
 from edl_api.models import FeedToken, Pipeline, utcnow
 from edl_api.pagination import Page, PageParams, paginate
 
