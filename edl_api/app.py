@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from edl_api import __version__
-from edl_api.auth.keys import RejectedKeyCache, VerifiedKeyCache
-from edl_api.auth.principal import Principal
+from edl_api.auth.deps import legacy_principals
 from edl_api.auth.revocation import RevocationWatcher
 from edl_api.auth.router import router as admin_router
 from edl_api.db import create_engine, create_sessionmaker, ensure_schema
 from edl_api.errors import install_error_handlers
 from edl_api.feeds import hooks as feed_hooks
+from edl_api.feeds.fastpath import FeedFastPath
 from edl_api.feeds.router import router as feeds_router
 from edl_api.health import metrics_router
 from edl_api.health import router as health_router
@@ -26,35 +28,62 @@ from edl_api.profiles.router import router as profiles_router
 from edl_api.runs import background
 from edl_api.runs.router import router as runs_router
 from edl_api.settings import Settings
+from edl_api.state import AppState, Running
 
 logger = logging.getLogger("edl_api")
 
 
+class EdlApp(FastAPI):
+    """FastAPI with the feed fast path (`feeds.fastpath`) as its outermost layer.
+
+    `add_middleware` would put it inside FastAPI's own error, telemetry and body-limit
+    layers, which cost a hot 304 poll ~1.7 µs of ~9 µs in-process (measured): wrapping
+    the built stack keeps a poll that the caches answer clear of every other layer. The
+    fast path writes its own access-log line and counts itself."""
+
+    def __init__(self, state: AppState, **options: Any) -> None:
+        super().__init__(**options)
+        state.attach(self)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        state = AppState.of(self)
+        return FeedFastPath(
+            super().build_middleware_stack(),
+            principals=state.principals, feed_cache=state.feed_cache,
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    state = AppState.build(settings, legacy_principals(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)
         engine = create_engine(settings)
         await ensure_schema(engine)
-        app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
+        # Commits in this app's sessions invalidate this app's caches (feeds.hooks).
+        maker = create_sessionmaker(
+            engine, feed_hooks.session_factory(state.feed_cache, state.key_cache)
+        )
         revocations = RevocationWatcher(
-            app.state.sessionmaker, app.state.key_cache, settings.key_revocation_poll_seconds
+            maker, state.key_cache, settings.key_revocation_poll_seconds
         )
         revocations.start()
-        await background.start(app)
+        dispatcher, scheduler = await background.start(settings, maker)
+        state.running = Running(engine, maker, dispatcher, scheduler)
         logger.info("edl-api %s started (database: %s)", __version__, engine.dialect.name)
         try:
             yield
         finally:
-            await background.stop(app)
+            await background.stop(dispatcher, scheduler)
+            state.running = None
             await revocations.stop()
             await engine.dispose()
             logger.info("edl-api stopped")
 
-    app = FastAPI(
+    app = EdlApp(
+        state,
         title="EDL platform",
         version=__version__,
         description="Multi-tenant External Dynamic List service: threat-intel sources in, "
@@ -65,14 +94,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "logs": settings.opentelemetry,
         },
     )
-    app.state.settings = settings
-    app.state.key_cache = VerifiedKeyCache[Principal](
-        settings.key_cache_ttl_seconds, settings.key_cache_size
-    )
-    app.state.rejected_keys = RejectedKeyCache(
-        settings.key_reject_ttl_seconds, settings.key_cache_size
-    )
-    feed_hooks.install(app)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)

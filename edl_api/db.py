@@ -16,9 +16,11 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
 from edl_api.settings import Settings
+from edl_api.state import AppState
 
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
@@ -52,8 +54,14 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+def create_sessionmaker(
+    engine: AsyncEngine, sync_factory: sessionmaker[Session] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """`sync_factory`: the app's session factory with its after-commit hooks
+    (`feeds.hooks.session_factory`); without it, commits touch no cache."""
+    if sync_factory is None:
+        return async_sessionmaker(engine, expire_on_commit=False)
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=sync_factory)
 
 
 # Any constant works; it only has to be the same in every process of a deployment.
@@ -89,8 +97,7 @@ async def ensure_schema(engine: AsyncEngine, revision: str = "head") -> None:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The one commit point of a request: services only flush."""
-    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with maker() as session:
+    async with AppState.of(request.app).sessionmaker() as session:
         try:
             yield session
             await session.commit()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from edl_api.auth.deps import AdminCaller, public
 from edl_api.db import SessionDep
+from edl_api.deps import EngineDep
 from edl_api.errors import ErrorBody, error_responses
 from edl_api.metrics import render as render_metrics
 
@@ -35,9 +36,9 @@ async def healthz() -> Health:
     response_model=Readiness,
     responses={503: {"model": ErrorBody, "description": "database unreachable"}},
 )
-async def readyz(request: Request) -> Readiness | JSONResponse:
+async def readyz(engine: EngineDep) -> Readiness | JSONResponse:
     try:
-        async with request.app.state.engine.connect() as conn:
+        async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception:
         return JSONResponse(

@@ -8,8 +8,10 @@ import httpx
 from fastapi import FastAPI
 
 from edl_api.logging_setup import RedactingFilter
+from edl_api.state import AppState
 from tests.conftest import OPERATOR_LEGACY_KEY, SUPER_KEY
-from tests.factories import World, h
+from tests.factories import World
+from tests.helpers import h
 
 
 def test_redaction_filter() -> None:
@@ -40,7 +42,7 @@ async def test_full_flow_leaves_no_secret_in_the_log(
     await client.get("/me", headers=h("edla_notarealkeybutlooksalmostlikeone0123456789abcdefgh"))
     for handler in logging.getLogger().handlers:
         handler.flush()
-    log = (app.state.settings.log_dir / "api.log").read_text()
+    log = (AppState.of(app).settings.log_dir / "api.log").read_text()
     assert "GET /pipelines" in log  # requests are logged…
     secrets = [
         SUPER_KEY,

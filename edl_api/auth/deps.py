@@ -7,16 +7,13 @@ fails on any route without one (deny by default).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
-import hmac
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from edl_api.auth import keys
@@ -24,6 +21,7 @@ from edl_api.auth.principal import Principal, Role
 from edl_api.errors import Forbidden, Unauthorized
 from edl_api.models import AdminAccount, AdminProfileLink, FeedToken, Profile
 from edl_api.settings import Settings
+from edl_api.state import AppState
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,27 +34,6 @@ def permission(name: str) -> Callable[[F], F]:
     return mark
 
 
-def _extract_key(request: Request, *, allow_basic: bool) -> str | None:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key.strip()
-    auth = request.headers.get("authorization")
-    if not auth:
-        return None
-    scheme, _, value = auth.partition(" ")
-    scheme = scheme.lower()
-    if scheme == "bearer":
-        return value.strip()
-    if scheme == "basic" and allow_basic:
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        # Firewalls can only send user:password; the key is the password.
-        return decoded.partition(":")[2].strip() or None
-    return None
-
-
 def _admin_role(role: str) -> Role:
     return "operator" if role == "operator" else "reader"
 
@@ -65,17 +42,16 @@ def _legacy_role(role: str) -> Role:
     return "super" if role == "super" else _admin_role(role)
 
 
-def _legacy_principal(settings: Settings, key: str) -> Principal | None:
-    """Constant-time comparison against every legacy key (no early exit)."""
-    found: Principal | None = None
-    scope = "legacy:" + hashlib.sha256(key.encode()).hexdigest()[:16]
-    for candidate, role in settings.legacy_keys():
-        if hmac.compare_digest(candidate.encode(), key.encode()) and found is None:
-            found = Principal(
-                "legacy", _legacy_role(role), is_super_admin=role == "super",
-                profile_ids=None, scope_key=scope,
-            )
-    return found
+def legacy_principals(settings: Settings) -> list[tuple[str, Principal]]:
+    """(secret, principal) of every legacy key, in `Settings.legacy_keys` order."""
+    principals = []
+    for secret, role in settings.legacy_keys():
+        scope = "legacy:" + hashlib.sha256(secret.encode()).hexdigest()[:16]
+        principals.append((secret, Principal(
+            "legacy", _legacy_role(role), is_super_admin=role == "super",
+            profile_ids=None, scope_key=scope,
+        )))
+    return principals
 
 
 async def _load_principal(session: AsyncSession, parsed: keys.ParsedKey) -> Principal | None:
@@ -149,32 +125,22 @@ async def _load_principal(session: AsyncSession, parsed: keys.ParsedKey) -> Prin
 
 
 async def authenticate(request: Request, *, allow_basic: bool = False) -> Principal:
-    key = _extract_key(request, allow_basic=allow_basic)
-    if not key:
+    key = keys.extract_key(request.headers, allow_basic)
+    if not key or len(key) > keys.MAX_KEY_LENGTH:
         raise Unauthorized(basic=allow_basic)
-    if len(key) > 256:
-        raise Unauthorized(basic=allow_basic)
-    state = request.app.state
-    legacy = _legacy_principal(state.settings, key)
-    if legacy is not None:
-        return legacy
-    parsed = keys.parse_key(key)
-    if parsed is None:
-        raise Unauthorized(basic=allow_basic)
-    cache: keys.VerifiedKeyCache[Principal] = state.key_cache
-    principal = cache.get(key)
+    state = AppState.of(request.app)
+    principal = state.principals.get(key)  # the feed fast path asks the same
     if principal is not None:
         return principal
-    rejected: keys.RejectedKeyCache = state.rejected_keys
-    if rejected.rejected(key):
+    parsed = keys.parse_key(key)
+    if parsed is None or state.rejected_keys.rejected(key):
         raise Unauthorized(basic=allow_basic)
-    maker: async_sessionmaker[AsyncSession] = state.sessionmaker
-    async with maker() as session:
+    async with state.sessionmaker() as session:
         principal = await _load_principal(session, parsed)
     if principal is None:
-        rejected.reject(key)
+        state.rejected_keys.reject(key)
         raise Unauthorized(basic=allow_basic)
-    cache.put(key, parsed.key_id, principal)
+    state.key_cache.put(key, parsed.key_id, principal)
     return principal
 
 

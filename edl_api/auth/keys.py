@@ -7,6 +7,8 @@ us refuse a mistyped or forged key without touching the database.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -16,11 +18,14 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.bcrypt import BcryptHasher
+
+from edl_api.auth.principal import Principal
 
 ADMIN_PREFIX = "edla"
 PROFILE_PREFIX = "edlp"
@@ -36,6 +41,8 @@ _KEY_RE = re.compile(
 
 _hashers: dict[int, PasswordHash] = {}
 DEFAULT_ROUNDS = 12
+# Longer than any key we issue or accept as a legacy key: refused before any hashing.
+MAX_KEY_LENGTH = 256
 
 
 def _hasher(rounds: int = DEFAULT_ROUNDS) -> PasswordHash:
@@ -93,6 +100,31 @@ def parse_key(key: str) -> ParsedKey | None:
     return ParsedKey(prefix, key_id, secret)
 
 
+def extract_key(headers: Mapping[str, str], allow_basic: bool) -> str | None:
+    """The key a request carries: X-API-Key, Bearer, or (feeds) HTTP Basic's password.
+
+    `headers` maps lower-case names to values (Starlette's `Headers`, or the fast path's
+    dict of the few headers it reads)."""
+    key = headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = headers.get("authorization")
+    if not auth:
+        return None
+    scheme, _, value = auth.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return value.strip()
+    if scheme == "basic" and allow_basic:
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        # Firewalls can only send user:password; the key is the password.
+        return decoded.partition(":")[2].strip() or None
+    return None
+
+
 def hash_secret(secret: str, rounds: int = DEFAULT_ROUNDS) -> str:
     return _hasher(rounds).hash(secret)
 
@@ -112,7 +144,8 @@ class VerifiedKeyCache(Generic[V]):
     """Maps MAC(process secret, key) → what the key resolved to, for a short TTL.
 
     bcrypt runs once per key per process; the MAC means the cache never holds a
-    plaintext key. Revocation and scope changes call `drop_key_id` / `clear`.
+    plaintext key. A revocation or scope change drops its key id (`drop_key_id`): after
+    its commit in this process (`feeds.hooks`), within a poll elsewhere (`auth.revocation`).
     """
 
     def __init__(self, ttl_seconds: float, max_entries: int) -> None:
@@ -157,10 +190,6 @@ class VerifiedKeyCache(Generic[V]):
             for digest in [d for d, (_, kid, _) in self._entries.items() if kid == key_id]:
                 del self._entries[digest]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
 
 class RejectedKeyCache(VerifiedKeyCache[bool]):
     """MAC(process secret, key) of well-formed keys that just failed (unknown id, revoked,
@@ -176,3 +205,28 @@ class RejectedKeyCache(VerifiedKeyCache[bool]):
 
     def reject(self, key: str) -> None:
         self.put(key, "", True)
+
+
+class CachedPrincipals:
+    """Who a key is, when that is known without the database: a legacy key from the
+    settings, or a key that passed `parse_key` + bcrypt within the verified-key TTL.
+
+    One keyed digest of the key (the verified-key cache's MAC under its per-process
+    secret) looks up both: no plaintext kept, and no timing signal on a legacy secret (a
+    caller cannot aim at a digest it cannot compute). `authenticate` and the feed fast
+    path both ask here, so they cannot disagree on who a key is."""
+
+    def __init__(
+        self, verified: VerifiedKeyCache[Principal], legacy: Iterable[tuple[str, Principal]]
+    ) -> None:
+        self.verified = verified
+        self._legacy: dict[bytes, Principal] = {}
+        for secret, principal in legacy:  # the first listed wins (super, operator, reader)
+            self._legacy.setdefault(verified.digest(secret), principal)
+
+    def get(self, key: str) -> Principal | None:
+        digest = self.verified.digest(key)
+        found = self._legacy.get(digest)
+        if found is not None:
+            return found
+        return self.verified.get_by_digest(digest)

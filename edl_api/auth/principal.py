@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, and_, true
+from sqlalchemy.orm import Mapped
 
 from edl_api.errors import Forbidden, NotFound
 
@@ -31,6 +34,24 @@ class Principal:
     @property
     def can_write(self) -> bool:
         return self.role in ("super", "operator", "profile")
+
+    def scope_filter(
+        self,
+        profile_column: Mapped[Any] | ColumnElement[Any],
+        pipeline_column: Mapped[Any] | ColumnElement[Any] | None = None,
+    ) -> ColumnElement[bool]:
+        """What this caller may read, as one WHERE clause for every list, search and lookup.
+
+        A row outside it is simply not found, so a foreign id is the same 404 as a missing
+        one. Give `pipeline_column` where rows belong to a pipeline (a feed token's limit).
+        `sees_profile`/`sees_pipeline` are the same rule for objects already in memory.
+        """
+        clauses: list[ColumnElement[bool]] = []
+        if self.profile_ids is not None:
+            clauses.append(profile_column.in_(self.profile_ids))
+        if pipeline_column is not None and self.pipeline_ids is not None:
+            clauses.append(pipeline_column.in_(self.pipeline_ids))
+        return and_(*clauses) if clauses else true()
 
     def sees_profile(self, profile_id: int) -> bool:
         return self.profile_ids is None or profile_id in self.profile_ids

@@ -13,7 +13,7 @@ from edl_api.auth.schemas import (
     Me,
 )
 from edl_api.db import SessionDep
-from edl_api.deps import KeyCacheDep, SettingsDep
+from edl_api.deps import SettingsDep
 from edl_api.errors import API_ERRORS
 from edl_api.idempotency import IdempotencyHeader
 from edl_api.pagination import Page, PageDep
@@ -53,9 +53,9 @@ async def list_accounts(
     summary="Revoke an admin account; its key stops working at once",
 )
 async def revoke_account(
-    account_id: int, _: SuperAdmin, session: SessionDep, cache: KeyCacheDep
+    account_id: int, _: SuperAdmin, session: SessionDep
 ) -> AdminAccountPublic:
-    return await service.revoke_account(session, account_id, cache)
+    return await service.revoke_account(session, account_id)
 
 
 @router.post(
@@ -64,9 +64,9 @@ async def revoke_account(
     summary="Link an admin account to a profile",
 )
 async def link_profile(
-    account_id: int, profile_id: int, _: SuperAdmin, session: SessionDep, cache: KeyCacheDep
+    account_id: int, profile_id: int, _: SuperAdmin, session: SessionDep
 ) -> AdminProfileLinkPublic:
-    return await service.set_link(session, account_id, profile_id, True, cache)
+    return await service.set_link(session, account_id, profile_id, True)
 
 
 @router.delete(
@@ -75,9 +75,9 @@ async def link_profile(
     summary="Unlink an admin account from a profile",
 )
 async def unlink_profile(
-    account_id: int, profile_id: int, _: SuperAdmin, session: SessionDep, cache: KeyCacheDep
+    account_id: int, profile_id: int, _: SuperAdmin, session: SessionDep
 ) -> AdminProfileLinkPublic:
-    return await service.set_link(session, account_id, profile_id, False, cache)
+    return await service.set_link(session, account_id, profile_id, False)
 
 
 @router.get("/me", response_model=Me, summary="Who the caller is", tags=["auth"])

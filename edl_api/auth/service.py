@@ -17,6 +17,7 @@ from edl_api.auth.schemas import (
     Me,
 )
 from edl_api.errors import Conflict, NotFound
+from edl_api.feeds.hooks import drop_key_after_commit
 from edl_api.models import AdminAccount, AdminProfileLink, Profile, utcnow
 from edl_api.pagination import Page, PageParams, paginate
 
@@ -27,41 +28,29 @@ async def create_account(
     idem: idempotency.IdempotencyRequest | None,
     rounds: int,
 ) -> AdminAccountCreated:
-    if idem is not None and (stored := await idempotency.replay(session, idem)) is not None:
-        return AdminAccountCreated.model_validate(stored)
-    new_key = keys.generate_key(keys.ADMIN_PREFIX, rounds)
-    account = AdminAccount(
-        name=body.name,
-        role=body.role,
-        is_super_admin=body.is_super_admin,
-        key_id=new_key.key_id,
-        key_hash=new_key.key_hash,
-    )
-    session.add(account)
-    await session.flush()
-    created = AdminAccountCreated.model_validate(
-        {**AdminAccountPublic.model_validate(account).model_dump(), "api_key": new_key.plaintext}
-    )
-    if idem is not None:
-        # The key itself is never stored: a replay returns the account without it.
-        stored = await idempotency.remember(
-            session, idem, created.model_dump(mode="json") | {"api_key": None}
+    async def create() -> AdminAccountCreated:
+        new_key = keys.generate_key(keys.ADMIN_PREFIX, rounds)
+        account = AdminAccount(
+            name=body.name,
+            role=body.role,
+            is_super_admin=body.is_super_admin,
+            key_id=new_key.key_id,
+            key_hash=new_key.key_hash,
         )
-        if stored["id"] != created.id:
-            return AdminAccountCreated.model_validate(stored)
-    return created
+        session.add(account)
+        await session.flush()
+        public = AdminAccountPublic.model_validate(account).model_dump()
+        return AdminAccountCreated.model_validate(public | {"api_key": new_key.plaintext})
+
+    # The key itself is never stored: a replay returns the account without it.
+    return await idempotency.replay_or_create(
+        session, idem, AdminAccountCreated, create, secret="api_key"
+    )
 
 
 async def list_accounts(session: AsyncSession, page: PageParams) -> Page[AdminAccountPublic]:
-    rows, total = await paginate(
-        session, select(AdminAccount).order_by(col(AdminAccount.id).desc()), page
-    )
-    return Page(
-        items=[AdminAccountPublic.model_validate(a) for a in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    query = select(AdminAccount).order_by(col(AdminAccount.id).desc())
+    return await paginate(session, query, page, AdminAccountPublic)
 
 
 async def _get_account(session: AsyncSession, account_id: int) -> AdminAccount:
@@ -71,14 +60,12 @@ async def _get_account(session: AsyncSession, account_id: int) -> AdminAccount:
     return account
 
 
-async def revoke_account(
-    session: AsyncSession, account_id: int, cache: keys.VerifiedKeyCache[Principal]
-) -> AdminAccountPublic:
+async def revoke_account(session: AsyncSession, account_id: int) -> AdminAccountPublic:
     account = await _get_account(session, account_id)
     if account.revoked_at is None:
         account.revoked_at = account.scope_changed_at = utcnow()
         await session.flush()
-    cache.drop_key_id(account.key_id)
+    drop_key_after_commit(session, account.key_id)
     return AdminAccountPublic.model_validate(account)
 
 
@@ -87,7 +74,6 @@ async def set_link(
     account_id: int,
     profile_id: int,
     linked: bool,
-    cache: keys.VerifiedKeyCache[Principal],
 ) -> AdminProfileLinkPublic:
     account = await _get_account(session, account_id)
     if await session.get(Profile, profile_id) is None:
@@ -106,8 +92,8 @@ async def set_link(
         )
     account.scope_changed_at = utcnow()  # other processes drop their cached scope
     await session.flush()
-    # Cached principals carry their profile scope: a link change must take effect now.
-    cache.clear()
+    # A cached principal carries its profile scope: a link change must take effect now.
+    drop_key_after_commit(session, account.key_id)
     return AdminProfileLinkPublic(admin_id=account_id, profile_id=profile_id, linked=linked)
 
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from edl_api import idempotency
 from edl_api.auth.deps import AdminCaller, Caller, ProfileCreator, Writer
 from edl_api.db import SessionDep
-from edl_api.deps import KeyCacheDep, SettingsDep
+from edl_api.deps import SettingsDep
 from edl_api.errors import API_ERRORS
 from edl_api.idempotency import IdempotencyHeader
 from edl_api.pagination import Page, PageDep
@@ -37,7 +37,6 @@ async def create_profile(
     body: ProfileCreate,
     principal: ProfileCreator,
     session: SessionDep,
-    cache: KeyCacheDep,
     settings: SettingsDep,
     owner_admin_id: Annotated[int | None, Query(description="admin account to link")] = None,
     idempotency_key: IdempotencyHeader = None,
@@ -46,7 +45,7 @@ async def create_profile(
         principal, "profiles.create", idempotency_key, body, {"owner_admin_id": owner_admin_id}
     )
     return await service.create_profile(
-        session, principal, body, owner_admin_id, idem, cache, settings.bcrypt_rounds
+        session, principal, body, owner_admin_id, idem, settings.bcrypt_rounds
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from edl_api.runs import logs
 from edl_api.runs.dispatcher import Dispatcher
@@ -14,28 +14,23 @@ from edl_api.settings import Settings
 logger = logging.getLogger("edl_api.runs")
 
 
-async def start(app: FastAPI) -> None:
+async def start(
+    settings: Settings, maker: async_sessionmaker[AsyncSession]
+) -> tuple[Dispatcher, RefreshScheduler | None]:
     """Start the dispatcher (and the scheduler when EDL_AUTO_REFRESH_MINUTES > 0)."""
-    settings: Settings = app.state.settings
     logs.configure_engine_log(settings)
-    dispatcher = Dispatcher(settings, app.state.sessionmaker)
+    dispatcher = Dispatcher(settings, maker)
     await dispatcher.start()
-    app.state.dispatcher = dispatcher
-    app.state.scheduler = None
+    scheduler = None
     if settings.auto_refresh_minutes > 0:
-        scheduler = RefreshScheduler(settings, app.state.sessionmaker, dispatcher.wake)
+        scheduler = RefreshScheduler(settings, maker, dispatcher.wake)
         scheduler.start()
-        app.state.scheduler = scheduler
+    return dispatcher, scheduler
 
 
-async def stop(app: FastAPI) -> None:
+async def stop(dispatcher: Dispatcher, scheduler: RefreshScheduler | None) -> None:
     """Stop claiming, end in-flight children within a bound, stop the scheduler."""
-    scheduler: RefreshScheduler | None = getattr(app.state, "scheduler", None)
     if scheduler is not None:
         scheduler.stop()
-        app.state.scheduler = None
-    dispatcher: Dispatcher | None = getattr(app.state, "dispatcher", None)
-    if dispatcher is not None:
-        await dispatcher.stop()
-        app.state.dispatcher = None
+    await dispatcher.stop()
     logs.close_engine_log()

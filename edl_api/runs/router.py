@@ -5,37 +5,29 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from edl_api import idempotency
 from edl_api.auth.deps import Caller, Writer
 from edl_api.db import SessionDep
+from edl_api.deps import DispatcherDep, SessionmakerDep, SettingsDep
 from edl_api.errors import API_ERRORS, error_responses
 from edl_api.idempotency import IdempotencyHeader
 from edl_api.pagination import Page, PageDep
 from edl_api.runs import logs, service
 from edl_api.runs.schemas import (
-    FINISHED_STATES,
     JobList,
     RunCancelled,
     RunCreate,
     RunCreated,
     RunDetail,
-    RunState,
     RunSummary,
 )
-from edl_api.settings import Settings
+from edl_api.runs.state import FINISHED, RunState
 
 router = APIRouter(tags=["runs"], responses=API_ERRORS)
 CONFLICT = error_responses(409)
 
 TAIL_MAX = 100_000
-
-
-def _wake_dispatcher(request: Request) -> None:
-    dispatcher = getattr(request.app.state, "dispatcher", None)
-    if dispatcher is not None:
-        dispatcher.wake()
 
 
 @router.post(
@@ -44,13 +36,13 @@ def _wake_dispatcher(request: Request) -> None:
     description="409 `pipeline_inactive` / `pipeline_deleted` for a pipeline that cannot run.",
 )
 async def create_run(
-    body: RunCreate, principal: Writer, session: SessionDep, request: Request,
+    body: RunCreate, principal: Writer, session: SessionDep, dispatcher: DispatcherDep,
     background: BackgroundTasks, idempotency_key: IdempotencyHeader = None,
 ) -> RunCreated:
     idem = idempotency.make_request(principal, "runs.create", idempotency_key, body)
     created = await service.create_run(session, principal, body, idem)
     # Runs after the response, i.e. after the commit: the dispatcher sees the row.
-    background.add_task(_wake_dispatcher, request)
+    background.add_task(dispatcher.wake)
     return created
 
 
@@ -59,11 +51,11 @@ async def create_run(
     summary="Cancel a queued run at once, or stop a running one within seconds",
 )
 async def cancel_run(
-    run_id: int, principal: Writer, session: SessionDep, request: Request,
+    run_id: int, principal: Writer, session: SessionDep, dispatcher: DispatcherDep,
     background: BackgroundTasks,
 ) -> RunCancelled:
     cancelled = await service.cancel_run(session, principal, run_id)
-    background.add_task(_wake_dispatcher, request)
+    background.add_task(dispatcher.wake)
     return cancelled
 
 
@@ -93,26 +85,24 @@ async def get_run(run_id: int, principal: Caller, session: SessionDep) -> RunDet
 )
 async def run_logs(
     run_id: int, principal: Caller, session: SessionDep, request: Request,
+    settings: SettingsDep, maker: SessionmakerDep,
     tail: Annotated[int | None, Query(ge=0, le=TAIL_MAX)] = None,
     follow: Annotated[bool, Query()] = False,
 ) -> Response:
     run = await service.get_run(session, principal, run_id)
-    settings: Settings = request.app.state.settings
     if tail is not None:
         start = await asyncio.to_thread(logs.read_tail, settings, run_id, tail)
     else:
         start = await asyncio.to_thread(logs.read_all, settings, run_id)
     media = "text/plain; charset=utf-8"
-    if not follow or run.state in FINISHED_STATES:
+    if not follow or run.state in FINISHED:
         return Response(start, media_type=media)
-    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-
     async def is_running() -> bool:
         if await request.is_disconnected():
             return False
         async with maker() as check:
             state = await service.run_state(check, run_id)
-        return state is not None and state not in FINISHED_STATES
+        return state is not None and state not in FINISHED
 
     return StreamingResponse(
         logs.follow(settings, run_id, is_running, start), media_type=media,

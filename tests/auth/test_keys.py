@@ -7,8 +7,10 @@ from fastapi import FastAPI
 from sqlalchemy import event
 
 from edl_api.auth import keys
+from edl_api.state import AppState
 from tests.conftest import SUPER_KEY
-from tests.factories import World, create_admin, h
+from tests.factories import World, create_admin
+from tests.helpers import h
 
 
 def test_key_format_and_checksum() -> None:
@@ -50,7 +52,7 @@ async def test_malformed_or_bad_checksum_key_costs_no_query(
     def record(*args: object) -> None:
         statements.append(str(args[2]))
 
-    event.listen(app.state.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(AppState.of(app).engine.sync_engine, "before_cursor_execute", record)
     try:
         good = world.a.profile_key
         bad_checksum = good[:-1] + ("0" if good[-1] != "0" else "1")
@@ -60,7 +62,7 @@ async def test_malformed_or_bad_checksum_key_costs_no_query(
             assert r.headers["www-authenticate"].startswith("Bearer")
         assert statements == []
     finally:
-        event.remove(app.state.engine.sync_engine, "before_cursor_execute", record)
+        event.remove(AppState.of(app).engine.sync_engine, "before_cursor_execute", record)
 
 
 async def test_verified_key_is_cached(
@@ -72,13 +74,13 @@ async def test_verified_key_is_cached(
     def record(*args: object) -> None:
         statements.append(str(args[2]))
 
-    event.listen(app.state.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(AppState.of(app).engine.sync_engine, "before_cursor_execute", record)
     try:
         for _ in range(5):
             assert (await client.get("/me", headers=h(world.a.operator_key))).status_code == 200
         assert statements == []  # no lookup, no bcrypt: the cache answered
     finally:
-        event.remove(app.state.engine.sync_engine, "before_cursor_execute", record)
+        event.remove(AppState.of(app).engine.sync_engine, "before_cursor_execute", record)
 
 
 async def test_revoked_key_fails_on_next_request(client: httpx.AsyncClient) -> None:
@@ -162,7 +164,7 @@ async def test_a_rejected_key_costs_one_bcrypt_per_ttl_not_one_per_poll(
         assert (await client.get("/me", headers=h(key))).status_code == 401
     assert calls == []  # revoked: found no account row, so no bcrypt at all
     # the memory lapses: after the TTL the key is looked up again
-    rejected: keys.RejectedKeyCache = app.state.rejected_keys
+    rejected: keys.RejectedKeyCache = AppState.of(app).rejected_keys
     assert rejected.rejected(wrong)
     later = time.monotonic() + 31
     monkeypatch.setattr(keys.time, "monotonic", lambda: later)  # type: ignore[attr-defined]

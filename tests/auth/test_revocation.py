@@ -10,7 +10,8 @@ import httpx
 from edl_api.app import create_app
 from edl_api.settings import Settings
 from tests.conftest import SUPER_KEY, asgi_client, make_settings
-from tests.factories import World, create_admin, h
+from tests.factories import World, create_admin
+from tests.helpers import h
 
 
 async def test_revocation_in_another_process_is_seen(

@@ -6,7 +6,8 @@ import httpx
 import pytest
 
 from tests.conftest import OPERATOR_LEGACY_KEY, READER_LEGACY_KEY, SUPER_KEY
-from tests.factories import MINIMAL_YAML, World, h
+from tests.factories import MINIMAL_YAML, World
+from tests.helpers import h
 
 
 def caller_key(world: World, who: str) -> str:
