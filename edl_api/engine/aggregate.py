@@ -10,7 +10,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from edl_api.engine.indicators import range_to_prefixes
+from edl_api.engine.indicators import BITS, cidr_ok, network_text, range_to_prefixes
 from edl_api.engine.store import Networks
 
 # (network, prefixlen, source mask)
@@ -102,3 +102,30 @@ def aggregate_family(
     union_intervals = merge_intervals(combined)
     union = to_prefixes(union_intervals, bits, min_prefix)
     return FamilyFeeds(host_feed, net_feed, union, covered)
+
+
+def aggregate_values(values: Iterable[str]) -> list[str]:
+    """Fewest prefixes covering every address/network given (covered hosts dropped,
+    adjacent networks merged), IPv4 before IPv6; values that are not IPs follow, sorted.
+
+    The published-text face of `merge_intervals`, for unions of already published feeds.
+    """
+    pieces: dict[int, list[tuple[int, int, int]]] = {4: [], 6: []}
+    others: set[str] = set()
+    for value in values:
+        bounds = cidr_ok(value)
+        if bounds is None:
+            others.add(value)
+            continue
+        version, first, last = bounds
+        pieces[version].append((first, last, 0))
+    out: list[str] = []
+    for version in (4, 6):
+        bits = BITS[version]
+        merged = merge_intervals(sorted(pieces[version]))
+        out.extend(
+            network_text(version, network, prefixlen)
+            for network, prefixlen, _ in to_prefixes(merged, bits, 0)
+        )
+    out.extend(sorted(others))
+    return out

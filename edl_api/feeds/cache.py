@@ -7,7 +7,8 @@ A poll must be a dictionary lookup. Three maps, all bounded:
 - `pointers`: `(pipeline_id, type)` → which artifact is served and whether the pipeline
   is live, refreshed from the database after `ttl` seconds (another process may have
   published or deleted; polls meanwhile keep the old pointer for at most
-  `REFRESH_GRACE_SECONDS` more) and dropped at once when this process commits a change;
+  `REFRESH_GRACE_SECONDS` more) and dropped at once when this app commits a change
+  (`feeds.hooks`);
 - `unions`: the members of a caller's global feed `(scope, profile filter, type)`.
 """
 
@@ -15,15 +16,12 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
-
-JSON_TYPES = {"json": b"application/json", "csv": b"text/csv; charset=utf-8"}
 
 
 @dataclass(slots=True)
@@ -59,6 +57,9 @@ class FeedPointer:
     run_id: int | None = None
     count: int = 0
     updated_at: datetime | None = None
+    # The config's outputs, read only for a type with nothing published (sha256 None): it
+    # tells "not published yet" (503) from "never published here" (404).
+    outputs: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,6 @@ class FeedCache:
         self._pointers: dict[tuple[int, str], _Timed] = {}
         self._unions: dict[Hashable, _Timed] = {}
         self._lock = threading.Lock()
-        _CACHES.add(self)
 
     # --- bodies ------------------------------------------------------------------------
 
@@ -160,10 +160,6 @@ class FeedCache:
             while self._bytes > self.max_bytes and len(self._bodies) > 1:
                 _, evicted = self._bodies.popitem(last=False)
                 self._bytes -= evicted.size
-
-    @property
-    def body_bytes(self) -> int:
-        return self._bytes
 
     # --- pointers ----------------------------------------------------------------------
 
@@ -204,13 +200,3 @@ class FeedCache:
         for key in [k for k in self._pointers if k[0] in wanted]:
             self._pointers.pop(key, None)
         self._unions.clear()
-
-
-_CACHES: weakref.WeakSet[FeedCache] = weakref.WeakSet()
-
-
-def invalidate_everywhere(pipeline_ids: Iterable[int]) -> None:
-    """Called after a commit that changed what pipelines serve (this process's caches)."""
-    ids = list(pipeline_ids)
-    for cache in list(_CACHES):
-        cache.invalidate(ids)

@@ -15,18 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from edl_api.engine.entries import FeedEntry
 from edl_api.engine.indicators import cidr_ok, int_to_ip
-from edl_api.engine.pipeline import FeedEntry
-
-FORMATS: tuple[str, ...] = ("plain", "panos", "fortinet", "checkpoint", "csv", "json")
-CONTENT_TYPES: dict[str, str] = {
-    "plain": "text/plain; charset=utf-8",
-    "panos": "text/plain; charset=utf-8",
-    "fortinet": "text/plain; charset=utf-8",
-    "checkpoint": "text/csv; charset=utf-8",
-    "csv": "text/csv; charset=utf-8",
-    "json": "application/json",
-}
 
 PANOS_MAX_CHARS = 255  # PAN-OS URL and domain EDL entries
 FORTINET_MAX_CHARS = 255  # FortiGate threat feed domain entries
@@ -177,20 +167,39 @@ def _json(entries: Sequence[FeedEntry], _type: str) -> RenderedFeed:
     return RenderedFeed((body + "\n").encode(), len(entries), 0)
 
 
-_RENDERERS: dict[str, Callable[[Sequence[FeedEntry], str], RenderedFeed]] = {
-    "plain": _plain,
-    "panos": _panos,
-    "fortinet": _fortinet,
-    "checkpoint": _checkpoint,
-    "csv": _csv,
-    "json": _json,
+Renderer = Callable[[Sequence[FeedEntry], str], RenderedFeed]
+
+
+@dataclass(frozen=True)
+class FeedFormat:
+    name: str
+    content_type: str
+    render: Renderer
+    # Whether the body shows sources, tags, confidence or seen times. Only then does
+    # serving load the feed's indicator rows; the others get bare entries (value, type).
+    needs_provenance: bool
+
+
+_TEXT = "text/plain; charset=utf-8"
+_CSV = "text/csv; charset=utf-8"
+FEED_FORMATS: dict[str, FeedFormat] = {
+    f.name: f
+    for f in (
+        FeedFormat("plain", _TEXT, _plain, needs_provenance=False),
+        FeedFormat("panos", _TEXT, _panos, needs_provenance=False),
+        FeedFormat("fortinet", _TEXT, _fortinet, needs_provenance=False),
+        FeedFormat("checkpoint", _CSV, _checkpoint, needs_provenance=True),
+        FeedFormat("csv", _CSV, _csv, needs_provenance=True),
+        FeedFormat("json", "application/json", _json, needs_provenance=True),
+    )
 }
+FORMATS: tuple[str, ...] = tuple(FEED_FORMATS)
 
 
 def render(entries: Sequence[FeedEntry], indicator_type: str, fmt: str) -> RenderedFeed:
     """Render one feed (`indicator_type` is the feed: ipv4 ipv6 cidr fqdn url ip)."""
     try:
-        renderer = _RENDERERS[fmt]
+        feed_format = FEED_FORMATS[fmt]
     except KeyError:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}") from None
-    return renderer(entries, indicator_type)
+    return feed_format.render(entries, indicator_type)

@@ -6,11 +6,14 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from edl_api import idempotency
 from edl_api.auth.deps import Caller, FeedReader, Writer
+from edl_api.auth.principal import Principal
 from edl_api.db import SessionDep
-from edl_api.errors import API_ERRORS, NotFound, error_responses
+from edl_api.deps import FeedCacheDep, SettingsDep
+from edl_api.errors import API_ERRORS, ErrorBody, error_responses
 from edl_api.feeds import service, serving, tokens
 from edl_api.feeds.cache import FeedBody, FeedCache
 from edl_api.feeds.schemas import (
@@ -39,8 +42,10 @@ def _get_and_head(
 ) -> Callable[[F], F]:
     """One endpoint for GET and HEAD, each with its own operation id in OpenAPI."""
 
+    extra = options.pop("responses", {})
+
     def register(func: F) -> F:
-        responses = {**_TEXT_RESPONSES, **error_responses(*errors)}
+        responses = {**_TEXT_RESPONSES, **error_responses(*errors), **extra}
         common = {"response_class": Response, "responses": responses, **options}
         router.get(path, operation_id=name, **common)(func)
         router.head(path, operation_id=f"{name}_head", **common)(func)
@@ -70,53 +75,63 @@ def _answer(request: Request, body: FeedBody) -> FeedResponse:
     return FeedResponse(status, headers, payload)
 
 
-def _cache(request: Request) -> FeedCache:
-    cache: FeedCache = request.app.state.feed_cache
-    return cache
-
-
 _FEED_DOC = (
     "text/plain, one entry per line. `ETag` (the artifact's sha256), `Last-Modified`, "
     "`If-None-Match`/`If-Modified-Since` → 304, gzip when accepted, HEAD; headers "
     "`X-EDL-Count`, `X-EDL-Run-Id`. Auth: X-API-Key, Bearer, or HTTP Basic with the key as "
-    "password."
+    "password. Nothing is ever served empty as if it were a list: a feed not published yet "
+    "answers 503 `feed_not_ready` with `Retry-After` (a firewall keeps its last list and "
+    "retries)."
 )
+_PIPELINE_FEED_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "`not_found`: no such pipeline in your scope; "
+          "`feed_type_not_published`: the pipeline's outputs do not include this type (the "
+          "detail names them)"},
+    503: {"model": ErrorBody, "description": "`feed_not_ready`: the pipeline has not "
+          "published this feed yet (its first run is pending, failed, or was held by the "
+          "guard); `feed_changed`: the feed changed while it was read. Retry after "
+          "`Retry-After` seconds"},
+}
+_GLOBAL_FEED_ERRORS: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "`feed_not_ready`: no pipeline in scope has "
+          "published a feed of this type yet; `feed_changed`: a member feed changed while it "
+          "was read. Retry after `Retry-After` seconds"},
+}
 
 
 @_get_and_head(
     "/pipelines/{pipeline_id}/edl/{indicator_type}", "pipeline_feed", (503,),
     summary="A pipeline's hosted feed", description=_FEED_DOC,
+    responses=_PIPELINE_FEED_ERRORS,
 )
 async def pipeline_feed(
     pipeline_id: int, indicator_type: str, request: Request, principal: FeedReader,
-    session: SessionDep, fmt: FormatQuery = "plain",
+    session: SessionDep, cache: FeedCacheDep, fmt: FormatQuery = "plain",
 ) -> Response:
-    serving.check_type_and_format(indicator_type, fmt)
-    cache = _cache(request)
-    pointer = await serving.pipeline_pointer(session, cache, pipeline_id, indicator_type)
-    if (
-        pointer is None or not pointer.live
-        or not principal.sees_pipeline(pointer.profile_id, pipeline_id)
-    ):
-        raise NotFound("not found")
-    body = await serving.pipeline_body(session, cache, pointer, indicator_type, fmt)
-    return _answer(request, body)
+    return await _feed(request, principal, session, cache)
 
 
 @_get_and_head(
     "/edl/{indicator_type}", "global_feed", (503,),
     summary="The union of the caller's active pipelines' feeds of one type",
     description=_FEED_DOC + " De-duplicated; cidr and ip feeds are aggregated.",
+    responses=_GLOBAL_FEED_ERRORS,
 )
 async def global_feed(
     indicator_type: str, request: Request, principal: FeedReader, session: SessionDep,
-    fmt: FormatQuery = "plain", profile_id: Annotated[int | None, Query()] = None,
+    cache: FeedCacheDep, fmt: FormatQuery = "plain",
+    profile_id: Annotated[int | None, Query()] = None,
 ) -> Response:
-    serving.check_type_and_format(indicator_type, fmt)
-    cache = _cache(request)
-    members = await serving.union_members(session, cache, principal, profile_id, indicator_type)
-    body = await serving.union_body(session, cache, members, indicator_type, fmt)
-    return _answer(request, body)
+    return await _feed(request, principal, session, cache)
+
+
+async def _feed(
+    request: Request, principal: Principal, session: AsyncSession, cache: FeedCache
+) -> Response:
+    # The feed routes declare their parameters for OpenAPI and validation; what they
+    # serve is read from the URL exactly as the fast path reads it.
+    feed = serving.parse_feed_request(request.scope["path"], request.query_params)
+    return _answer(request, await serving.feed_body(session, cache, principal, feed))
 
 
 @router.post(
@@ -124,14 +139,14 @@ async def global_feed(
     summary="Create a read-only feed token (shown once)", tags=["profiles"],
 )
 async def create_feed_token(
-    profile_id: int, body: FeedTokenCreate, request: Request, principal: Writer,
-    session: SessionDep, idempotency_key: IdempotencyHeader = None,
+    profile_id: int, body: FeedTokenCreate, principal: Writer, session: SessionDep,
+    settings: SettingsDep, idempotency_key: IdempotencyHeader = None,
 ) -> FeedTokenCreated:
     idem = idempotency.make_request(
         principal, "feed_tokens.create", idempotency_key, body, {"profile_id": profile_id}
     )
     return await tokens.create_token(
-        session, principal, profile_id, body, idem, request.app.state.settings.bcrypt_rounds
+        session, principal, profile_id, body, idem, settings.bcrypt_rounds
     )
 
 
@@ -151,11 +166,9 @@ async def list_feed_tokens(
     summary="Revoke a feed token (it stops working at once)", tags=["profiles"],
 )
 async def revoke_feed_token(
-    profile_id: int, token_id: int, request: Request, principal: Writer, session: SessionDep
+    profile_id: int, token_id: int, principal: Writer, session: SessionDep
 ) -> FeedTokenPublic:
-    return await tokens.revoke_token(
-        session, principal, profile_id, token_id, request.app.state.key_cache
-    )
+    return await tokens.revoke_token(session, principal, profile_id, token_id)
 
 
 @router.get(
@@ -163,11 +176,9 @@ async def revoke_feed_token(
     summary="Pipelines that host data now, with their feeds and schedule", tags=["profiles"],
 )
 async def active_pipelines(
-    profile_id: int, request: Request, principal: Caller, session: SessionDep
+    profile_id: int, principal: Caller, session: SessionDep, settings: SettingsDep
 ) -> ActivePipelines:
-    return await service.active_pipelines(
-        session, principal, profile_id, request.app.state.settings
-    )
+    return await service.active_pipelines(session, principal, profile_id, settings)
 
 
 @router.get(

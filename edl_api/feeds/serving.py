@@ -7,22 +7,27 @@ cache alone, and falls back to the routes (this module) whenever anything is mis
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from edl_api.auth.principal import Principal
-from edl_api.engine.pipeline import FeedEntry
-from edl_api.errors import AppError, NotFound, Unprocessable
+from edl_api.engine.aggregate import aggregate_values
+from edl_api.engine.config import OUTPUT_TYPES, ConfigError, load_config_document
+from edl_api.engine.entries import BASE_TYPES, FeedEntry
+from edl_api.engine.indicators import ip_kind
+from edl_api.errors import AppError, NotFound, ServiceUnavailable, Unprocessable
 from edl_api.feeds import content as feed_content
 from edl_api.feeds.cache import FeedBody, FeedCache, FeedPointer, UnionMembers, prepare
-from edl_api.feeds.render import CONTENT_TYPES, FORMATS, render
-from edl_api.models import Artifact, HostedFeed, Indicator, Pipeline
+from edl_api.feeds.render import FEED_FORMATS, FORMATS, render
+from edl_api.models import Artifact, HostedFeed, Indicator, Pipeline, ProfileConfig
 
 EMPTY_SHA = feed_content.sha256_hex(b"")
 _EMPTY_GZIP = feed_content.gzip_bytes(b"")
@@ -36,10 +41,37 @@ class UnknownFormat(Unprocessable):
     code = "unknown_format"
 
 
-class FeedBytesGone(AppError):
+class FeedBytesGone(ServiceUnavailable):
     code = "feed_changed"
-    status_code = 503
     headers = {"Retry-After": "2"}  # noqa: RUF012 - read-only
+
+
+# A firewall that gets an error keeps its last list, logs the failed fetch and retries;
+# an empty 200 would instead look like a list with nothing to block.
+NOT_READY_RETRY_SECONDS = 60
+
+
+class FeedNotReady(ServiceUnavailable):
+    code = "feed_not_ready"
+    headers = {"Retry-After": str(NOT_READY_RETRY_SECONDS)}  # noqa: RUF012 - read-only
+
+
+class FeedTypeNotPublished(NotFound):
+    code = "feed_type_not_published"
+
+
+def not_served(pointer: FeedPointer, kind: str) -> AppError:
+    """Why a live pipeline serves nothing of `kind`: not one of its outputs (404), or not
+    published yet (503: its first run is pending, failed, or was held by the guard)."""
+    if pointer.outputs is not None and kind not in pointer.outputs:
+        return FeedTypeNotPublished(
+            f"pipeline {pointer.pipeline_id} does not publish a {kind} feed; its outputs: "
+            f"{', '.join(pointer.outputs)}"
+        )
+    return FeedNotReady(
+        f"pipeline {pointer.pipeline_id} has not published its {kind} feed yet; "
+        f"retry after {NOT_READY_RETRY_SECONDS} s"
+    )
 
 
 def check_type_and_format(indicator_type: str, fmt: str) -> None:
@@ -49,6 +81,55 @@ def check_type_and_format(indicator_type: str, fmt: str) -> None:
         )
     if fmt not in FORMATS:
         raise UnknownFormat(f"unknown format; one of {', '.join(FORMATS)}")
+
+
+class FeedRequest(NamedTuple):
+    """Which feed a URL asks for (the route and the fast path both read it here; a tuple,
+    as it is made on every poll)."""
+
+    kind: str
+    fmt: str
+    pipeline_id: int | None  # None: the caller's global feed
+    profile_id: int | None  # global feed only: one of the caller's profiles
+
+
+_PIPELINE_FEED = re.compile(r"^/pipelines/([^/]+)/edl/([^/]+)$")
+_GLOBAL_FEED = re.compile(r"^/edl/([^/]+)$")
+
+
+def _number(raw: str) -> int | None:
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+
+
+def parse_feed_request(path: str, query: Mapping[str, str]) -> FeedRequest:
+    """The feed `path` + `query` ask for. Raises what the route answers otherwise: 404 for
+    no such feed path or type (an id that is no number names no pipeline), 422 for an
+    unknown format or a profile_id that is no number. Other parameters are ignored."""
+    fmt = query.get("format", "plain")
+    match = _PIPELINE_FEED.match(path)
+    if match is not None:
+        raw_id, kind = match.groups()
+        if kind not in feed_content.FEED_TYPES or fmt not in FORMATS:
+            check_type_and_format(kind, fmt)  # raises the route's error
+        pipeline_id = _number(raw_id)
+        if pipeline_id is None:
+            raise NotFound("not found")
+        return FeedRequest(kind, fmt, pipeline_id, None)
+    match = _GLOBAL_FEED.match(path)
+    if match is None:
+        raise NotFound("not found")
+    kind = match.group(1)
+    check_type_and_format(kind, fmt)
+    raw_profile = query.get("profile_id")
+    if raw_profile is None:
+        return FeedRequest(kind, fmt, None, None)
+    profile_id = _number(raw_profile)
+    if profile_id is None:
+        raise Unprocessable(
+            [{"loc": ["query", "profile_id"], "msg": "must be an integer", "type": "int_parsing"}],
+            code="validation_error",
+        )
+    return FeedRequest(kind, fmt, None, profile_id)
 
 
 # --- pointers -------------------------------------------------------------------------
@@ -87,8 +168,27 @@ async def pipeline_pointer(
         cache.drop_pointer(pipeline_id, kind)  # no stale copy left for the fast path
         return None
     pointer = _pointer(row)
+    if pointer.sha256 is None and pointer.live:
+        pointer = replace(pointer, outputs=await _config_outputs(session, pipeline_id))
     cache.put_pointer(pointer, kind)
     return pointer
+
+
+async def _config_outputs(session: AsyncSession, pipeline_id: int) -> tuple[str, ...]:
+    """The outputs of the pipeline's bound config as it is now (a run report's may be older:
+    an output just added is "not ready", not "not published"). Configs are validated when
+    saved, so the raw document is read; only on a pointer refresh of an unpublished type."""
+    text = (await session.execute(
+        select(col(ProfileConfig.yaml)).join(
+            Pipeline, col(Pipeline.profile_config_id) == col(ProfileConfig.id)
+        ).where(col(Pipeline.id) == pipeline_id)
+    )).scalar_one_or_none()
+    try:
+        document = await asyncio.to_thread(load_config_document, text or "")
+        outputs = (document.get("pipeline") or {}).get("outputs") or OUTPUT_TYPES
+        return tuple(str(output) for output in outputs)
+    except (ConfigError, AttributeError, TypeError):
+        return feed_content.FEED_TYPES  # unreadable: "not ready" rather than a wrong 404
 
 
 def union_key(principal: Principal, profile_id: int | None, kind: str) -> Hashable:
@@ -107,15 +207,12 @@ async def union_members(
     if members is not None:
         return members
     query = _pointer_query(kind).where(
+        principal.scope_filter(col(Pipeline.profile_id), col(Pipeline.id)),
         col(Pipeline.deleted_at).is_(None), col(Pipeline.is_active).is_(True),
         col(HostedFeed.sha256).is_not(None),
     )
     if profile_id is not None:
         query = query.where(col(Pipeline.profile_id) == profile_id)
-    elif principal.profile_ids is not None:
-        query = query.where(col(Pipeline.profile_id).in_(principal.profile_ids))
-    if principal.pipeline_ids is not None:
-        query = query.where(col(Pipeline.id).in_(principal.pipeline_ids))
     rows = (await session.execute(query.order_by(col(Pipeline.id)))).all()
     members = UnionMembers(tuple(_pointer(row) for row in rows))
     cache.put_union(key, members)
@@ -158,19 +255,22 @@ async def _artifact_content(
     return plain, gzipped, count
 
 
-async def _entries(
-    session: AsyncSession, pointers: Sequence[FeedPointer], kind: str, lines: list[str]
-) -> list[FeedEntry]:
-    """Each line with its provenance (merged across pipelines for a global feed).
+async def _provenance(
+    session: AsyncSession, pointers: Sequence[FeedPointer], kind: str, fmt: str
+) -> dict[str, list[Any]]:
+    """value -> [sources, tags, confidence, first_seen, last_seen], merged across pipelines
+    for a global feed; empty (no query) when the format shows no provenance.
 
     A row present in the feed (run_id NULL) was last seen when its feed was published."""
+    if not FEED_FORMATS[fmt].needs_provenance:
+        return {}
     seen_at = {p.pipeline_id: p.updated_at for p in pointers}
     rows = await session.execute(
         select(col(Indicator.pipeline_id), col(Indicator.value), col(Indicator.sources),
                col(Indicator.tags), col(Indicator.confidence), col(Indicator.first_seen),
                col(Indicator.last_seen), col(Indicator.run_id))
         .where(col(Indicator.pipeline_id).in_(list(seen_at)),
-               col(Indicator.indicator_type).in_(feed_content.BASE_TYPES[kind]))
+               col(Indicator.indicator_type).in_(BASE_TYPES[kind]))
     )
     merged: dict[str, list[Any]] = {}
     for pipeline_id, value, sources, tags, confidence, first_seen, last_seen, run_id in rows:
@@ -186,36 +286,32 @@ async def _entries(
         known[2] = max(known[2], confidence)
         known[3] = min(known[3], first_seen)
         known[4] = max(known[4], last_seen)
+    return merged
+
+
+def _feed_entries(kind: str, lines: list[str], provenance: dict[str, list[Any]]) -> list[FeedEntry]:
     entries = []
     for line in lines:
-        found = merged.get(line)
-        if found is None:  # e.g. a network made by aggregating a global feed
-            entries.append(FeedEntry(line, _entry_type(kind, line), [], [], 50))
+        # The combined `ip` feed holds hosts and networks: each line says which it is.
+        indicator_type = (ip_kind(line) or kind) if kind == "ip" else kind
+        found = provenance.get(line)
+        if found is None:  # not loaded, or a network made by aggregating a global feed
+            entries.append(FeedEntry(line, indicator_type, [], [], 50))
             continue
         sources, tags, confidence, first_seen, last_seen = found
-        entries.append(FeedEntry(line, _entry_type(kind, line), sorted(sources), sorted(tags),
+        entries.append(FeedEntry(line, indicator_type, sorted(sources), sorted(tags),
                                  confidence, first_seen, last_seen))
     return entries
 
 
-def _entry_type(kind: str, value: str) -> str:
-    if kind != "ip":
-        return kind
-    network = feed_content.ip_network(value)
-    if network is None:
-        return kind
-    version, _, prefixlen = network
-    if prefixlen == (32 if version == 4 else 128):
-        return "ipv4" if version == 4 else "ipv6"
-    return "cidr"
-
-
-def _rendered_body(entries: list[FeedEntry], kind: str, fmt: str) -> FeedBody:
-    rendered = render(entries, kind, fmt)
+def _rendered_body(
+    kind: str, fmt: str, lines: list[str], provenance: dict[str, list[Any]]
+) -> FeedBody:
+    rendered = render(_feed_entries(kind, lines, provenance), kind, fmt)
     return FeedBody(
         feed_content.sha256_hex(rendered.body), rendered.body,
         feed_content.gzip_bytes(rendered.body), rendered.count,
-        media_type=CONTENT_TYPES[fmt].encode(),
+        media_type=FEED_FORMATS[fmt].content_type.encode(),
     )
 
 
@@ -237,8 +333,8 @@ async def pipeline_body(
         body = FeedBody(sha, plain, gzipped, count)
     else:
         lines = feed_content.split_lines(plain)
-        entries = await _entries(session, [pointer], kind, lines)
-        body = await asyncio.to_thread(_rendered_body, entries, kind, fmt)
+        provenance = await _provenance(session, [pointer], kind, fmt)
+        body = await asyncio.to_thread(_rendered_body, kind, fmt, lines, provenance)
     prepare(body, run_ids=[pointer.run_id] if pointer.run_id else [],
             last_modified=pointer.updated_at)
     cache.put_body(key, body)
@@ -250,7 +346,7 @@ def _union_lines(contents: list[bytes], kind: str) -> list[str]:
     for plain in contents:
         lines.update(feed_content.split_lines(plain))
     if kind in ("cidr", "ip"):
-        return feed_content.aggregate_ip(lines)
+        return aggregate_values(lines)
     return feed_content.sorted_lines(lines)
 
 
@@ -276,13 +372,61 @@ async def union_body(
                              feed_content.gzip_bytes(plain), len(lines))
         )
     else:
-        entries = await _entries(session, members.pointers, kind, lines)
-        body = await asyncio.to_thread(_rendered_body, entries, kind, fmt)
+        provenance = await _provenance(session, members.pointers, kind, fmt)
+        body = await asyncio.to_thread(_rendered_body, kind, fmt, lines, provenance)
     updated = [p.updated_at for p in members.pointers if p.updated_at is not None]
     prepare(body, run_ids=sorted({p.run_id for p in members.pointers if p.run_id}),
             last_modified=max(updated) if updated else None)
     cache.put_body(key, body)
     return body
+
+
+def cached_body(
+    cache: FeedCache, principal: Principal, feed: FeedRequest, *, poll: bool = False
+) -> FeedBody | None:
+    """The body this caller gets for `feed` if every step is in the cache, else None (then
+    `feed_body` reads what is missing). `poll=True` is the fast path's question: an
+    expired pointer is still used during its refresh grace (see `FeedCache`)."""
+    if feed.pipeline_id is not None:
+        pointer = cache.pointer(feed.pipeline_id, feed.kind, poll=poll)
+        if (
+            pointer is None or not pointer.live
+            or not principal.sees_pipeline(pointer.profile_id, feed.pipeline_id)
+        ):
+            return None
+        return cache.body(pipeline_body_key(pointer, feed.kind, feed.fmt))
+    if feed.profile_id is not None and not principal.sees_profile(feed.profile_id):
+        return None
+    members = cache.union(union_key(principal, feed.profile_id, feed.kind), poll=poll)
+    if members is None:
+        return None
+    return cache.body(union_body_key(members, feed.kind, feed.fmt))
+
+
+async def feed_body(
+    session: AsyncSession, cache: FeedCache, principal: Principal, feed: FeedRequest
+) -> FeedBody:
+    """What the route serves: from the cache, or read and built (and cached) on a miss."""
+    body = cached_body(cache, principal, feed)
+    if body is not None:
+        return body
+    if feed.pipeline_id is None:
+        members = await union_members(session, cache, principal, feed.profile_id, feed.kind)
+        if not members.pointers:
+            raise FeedNotReady(
+                f"no pipeline in scope has published a {feed.kind} feed yet; "
+                f"retry after {NOT_READY_RETRY_SECONDS} s"
+            )
+        return await union_body(session, cache, members, feed.kind, feed.fmt)
+    pointer = await pipeline_pointer(session, cache, feed.pipeline_id, feed.kind)
+    if (
+        pointer is None or not pointer.live
+        or not principal.sees_pipeline(pointer.profile_id, feed.pipeline_id)
+    ):
+        raise NotFound("not found")
+    if pointer.sha256 is None:
+        raise not_served(pointer, feed.kind)
+    return await pipeline_body(session, cache, pointer, feed.kind, feed.fmt)
 
 
 # --- conditional answers ----------------------------------------------------------------

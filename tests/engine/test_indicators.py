@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import ipaddress
 
+import netaddr
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edl_api.engine.indicators import classify, normalise_fqdn, normalise_url, range_to_prefixes
+from edl_api.engine.aggregate import aggregate_values
+from edl_api.engine.indicators import (
+    cidr_ok,
+    classify,
+    ip_kind,
+    ip_network,
+    normalise_fqdn,
+    normalise_url,
+    range_to_prefixes,
+    sort_key,
+)
 
 
 @pytest.mark.parametrize(
@@ -143,3 +154,80 @@ def test_range_to_prefixes_is_exact_and_minimal(a: int, size: int, min_prefix: i
             )
         )
         assert covered == expected
+
+
+# -- published values: parsing, kind, order and aggregation (oracles: ipaddress, netaddr) ---
+
+
+def _address(version: int) -> st.SearchStrategy[str]:
+    # A small space, so that overlaps and adjacency are common.
+    base = 0xC0000200 if version == 4 else 0x20010DB8 << 96
+    return st.integers(0, 1 << 12).map(lambda offset: str(ipaddress.ip_address(base + offset)))
+
+
+def _published(version: int) -> st.SearchStrategy[str]:
+    """A host ("192.0.2.7") or a network with its host bits cleared ("192.0.2.0/24")."""
+    bits = 32 if version == 4 else 128
+
+    def network(address: str, prefixlen: int) -> str:
+        return str(ipaddress.ip_network(f"{address}/{prefixlen}", strict=False))
+
+    return st.one_of(
+        _address(version),
+        st.builds(network, _address(version), st.integers(bits - 12, bits - 1)),
+    )
+
+
+published_values = st.one_of(_published(4), _published(6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(published_values, st.builds(lambda a, n: f"{a}/{n}", _address(4),
+                                               st.integers(0, 40))))
+def test_ip_network_and_kind_match_ipaddress(value: str) -> None:
+    try:
+        oracle = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        assert ip_network(value) is None
+        assert ip_kind(value) is None
+        return
+    assert ip_network(value) == (oracle.version, int(oracle.network_address), oracle.prefixlen)
+    assert cidr_ok(value) == (
+        oracle.version, int(oracle.network_address), int(oracle.broadcast_address)
+    )
+    full = oracle.prefixlen == oracle.max_prefixlen
+    assert ip_kind(value) == (f"ipv{oracle.version}" if full else "cidr")
+
+
+@pytest.mark.parametrize(
+    "value", ["", "evil.example", "1.2.3", "1.2.3.4/", "1.2.3.4/33", "::1/129", "1.2.3.4/²",
+              "01.2.3.4", "1.2.3.4/24/1", "[::1]"],
+)
+def test_ip_kind_of_non_ips_is_none(value: str) -> None:
+    assert ip_network(value) is None
+    assert ip_kind(value) is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(published_values, st.sampled_from(["evil.example", "a.example/x"])),
+                max_size=30))
+def test_aggregate_values_is_exact_and_minimal(values: list[str]) -> None:
+    ips = [v for v in values if ip_kind(v) is not None]
+    aggregated = aggregate_values(values)
+    networks = [v for v in aggregated if ip_kind(v) is not None]
+    expected = netaddr.IPSet(ips)
+    assert netaddr.IPSet(networks) == expected
+    assert len(networks) == len(list(expected.iter_cidrs()))  # minimal
+    # IPv4 before IPv6, each in address order; the other values follow, sorted.
+    assert networks == sorted(networks, key=sort_key)
+    assert aggregated[len(networks):] == sorted({v for v in values if ip_kind(v) is None})
+    assert all("/" not in v or ip_kind(v) == "cidr" for v in networks)  # hosts stay bare
+
+
+def test_a_url_with_no_faithful_schemeless_form_is_not_normalised() -> None:
+    """https on port 80 would read back as plain http (port dropped): refused, not widened
+    (hypothesis found `HTTPS://0.AA:80` breaking idempotency)."""
+    assert normalise_url("HTTPS://0.AA:80") is None
+    assert normalise_url("https://evil.example:443/a") == "evil.example/a"
+    assert normalise_url("https://evil.example:8443/a") == "evil.example:8443/a"
+    assert normalise_url("http://evil.example:80/a") == "evil.example/a"
