@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Header
 from pydantic import BaseModel
@@ -20,6 +21,8 @@ from edl_api.errors import Unprocessable
 from edl_api.models import IdempotencyRecord, utcnow
 
 MAX_KEY_LENGTH = 200
+
+S = TypeVar("S", bound=BaseModel)
 
 
 class IdempotencyKeyReused(Unprocessable):
@@ -75,8 +78,9 @@ async def replay(session: AsyncSession, request: IdempotencyRequest) -> dict[str
 
 async def remember(
     session: AsyncSession, request: IdempotencyRequest, response: dict[str, Any]
-) -> dict[str, Any]:
-    """Store the response; if a concurrent request won the race, undo ours and replay theirs."""
+) -> dict[str, Any] | None:
+    """Store the response. None if ours is kept; if a concurrent request won the race,
+    undo ours and return theirs."""
     session.add(
         IdempotencyRecord(
             scope=request.scope,
@@ -93,7 +97,32 @@ async def remember(
         if winner is None:  # pragma: no cover - the unique row must exist after the conflict
             raise
         return winner
-    return response
+    return None
+
+
+async def replay_or_create(
+    session: AsyncSession,
+    request: IdempotencyRequest | None,
+    schema: type[S],
+    create: Callable[[], Awaitable[S]],
+    *,
+    secret: str | None = None,
+) -> S:
+    """The response stored for a repeated request, else `create()`'s, remembered.
+
+    Call it after the scope and role checks, so a replay never skips them. `secret`
+    names a field (a new key or token) shown once and never stored: a replay has it null.
+    """
+    if request is None:
+        return await create()
+    if (stored := await replay(session, request)) is not None:
+        return schema.model_validate(stored)
+    response = await create()
+    document = response.model_dump(mode="json")
+    if secret is not None:
+        document[secret] = None
+    winner = await remember(session, request, document)
+    return response if winner is None else schema.model_validate(winner)
 
 
 async def prune(session: AsyncSession, older_than_hours: float) -> int:

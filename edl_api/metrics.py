@@ -19,6 +19,7 @@ from sqlmodel import col
 
 from edl_api.auth.principal import Principal
 from edl_api.models import HostedFeed, Pipeline, PipelineRun
+from edl_api.runs.state import RunState
 
 PROCESS_REGISTRY = CollectorRegistry()
 
@@ -84,16 +85,13 @@ class _Snapshot(Collector):
 async def _database_families(
     session: AsyncSession, principal: Principal
 ) -> list[GaugeMetricFamily]:
-    scoped_runs: list[Any] = []
-    scoped_pipelines: list[Any] = []
-    if principal.profile_ids is not None:
-        scoped_runs.append(col(PipelineRun.profile_id).in_(principal.profile_ids))
-        scoped_pipelines.append(col(Pipeline.profile_id).in_(principal.profile_ids))
+    scoped_runs = principal.scope_filter(col(PipelineRun.profile_id), col(PipelineRun.pipeline_id))
+    scoped_pipelines = principal.scope_filter(col(Pipeline.profile_id), col(Pipeline.id))
     runs = GaugeMetricFamily("edl_runs", "Runs by state and trigger", labels=["state", "trigger"])
     for state, trigger, count in (
         await session.execute(
             select(col(PipelineRun.state), col(PipelineRun.trigger), func.count())
-            .where(*scoped_runs)
+            .where(scoped_runs)
             .group_by(col(PipelineRun.state), col(PipelineRun.trigger))
         )
     ).all():
@@ -102,7 +100,7 @@ async def _database_families(
     queued = await session.execute(
         select(func.count())
         .select_from(PipelineRun)
-        .where(col(PipelineRun.state) == "queued", *scoped_runs)
+        .where(col(PipelineRun.state) == RunState.QUEUED, scoped_runs)
     )
     queue.add_metric([], queued.scalar_one())
     entries = GaugeMetricFamily(
@@ -116,7 +114,7 @@ async def _database_families(
                 col(HostedFeed.pipeline_id), col(HostedFeed.indicator_type), col(HostedFeed.count)
             )
             .join(Pipeline, col(Pipeline.id) == col(HostedFeed.pipeline_id))
-            .where(col(Pipeline.deleted_at).is_(None), *scoped_pipelines)
+            .where(col(Pipeline.deleted_at).is_(None), scoped_pipelines)
         )
     ).all():
         entries.add_metric([str(pipeline_id), indicator_type], count)

@@ -10,8 +10,11 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from edl_api.errors import AppError
+from edl_api.state import AppState
 
 T = TypeVar("T")
+U = TypeVar("U")
+S = TypeVar("S", bound=BaseModel)
 
 
 class Page(BaseModel, Generic[T]):
@@ -19,6 +22,10 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+    def with_items(self, items: list[U]) -> Page[U]:
+        """The same page with other items (a list that adds per-page counts to each row)."""
+        return Page(items=items, total=self.total, limit=self.limit, offset=self.offset)
 
 
 class PageParams(BaseModel):
@@ -36,7 +43,7 @@ def page_params(
     limit: Annotated[int, Query(ge=1, description="page size")] = 50,
     offset: Annotated[int, Query(ge=0, description="items to skip")] = 0,
 ) -> PageParams:
-    page_max: int = request.app.state.settings.page_max
+    page_max = AppState.of(request.app).settings.page_max
     if limit > page_max:
         raise PageTooLarge(
             [
@@ -54,11 +61,16 @@ PageDep = Annotated[PageParams, Depends(page_params)]
 
 
 async def paginate(
-    session: AsyncSession, query: Select[Any], page: PageParams
-) -> tuple[list[Any], int]:
-    """One page of `query`'s rows (first column) and the total without paging."""
+    session: AsyncSession, query: Select[Any], page: PageParams, schema: type[S]
+) -> Page[S]:
+    """One page of `query`'s rows (first column) as `schema`, and the total without paging."""
     total = (
         await session.execute(select(func.count()).select_from(query.order_by(None).subquery()))
     ).scalar_one()
     rows = (await session.execute(query.limit(page.limit).offset(page.offset))).scalars().all()
-    return list(rows), int(total)
+    return Page(
+        items=[schema.model_validate(row) for row in rows],
+        total=int(total),
+        limit=page.limit,
+        offset=page.offset,
+    )

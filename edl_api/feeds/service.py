@@ -9,11 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from edl_api.auth.principal import Principal
-from edl_api.engine.indicators import BITS, classify, key_to_text, url_host
+from edl_api.engine.indicators import BITS, classify, ip_network, key_to_text, url_host
 from edl_api.errors import AppError, NotFound, Unprocessable
-from edl_api.feeds import content as feed_content
 from edl_api.feeds.cache import FeedBody, prepare
 from edl_api.feeds.provenance import PROVENANCE, decompress
+from edl_api.feeds.publish import source_feed
 from edl_api.feeds.schemas import (
     ActivePipeline,
     ActivePipelines,
@@ -22,7 +22,6 @@ from edl_api.feeds.schemas import (
     SearchMatch,
     SearchResult,
 )
-from edl_api.feeds.store import source_feed
 from edl_api.models import Artifact, HostedFeed, Indicator, Pipeline, PipelineRun
 from edl_api.settings import Settings
 
@@ -48,8 +47,9 @@ async def active_pipelines(
     pipelines = (
         await session.execute(
             select(Pipeline).where(
-                col(Pipeline.profile_id) == profile_id, col(Pipeline.deleted_at).is_(None),
-                col(Pipeline.is_active).is_(True),
+                col(Pipeline.profile_id) == profile_id,
+                principal.scope_filter(col(Pipeline.profile_id), col(Pipeline.id)),
+                col(Pipeline.deleted_at).is_(None), col(Pipeline.is_active).is_(True),
             ).order_by(col(Pipeline.id))
         )
     ).scalars().all()
@@ -114,7 +114,7 @@ def _name_candidates(name: str) -> list[tuple[str, str]]:
 
 
 def _address_candidates(kind: str, value: str) -> list[tuple[str, str]]:
-    network = feed_content.ip_network(value)
+    network = ip_network(value)
     assert network is not None
     version, number, prefixlen = network
     out = [(kind, value)]
@@ -180,6 +180,7 @@ async def search(
                     select(col(Pipeline.id), col(Pipeline.name)).where(
                         col(Pipeline.id).in_({row.pipeline_id for row in hits}),
                         col(Pipeline.profile_id) == profile_id,
+                        principal.scope_filter(col(Pipeline.profile_id), col(Pipeline.id)),
                         col(Pipeline.deleted_at).is_(None), col(Pipeline.is_active).is_(True),
                     )
                 )
@@ -222,10 +223,13 @@ async def run_artifact(
 ) -> tuple[FeedBody, Artifact]:
     run = (
         await session.execute(
-            select(col(PipelineRun.profile_id)).where(col(PipelineRun.id) == run_id)
+            select(col(PipelineRun.id)).where(
+                col(PipelineRun.id) == run_id,
+                principal.scope_filter(col(PipelineRun.profile_id), col(PipelineRun.pipeline_id)),
+            )
         )
     ).first()
-    if run is None or not principal.sees_profile(run[0]):
+    if run is None:
         raise NotFound("not found")
     artifact = (
         await session.execute(

@@ -21,42 +21,40 @@ async def create_token(
     idem: idempotency.IdempotencyRequest | None, rounds: int,
 ) -> FeedTokenCreated:
     principal.require_profile(profile_id, write=True)
-    if idem is not None and (stored := await idempotency.replay(session, idem)) is not None:
-        return FeedTokenCreated.model_validate(stored)
-    pipeline_ids = None
-    if body.pipeline_ids is not None:
-        pipeline_ids = sorted(set(body.pipeline_ids))
-        found = set(
-            (await session.execute(
-                select(col(Pipeline.id)).where(
-                    col(Pipeline.id).in_(pipeline_ids), col(Pipeline.profile_id) == profile_id,
-                    col(Pipeline.deleted_at).is_(None),
-                )
-            )).scalars()
-        )
-        missing = [pid for pid in pipeline_ids if pid not in found]
-        if missing:
-            raise Unprocessable(
-                f"pipelines not in this profile: {missing}", code="unknown_pipeline"
+
+    async def create() -> FeedTokenCreated:
+        pipeline_ids = None
+        if body.pipeline_ids is not None:
+            pipeline_ids = sorted(set(body.pipeline_ids))
+            found = set(
+                (await session.execute(
+                    select(col(Pipeline.id)).where(
+                        col(Pipeline.id).in_(pipeline_ids),
+                        col(Pipeline.profile_id) == profile_id,
+                        col(Pipeline.deleted_at).is_(None),
+                    )
+                )).scalars()
             )
-    new_key = keys.generate_key(keys.FEED_PREFIX, rounds)
-    token = FeedToken(
-        profile_id=profile_id, name=body.name, key_id=new_key.key_id, key_hash=new_key.key_hash,
-        pipeline_ids=pipeline_ids,
-    )
-    session.add(token)
-    await session.flush()
-    response = FeedTokenCreated(
-        **FeedTokenPublic.model_validate(token).model_dump(), token=new_key.plaintext
-    )
-    if idem is not None:
-        # The secret is never stored: a replay returns the same token id without it.
-        stored = await idempotency.remember(
-            session, idem, response.model_dump(mode="json") | {"token": None}
+            missing = [pid for pid in pipeline_ids if pid not in found]
+            if missing:
+                raise Unprocessable(
+                    f"pipelines not in this profile: {missing}", code="unknown_pipeline"
+                )
+        new_key = keys.generate_key(keys.FEED_PREFIX, rounds)
+        token = FeedToken(
+            profile_id=profile_id, name=body.name, key_id=new_key.key_id,
+            key_hash=new_key.key_hash, pipeline_ids=pipeline_ids,
         )
-        if stored["id"] != token.id:
-            return FeedTokenCreated.model_validate(stored)
-    return response
+        session.add(token)
+        await session.flush()
+        return FeedTokenCreated(
+            **FeedTokenPublic.model_validate(token).model_dump(), token=new_key.plaintext
+        )
+
+    # The secret is never stored: a replay returns the same token id without it.
+    return await idempotency.replay_or_create(
+        session, idem, FeedTokenCreated, create, secret="token"
+    )
 
 
 async def list_tokens(
@@ -67,16 +65,11 @@ async def list_tokens(
     query = select(FeedToken).where(col(FeedToken.profile_id) == profile_id)
     if not include_revoked:
         query = query.where(col(FeedToken.revoked_at).is_(None))
-    rows, total = await paginate(session, query.order_by(col(FeedToken.id).desc()), page)
-    return Page(
-        items=[FeedTokenPublic.model_validate(t) for t in rows],
-        total=total, limit=page.limit, offset=page.offset,
-    )
+    return await paginate(session, query.order_by(col(FeedToken.id).desc()), page, FeedTokenPublic)
 
 
 async def revoke_token(
-    session: AsyncSession, principal: Principal, profile_id: int, token_id: int,
-    cache: keys.VerifiedKeyCache[Principal],
+    session: AsyncSession, principal: Principal, profile_id: int, token_id: int
 ) -> FeedTokenPublic:
     principal.require_profile(profile_id, write=True)
     token = await session.get(FeedToken, token_id)
@@ -85,6 +78,5 @@ async def revoke_token(
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         await session.flush()
-    cache.drop_key_id(token.key_id)
     drop_key_after_commit(session, token.key_id)
     return FeedTokenPublic.model_validate(token)

@@ -30,39 +30,34 @@ async def create_pipeline(
 ) -> PipelinePublic:
     config = await get_config_in_scope(session, principal, body.profile_config_id)
     principal.require_profile(config.profile_id, write=True)
-    if idem is not None and (stored := await idempotency.replay(session, idem)) is not None:
-        return PipelinePublic.model_validate(stored)
-    pipeline = Pipeline(
-        profile_id=config.profile_id,
-        profile_config_id=body.profile_config_id,
-        name=body.name,
-        concurrency_limit=body.concurrency_limit,
-        is_active=body.is_active,
-    )
-    session.add(pipeline)
-    await session.flush()
-    response = PipelinePublic.model_validate(pipeline)
-    if idem is not None:
-        return PipelinePublic.model_validate(
-            await idempotency.remember(session, idem, response.model_dump(mode="json"))
+
+    async def create() -> PipelinePublic:
+        pipeline = Pipeline(
+            profile_id=config.profile_id,
+            profile_config_id=body.profile_config_id,
+            name=body.name,
+            concurrency_limit=body.concurrency_limit,
+            is_active=body.is_active,
         )
-    return response
+        session.add(pipeline)
+        await session.flush()
+        return PipelinePublic.model_validate(pipeline)
+
+    return await idempotency.replay_or_create(session, idem, PipelinePublic, create)
 
 
 async def get_pipeline(
     session: AsyncSession, principal: Principal, pipeline_id: int, *, write: bool = False
 ) -> Pipeline:
-    pipeline = await session.get(Pipeline, pipeline_id)
-    if pipeline is None or not principal.sees_profile(pipeline.profile_id):
+    query = select(Pipeline).where(
+        col(Pipeline.id) == pipeline_id,
+        principal.scope_filter(col(Pipeline.profile_id), col(Pipeline.id)),
+    )
+    pipeline = (await session.execute(query)).scalar_one_or_none()
+    if pipeline is None:
         raise NotFound("not found")
     principal.require_profile(pipeline.profile_id, write=write)
     return pipeline
-
-
-def _scope(principal: Principal) -> Any:
-    if principal.profile_ids is None:
-        return True
-    return col(Pipeline.profile_id).in_(principal.profile_ids)
 
 
 async def list_pipelines(
@@ -75,7 +70,7 @@ async def list_pipelines(
     active_only: bool = False,
     include_deleted: bool = False,
 ) -> Page[PipelinePublic]:
-    filters: list[Any] = [_scope(principal)]
+    filters: list[Any] = [principal.scope_filter(col(Pipeline.profile_id), col(Pipeline.id))]
     if profile_id is not None:
         filters.append(col(Pipeline.profile_id) == profile_id)
     if profile_config_id is not None:
@@ -84,17 +79,8 @@ async def list_pipelines(
         filters.append(col(Pipeline.is_active).is_(True))
     if active_only or not include_deleted:
         filters.append(col(Pipeline.deleted_at).is_(None))
-    rows, total = await paginate(
-        session,
-        select(Pipeline).where(*filters).order_by(col(Pipeline.id).desc()),
-        page,
-    )
-    return Page(
-        items=[PipelinePublic.model_validate(p) for p in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    query = select(Pipeline).where(*filters).order_by(col(Pipeline.id).desc())
+    return await paginate(session, query, page, PipelinePublic)
 
 
 def _refuse_deleted(pipeline: Pipeline) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -13,6 +11,7 @@ from edl_api.auth import keys
 from edl_api.auth.principal import Principal
 from edl_api.engine import config as engine_config
 from edl_api.errors import Forbidden, NotFound, Unprocessable
+from edl_api.feeds.hooks import drop_key_after_commit
 from edl_api.models import (
     AdminAccount,
     AdminProfileLink,
@@ -60,68 +59,57 @@ async def create_profile(
     body: ProfileCreate,
     owner_admin_id: int | None,
     idem: idempotency.IdempotencyRequest | None,
-    cache: keys.VerifiedKeyCache[Principal],
     rounds: int,
 ) -> ProfileBootstrapResponse:
-    if idem is not None and (stored := await idempotency.replay(session, idem)) is not None:
-        return ProfileBootstrapResponse.model_validate(stored)
-    owner: int | None = None
-    if owner_admin_id is not None:
-        if principal.kind == "admin" and not principal.is_super_admin:
-            if owner_admin_id != principal.id:
-                raise Forbidden("only a super-admin may create a profile for another admin")
-        account = await session.get(AdminAccount, owner_admin_id)
-        if account is None or account.revoked_at is not None:
-            raise Unprocessable(
-                "owner_admin_id is not an active admin account", code="unknown_owner_admin"
-            )
-        owner = owner_admin_id
-    elif principal.kind == "admin" and not principal.is_super_admin:
-        owner = principal.id  # an operator's new profile is linked to it at once
-    new_key = keys.generate_key(keys.PROFILE_PREFIX, rounds)
-    profile = Profile(
-        name=body.name,
-        description=body.description,
-        key_id=new_key.key_id,
-        key_hash=new_key.key_hash,
-        created_by_admin_id=principal.id if principal.kind == "admin" else None,
-    )
-    session.add(profile)
-    await session.flush()
-    assert profile.id is not None
-    if owner is not None:
-        session.add(AdminProfileLink(admin_id=owner, profile_id=profile.id))
-        owner_account = await session.get(AdminAccount, owner)
-        if owner_account is not None:
-            owner_account.scope_changed_at = utcnow()  # other processes refresh its scope
-        await session.flush()
-        cache.clear()  # the owner's cached scope must include the new profile now
-    response = ProfileBootstrapResponse(
-        profile=ProfilePublic.model_validate(profile), api_key=new_key.plaintext
-    )
-    if idem is not None:
-        stored = await idempotency.remember(
-            session, idem, response.model_dump(mode="json") | {"api_key": None}
+    async def create() -> ProfileBootstrapResponse:
+        owner: int | None = None
+        if owner_admin_id is not None:
+            if principal.kind == "admin" and not principal.is_super_admin:
+                if owner_admin_id != principal.id:
+                    raise Forbidden("only a super-admin may create a profile for another admin")
+            account = await session.get(AdminAccount, owner_admin_id)
+            if account is None or account.revoked_at is not None:
+                raise Unprocessable(
+                    "owner_admin_id is not an active admin account", code="unknown_owner_admin"
+                )
+            owner = owner_admin_id
+        elif principal.kind == "admin" and not principal.is_super_admin:
+            owner = principal.id  # an operator's new profile is linked to it at once
+        new_key = keys.generate_key(keys.PROFILE_PREFIX, rounds)
+        profile = Profile(
+            name=body.name,
+            description=body.description,
+            key_id=new_key.key_id,
+            key_hash=new_key.key_hash,
+            created_by_admin_id=principal.id if principal.kind == "admin" else None,
         )
-        if stored["profile"]["id"] != profile.id:
-            return ProfileBootstrapResponse.model_validate(stored)
-    return response
+        session.add(profile)
+        await session.flush()
+        assert profile.id is not None
+        if owner is not None:
+            session.add(AdminProfileLink(admin_id=owner, profile_id=profile.id))
+            owner_account = await session.get(AdminAccount, owner)
+            if owner_account is not None:
+                owner_account.scope_changed_at = utcnow()  # other processes refresh its scope
+                # The owner's cached scope must include the new profile now.
+                drop_key_after_commit(session, owner_account.key_id)
+            await session.flush()
+        return ProfileBootstrapResponse(
+            profile=ProfilePublic.model_validate(profile), api_key=new_key.plaintext
+        )
 
-
-def _profile_scope_filter(principal: Principal) -> Any:
-    if principal.profile_ids is None:
-        return True
-    return col(Profile.id).in_(principal.profile_ids)
+    # The key itself is never stored: a replay returns the profile without it.
+    return await idempotency.replay_or_create(
+        session, idem, ProfileBootstrapResponse, create, secret="api_key"
+    )
 
 
 async def list_profiles(
     session: AsyncSession, principal: Principal, page: PageParams
 ) -> Page[ProfileSummary]:
-    where = _profile_scope_filter(principal)
-    profiles, total = await paginate(
-        session, select(Profile).where(where).order_by(col(Profile.id).desc()), page
-    )
-    ids = [p.id for p in profiles]
+    query = select(Profile).where(principal.scope_filter(col(Profile.id)))
+    profiles = await paginate(session, query.order_by(col(Profile.id).desc()), page, ProfilePublic)
+    ids = [p.id for p in profiles.items]
     live = col(Pipeline.deleted_at).is_(None)
     pipelines = dict(
         (
@@ -159,22 +147,23 @@ async def list_profiles(
             )
         ).all()
     )
-    items = [
+    return profiles.with_items([
         ProfileSummary(
-            **ProfilePublic.model_validate(p).model_dump(),
+            **p.model_dump(),
             pipelines=pipelines.get(p.id, 0),
             active_pipelines=active.get(p.id, 0),
             configs=configs.get(p.id, 0),
             last_run_at=last_runs.get(p.id),
         )
-        for p in profiles
-    ]
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+        for p in profiles.items
+    ])
 
 
 async def get_profile(session: AsyncSession, principal: Principal, profile_id: int) -> Profile:
-    principal.require_profile(profile_id)
-    profile = await session.get(Profile, profile_id)
+    query = select(Profile).where(
+        col(Profile.id) == profile_id, principal.scope_filter(col(Profile.id))
+    )
+    profile = (await session.execute(query)).scalar_one_or_none()
     if profile is None:
         raise NotFound("not found")
     return profile
@@ -204,33 +193,34 @@ async def create_config(
 ) -> ConfigPublic:
     await get_profile(session, principal, profile_id)
     principal.require_profile(profile_id, write=True)
-    if idem is not None and (stored := await idempotency.replay(session, idem)) is not None:
-        return ConfigPublic.model_validate(stored)
-    validate_yaml(body.yaml)
-    config = ProfileConfig(
-        profile_id=profile_id,
-        name=body.name,
-        yaml=body.yaml,
-        refresh_interval_minutes=body.refresh_interval_minutes,
-    )
-    session.add(config)
-    await session.flush()
-    session.add(_version_row(config))
-    await session.flush()
-    response = ConfigPublic.model_validate(config)
-    if idem is not None:
-        return ConfigPublic.model_validate(
-            await idempotency.remember(session, idem, response.model_dump(mode="json"))
+
+    async def create() -> ConfigPublic:
+        validate_yaml(body.yaml)
+        config = ProfileConfig(
+            profile_id=profile_id,
+            name=body.name,
+            yaml=body.yaml,
+            refresh_interval_minutes=body.refresh_interval_minutes,
         )
-    return response
+        session.add(config)
+        await session.flush()
+        session.add(_version_row(config))
+        await session.flush()
+        return ConfigPublic.model_validate(config)
+
+    return await idempotency.replay_or_create(session, idem, ConfigPublic, create)
 
 
 async def get_config(
     session: AsyncSession, principal: Principal, profile_id: int, config_id: int
 ) -> ProfileConfig:
-    principal.require_profile(profile_id)
-    config = await session.get(ProfileConfig, config_id)
-    if config is None or config.profile_id != profile_id:
+    query = select(ProfileConfig).where(
+        col(ProfileConfig.id) == config_id,
+        col(ProfileConfig.profile_id) == profile_id,
+        principal.scope_filter(col(ProfileConfig.profile_id)),
+    )
+    config = (await session.execute(query)).scalar_one_or_none()
+    if config is None:
         raise NotFound("not found")
     return config
 
@@ -239,8 +229,12 @@ async def get_config_in_scope(
     session: AsyncSession, principal: Principal, config_id: int
 ) -> ProfileConfig:
     """A config by id alone, as long as the caller may see its profile (else 404)."""
-    config = await session.get(ProfileConfig, config_id)
-    if config is None or not principal.sees_profile(config.profile_id):
+    query = select(ProfileConfig).where(
+        col(ProfileConfig.id) == config_id,
+        principal.scope_filter(col(ProfileConfig.profile_id)),
+    )
+    config = (await session.execute(query)).scalar_one_or_none()
+    if config is None:
         raise NotFound("profile config not found")
     return config
 
@@ -339,37 +333,26 @@ async def list_configs(
     session: AsyncSession, principal: Principal, profile_id: int, page: PageParams
 ) -> Page[ConfigWithUsage]:
     await get_profile(session, principal, profile_id)
-    where = col(ProfileConfig.profile_id) == profile_id
-    configs, total = await paginate(
-        session,
-        select(ProfileConfig).where(where).order_by(col(ProfileConfig.id).desc()),
-        page,
+    query = select(ProfileConfig).where(col(ProfileConfig.profile_id) == profile_id)
+    configs = await paginate(
+        session, query.order_by(col(ProfileConfig.id).desc()), page, ConfigPublic
     )
-    usage = await config_usage(session, [c.id for c in configs if c.id is not None])
-    items = [
-        ConfigWithUsage(**ConfigPublic.model_validate(c).model_dump(), usage=usage[c.id])
-        for c in configs
-    ]
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+    usage = await config_usage(session, [c.id for c in configs.items])
+    return configs.with_items(
+        [ConfigWithUsage(**c.model_dump(), usage=usage[c.id]) for c in configs.items]
+    )
 
 
 async def list_versions(
     session: AsyncSession, principal: Principal, profile_id: int, config_id: int, page: PageParams
 ) -> Page[ConfigVersionPublic]:
     await get_config(session, principal, profile_id, config_id)
-    where = col(ProfileConfigVersion.config_id) == config_id
-    rows, total = await paginate(
+    query = select(ProfileConfigVersion).where(col(ProfileConfigVersion.config_id) == config_id)
+    return await paginate(
         session,
-        select(ProfileConfigVersion)
-        .where(where)
-        .order_by(col(ProfileConfigVersion.version).desc()),
+        query.order_by(col(ProfileConfigVersion.version).desc()),
         page,
-    )
-    return Page(
-        items=[ConfigVersionPublic.model_validate(v) for v in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
+        ConfigVersionPublic,
     )
 
 
