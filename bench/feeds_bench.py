@@ -45,9 +45,11 @@ sys.path.insert(0, str(ROOT))
 
 from edl_api.app import create_app  # noqa: E402
 from edl_api.feeds import indicators as indicator_store  # noqa: E402
-from edl_api.feeds.store import publish_feeds, write_indicators  # noqa: E402
+from edl_api.feeds.publish import PublishOptions  # noqa: E402
+from edl_api.feeds.publish import publish as publish_run  # noqa: E402
 from edl_api.models import Artifact, Pipeline, PipelineRun, utcnow  # noqa: E402
 from edl_api.settings import Settings  # noqa: E402
+from edl_api.state import AppState  # noqa: E402
 
 KEY = "bench-super-key-0123456789abcdef"
 YAML = (
@@ -79,12 +81,16 @@ def write_run(out_dir: Path, lines: list[str], source: str = "bench") -> None:
                                      "tags": [], "confidence": 50}, separators=(",", ":")) + "\n")
 
 
+WORKER = "bench:0:0"
+
+
 async def new_run(session: Any, pipeline_id: int) -> PipelineRun:
+    """A run row as the dispatcher claims it (running, owned by WORKER)."""
     pipeline = await session.get(Pipeline, pipeline_id)
     run = PipelineRun(
         pipeline_id=pipeline_id, profile_id=pipeline.profile_id,
         profile_config_id=pipeline.profile_config_id, config_version=1, config_snapshot=YAML,
-        state="running", trigger="api", mode="full",
+        state="running", trigger="api", mode="full", worker=WORKER,
     )
     session.add(run)
     await session.flush()
@@ -92,21 +98,26 @@ async def new_run(session: Any, pipeline_id: int) -> PipelineRun:
 
 
 async def publish(app: Any, pipeline_id: int, out_dir: Path) -> tuple[float, float, int]:
-    """As the dispatcher publishes: feeds committed (live), then the indicator store
-    and the run's final state. Returns (seconds until live, seconds in all, run id)."""
-    started = time.perf_counter()
-    async with app.state.sessionmaker() as session:
+    """As the dispatcher publishes (`feeds.publish.publish`: feeds committed live, then
+    the indicator store). Returns (seconds until live, seconds in all, run id)."""
+    async with AppState.of(app).sessionmaker() as session:
         run = await new_run(session, pipeline_id)
-        pending = await publish_feeds(session, run, out_dir)
         await session.commit()
-        live = time.perf_counter() - started
-        if pending is not None:
-            run = await session.get(PipelineRun, run.id)
-            await write_indicators(session, run, pending)
-        run.state = "succeeded"
-        await session.commit()
-        assert run.id is not None
-        return live, time.perf_counter() - started, run.id
+        run_id = run.id
+    assert run_id is not None
+    started = time.perf_counter()
+    outcome = await publish_run(
+        AppState.of(app).sessionmaker, run_id, out_dir, owner=WORKER,
+        options=PublishOptions(max_shrink_percent=100), keep_runs=1_000_000,
+    )
+    total = time.perf_counter() - started
+    assert outcome.owned
+    assert not outcome.errors, outcome.errors
+    async with AppState.of(app).sessionmaker() as session, session.begin():
+        finished = await session.get(PipelineRun, run_id)
+        finished.state = "succeeded"
+    live = outcome.live_after_seconds if outcome.live_after_seconds is not None else total
+    return live, total, run_id
 
 
 async def setup(args: argparse.Namespace, settings: Settings, work: Path) -> dict[str, Any]:
@@ -131,7 +142,7 @@ async def setup(args: argparse.Namespace, settings: Settings, work: Path) -> dic
                                        headers=hdr)).json()["token"]
             write_run(work / "feed-run", ipv4_lines(args.lines))
             await publish(app, feed_pipeline, work / "feed-run")
-            async with app.state.sessionmaker() as session:
+            async with AppState.of(app).sessionmaker() as session:
                 from sqlalchemy import select
 
                 artifact = (await session.execute(
@@ -144,7 +155,7 @@ async def setup(args: argparse.Namespace, settings: Settings, work: Path) -> dic
             # Search data: N pipelines × M indicators (ipv4, cidr, fqdn mixed), bulk-loaded.
             started = time.perf_counter()
             search_pipelines = [await pipeline(f"s{i}") for i in range(args.search_pipelines)]
-            now = indicator_store.RawTime(app.state.engine.dialect.name).to_raw(utcnow())
+            now = indicator_store.RawTime(AppState.of(app).engine.dialect.name).to_raw(utcnow())
             for index, pid in enumerate(search_pipelines):
                 rows: list[tuple[Any, ...]] = []
                 per = args.search_entries
@@ -158,7 +169,7 @@ async def setup(args: argparse.Namespace, settings: Settings, work: Path) -> dic
                         kind = "ipv4"
                         value = socket.inet_ntoa(((40 << 24) + n * 7).to_bytes(4, "big"))
                     rows.append((pid, kind, value, '["bench"]', "[]", 50, now, now, None))
-                async with app.state.sessionmaker() as session:
+                async with AppState.of(app).sessionmaker() as session:
                     conn = await session.connection()
                     await conn.exec_driver_sql("SELECT 1")
                     await indicator_store.bulk_insert(conn, rows)

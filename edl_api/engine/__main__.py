@@ -1,11 +1,14 @@
 """Engine CLI: the child process the run layer spawns, and the offline commands.
 
-    python -m edl_api.engine run --config FILE --out DIR [--settings-json JSON]
+    python -m edl_api.engine run --config FILE --out DIR --settings FILE
     python -m edl_api.engine check-config FILE
 
 `run` writes DIR/<type>.txt (plain), DIR/entries.jsonl and DIR/report.json and exits
-0 on success, 2 when the engine result is not ok, 1 on a crash. Its stdout is the
-run log: one sanitised line per event, never a header value or secret.
+0 on success, 2 when the engine result is not ok, 1 on a crash. Its settings come from
+the `--settings` JSON file alone (the run layer's one channel: SSRF grants, source
+folder, deadline, the run's secrets); the environment is read only by `run-local`.
+Its stdout is the run log: progress as typed events (`engine.progress`), other lines
+as text, never a header value or secret.
 """
 
 from __future__ import annotations
@@ -17,23 +20,26 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from edl_api.engine.config import ConfigError, PipelineConfig, load_config
+from edl_api.engine.entries import FeedEntry
 from edl_api.engine.pipeline import (
     EngineResult,
     EngineSettings,
-    FeedEntry,
     Progress,
     run_pipeline,
 )
-from edl_api.engine.progress import TerminalProgress
+from edl_api.engine.progress import ProgressEvent, TerminalProgress, describe, format_event
 
 EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_NOT_OK = 2
-_SETTINGS_KEYS = ("ssrf_allow_cidrs", "ssrf_allow_hosts", "source_dir", "total_deadline_seconds")
+SECRET_PREFIX = "EDL_SECRET_"
+# What a settings file may set (`resolver` is for tests in-process only).
+SETTINGS_FIELDS = frozenset(f.name for f in fields(EngineSettings)) - {"resolver"}
 
 
 def sanitise(text: str, limit: int = 2000) -> str:
@@ -50,48 +56,69 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
-def settings_from_env(overrides: dict[str, Any] | None = None) -> EngineSettings:
-    """EngineSettings from EDL_* environment variables, then explicit overrides."""
-    values: dict[str, Any] = {
-        "ssrf_allow_cidrs": _split(os.environ.get("EDL_SSRF_ALLOW_CIDRS")),
-        "ssrf_allow_hosts": _split(os.environ.get("EDL_SSRF_ALLOW_HOSTS")),
-        "source_dir": os.environ.get("EDL_SOURCE_DIR") or None,
-    }
+def settings_from_env() -> EngineSettings:
+    """`run-local`'s settings: EDL_SSRF_ALLOW_*, EDL_SOURCE_DIR, EDL_RUN_TIMEOUT_SECONDS and
+    the EDL_SECRET_* variables of the environment."""
     deadline = os.environ.get("EDL_RUN_TIMEOUT_SECONDS")
-    if deadline:
-        values["total_deadline_seconds"] = float(deadline)
-    for key, value in (overrides or {}).items():
-        if key not in _SETTINGS_KEYS:
-            # A newer run layer may pass more; ignoring beats failing every run.
-            log(f"ignoring unknown engine setting {key!r}")
-            continue
-        if key in ("ssrf_allow_cidrs", "ssrf_allow_hosts"):
-            value = tuple(_split(value) if isinstance(value, str) else value)
-        elif key == "total_deadline_seconds":
-            value = float(value)
-        values[key] = value
+    return EngineSettings(
+        ssrf_allow_cidrs=_split(os.environ.get("EDL_SSRF_ALLOW_CIDRS")),
+        ssrf_allow_hosts=_split(os.environ.get("EDL_SSRF_ALLOW_HOSTS")),
+        source_dir=os.environ.get("EDL_SOURCE_DIR") or None,
+        total_deadline_seconds=(
+            float(deadline) if deadline else EngineSettings.total_deadline_seconds
+        ),
+        secrets={k: v for k, v in os.environ.items() if k.startswith(SECRET_PREFIX)},
+    )
+
+
+def settings_to_json(settings: EngineSettings) -> str:
+    """The `--settings` file's text for these settings (the run layer writes it)."""
+    values = {k: v for k, v in asdict(settings).items() if k in SETTINGS_FIELDS}
+    return json.dumps({**values, "secrets": dict(settings.secrets)})
+
+
+def settings_from_json(text: str) -> EngineSettings:
+    """EngineSettings from a settings file; an unknown or mistyped field is an error."""
+    values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError("the settings file must hold a JSON object")
+    unknown = set(values) - SETTINGS_FIELDS
+    if unknown:
+        raise ValueError(f"unknown engine settings: {', '.join(sorted(unknown))}")
+    for key in ("ssrf_allow_cidrs", "ssrf_allow_hosts"):
+        if key in values:
+            values[key] = tuple(str(v) for v in values[key])
+    if "total_deadline_seconds" in values:
+        values["total_deadline_seconds"] = float(values["total_deadline_seconds"])
+    secrets = values.get("secrets", {})
+    if not isinstance(secrets, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()
+    ):
+        raise ValueError("secrets must map names to strings")
     return EngineSettings(**values)
 
 
-def _progress(event: str, data: dict[str, Any]) -> None:
-    if event == "source":
-        indicators = ", ".join(f"{k}={v}" for k, v in data["indicators"].items()) or "none"
-        invalid = sum(data["invalid"].values())
-        line = (
-            f"source {data['name']}: {data['status']} bytes={data['bytes']} lines={data['lines']}"
-            f" indicators[{indicators}] invalid={invalid} {data['seconds']}s"
-        )
-        if data.get("error"):
-            line += f" error: {data['error']}"
-        log(line)
-    elif event == "fetched":
-        state = "ok" if data["ok"] else "failed"
-        log(f"fetched {data['name']}: {state} bytes={data['bytes']} {data['seconds']}s")
-    elif event == "stage":
-        log(f"stage {data.get('stage')}")
-    elif event == "done":
-        published = ", ".join(f"{k}={v}" for k, v in data["published"].items())
-        log(f"done ok={data['ok']} published[{published}]")
+def _log_event(event: ProgressEvent) -> None:
+    """run-local, piped: the run log's readable line for each event."""
+    log(describe(event))
+
+
+def _emit_event(event: ProgressEvent) -> None:
+    """The child: one typed event per line, for the run layer to parse."""
+    print(sanitise(format_event(event), limit=64 * 1024), flush=True)
+
+
+def effective_options(config: PipelineConfig, settings: EngineSettings) -> dict[str, Any]:
+    """What the run layer needs of the config and settings, so it never parses them again."""
+    pipeline = config.pipeline
+    return {
+        "outputs": list(pipeline.outputs),
+        "guard": {"max_shrink_percent": pipeline.guard.max_shrink_percent,
+                  "allow_empty": pipeline.guard.allow_empty},
+        "retain_missing_days": pipeline.retain_missing_days,
+        "sources": len(config.sources),
+        "total_deadline_seconds": settings.total_deadline_seconds,
+    }
 
 
 def _entry_json(entry: FeedEntry) -> str:
@@ -152,8 +179,8 @@ def check_config_main(path: str) -> int:
 def run_main(
     path: str,
     out_dir: str,
-    settings: EngineSettings | None = None,
-    progress: Progress | None = None,
+    settings: EngineSettings,
+    progress: Progress,
 ) -> int:
     try:
         config = _load(path)
@@ -165,9 +192,10 @@ def run_main(
         log(f"cannot read config: {exc.strerror}")
         return EXIT_CRASH
     try:
-        settings = settings or settings_from_env()
-        log(f"engine run: {len(config.sources)} sources")
-        result = asyncio.run(run_pipeline(config, settings, progress or _progress))
+        log(f"engine run: {len(config.sources)} sources, "
+            f"deadline {settings.total_deadline_seconds:g}s")
+        result = asyncio.run(run_pipeline(config, settings, progress))
+        result.report["options"] = effective_options(config, settings)
         write_outputs(result, Path(out_dir))
     except Exception as exc:  # noqa: BLE001 - the run log must say why, then exit 1
         log(f"engine crashed: {exc.__class__.__name__}")
@@ -184,13 +212,14 @@ def run_main(
 def run_local_main(path: str, out_dir: str) -> int:
     """`edl-api run-local FILE --out DIR`: run offline with settings from the environment.
 
-    On a terminal a progress bar replaces the per-event log lines; piped, it stays quiet
-    and logs as the child process does."""
+    On a terminal a progress bar replaces the per-event log lines; piped, it logs each
+    event as a readable line."""
+    settings = settings_from_env()
     if sys.stderr.isatty():
-        status = run_main(path, out_dir, progress=TerminalProgress(sys.stderr))
+        status = run_main(path, out_dir, settings, TerminalProgress(sys.stderr))
         print(f"{'done' if status == EXIT_OK else 'failed'}: see {Path(out_dir) / 'report.json'}")
         return status
-    return run_main(path, out_dir)
+    return run_main(path, out_dir, settings, _log_event)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,21 +228,18 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run the engine on a config file")
     run.add_argument("--config", required=True)
     run.add_argument("--out", required=True)
-    run.add_argument("--settings-json", default=None, help="EngineSettings fields as JSON")
+    run.add_argument("--settings", required=True, help="EngineSettings as a JSON file")
     check = commands.add_parser("check-config", help="validate a config file")
     check.add_argument("file")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config_main(args.file)
     try:
-        overrides = json.loads(args.settings_json) if args.settings_json else None
-        if overrides is not None and not isinstance(overrides, dict):
-            raise ValueError("--settings-json must be a JSON object")
-        settings = settings_from_env(overrides)
-    except (ValueError, TypeError) as exc:
+        settings = settings_from_json(Path(args.settings).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError) as exc:
         log(f"bad settings: {exc}")
         return EXIT_CRASH
-    return run_main(args.config, args.out, settings)
+    return run_main(args.config, args.out, settings, _emit_event)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,16 @@ import gc
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from edl_api.engine.aggregate import FamilyFeeds, aggregate_family
 from edl_api.engine.augment import augment
 from edl_api.engine.config import PipelineConfig, SourceConfig
-from edl_api.engine.parsers import ParseStats, inline_values, parse
+from edl_api.engine.entries import FeedEntry
+from edl_api.engine.parsers import ParseStats, inline_values, is_html, parse
+from edl_api.engine.progress import ProgressEvent
 from edl_api.engine.rules import Allowlist, Rules
 from edl_api.engine.sources import (
     Resolver,
@@ -32,7 +33,7 @@ from edl_api.engine.sources import (
 )
 from edl_api.engine.store import IndicatorStore, IngestStats, ingest
 
-Progress = Callable[[str, dict[str, Any]], None]
+Progress = Callable[[ProgressEvent], None]
 FETCH_CONCURRENCY = 8
 
 
@@ -42,18 +43,9 @@ class EngineSettings:
     ssrf_allow_hosts: tuple[str, ...] = ()
     source_dir: str | None = None
     total_deadline_seconds: float = 600
+    # `${EDL_SECRET_*}` name → value: the only secrets a run's headers may expand.
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     resolver: Resolver | None = None  # tests inject a fake DNS
-
-
-@dataclass(slots=True)
-class FeedEntry:
-    value: str
-    indicator_type: str
-    sources: list[str]
-    tags: list[str]
-    confidence: int
-    first_seen: datetime | None = None
-    last_seen: datetime | None = None
 
 
 @dataclass(repr=False)
@@ -128,6 +120,38 @@ class _Fetch:
     error: str | None = None
     seconds: float = 0.0
     status: int | None = None
+    content_type: str | None = None
+
+
+class _NotAList(Exception):
+    """The fetched body is not this source's list at all; the message is the reason."""
+
+
+def _too_few_valid(source: SourceConfig, parsed: ParseStats, ingested: IngestStats) -> str | None:
+    """Why the body is mostly not indicators (below `min_valid_percent`), or None."""
+    floor = source.valid_floor(parsed.lines)
+    bad = ingested.invalid.total()
+    valid = ingested.tokens - bad
+    records = valid + bad + parsed.invalid.total()
+    if not floor or not records or valid * 100 >= floor * records:
+        return None
+    share = valid * 100 // records
+    return (
+        f"only {share}% of {records} records are valid indicators "
+        f"(min_valid_percent is {floor})"
+    )
+
+
+def _withdraw(store: IndicatorStore, bit: int) -> None:
+    """Take one source's indicators back out of the store (its bit, and what only it had)."""
+    keep = ~bit
+    for mapping in store.maps().values():
+        for key in [key for key, mask in mapping.items() if mask & bit]:
+            mask = mapping[key] & keep
+            if mask:
+                mapping[key] = mask
+            else:
+                del mapping[key]
 
 
 def _redact(text: str, secrets: set[str]) -> str:
@@ -148,8 +172,10 @@ async def _fetch_all(
     async def one(source: SourceConfig, client: Any) -> _Fetch:
         result = await fetch_one(source, client)
         # Fetches run concurrently: report each as it lands, so progress moves.
-        notify("fetched", {"name": source.name, "ok": result.error is None,
-                           "bytes": len(result.data or b""), "seconds": round(result.seconds, 3)})
+        notify(ProgressEvent("fetched", {
+            "name": source.name, "ok": result.error is None,
+            "bytes": len(result.data or b""), "seconds": round(result.seconds, 3),
+        }))
         return result
 
     async def fetch_one(source: SourceConfig, client: Any) -> _Fetch:
@@ -165,11 +191,13 @@ async def _fetch_all(
                 async with asyncio.timeout(budget):
                     if source.url is not None:
                         fetched = await fetch_url(
-                            client, source, policy, settings.resolver, secrets
+                            client, source, policy, settings.resolver, settings.secrets,
+                            secrets,
                         )
                     else:
                         fetched = await asyncio.to_thread(read_path, source, settings.source_dir)
                 result.data, result.status = fetched.data, fetched.status
+                result.content_type = fetched.content_type
             except SourceError as exc:
                 result.error = str(exc)
             except TimeoutError:
@@ -293,13 +321,13 @@ async def run_pipeline(
     """Run the whole engine once. `ok` is False when a non-optional source failed."""
     started = time.monotonic()
     deadline = started + settings.total_deadline_seconds
-    notify: Progress = progress or (lambda _event, _data: None)
+    notify: Progress = progress or (lambda _event: None)
     secrets: set[str] = set()
     errors: list[str] = []
     warnings: list[str] = []
     stages: dict[str, float] = {}
 
-    notify("stage", {"stage": "fetch", "sources": len(config.sources)})
+    notify(ProgressEvent("stage", {"stage": "fetch", "sources": len(config.sources)}))
     fetches = await _fetch_all(config, settings, deadline, secrets, notify)
     stages["fetch"] = time.monotonic() - started
 
@@ -352,6 +380,8 @@ def _process(
             t0 = time.monotonic()
             parse_stats = ParseStats()
             ingest_stats = IngestStats()
+            store = allow_store if source.role == "allow" else block
+            types = frozenset(source.types) if source.types is not None else None
             tokens: Iterable[str]
             try:
                 if source.values is not None:
@@ -359,13 +389,28 @@ def _process(
                 else:
                     assert fetched.data is not None
                     report["bytes"] = len(fetched.data)
+                    if is_html(fetched.data, fetched.content_type):
+                        raise _NotAList("returned HTML, not a list")
                     tokens = parse(source, fetched.data, parse_stats)
-                store = allow_store if source.role == "allow" else block
-                types = frozenset(source.types) if source.types is not None else None
                 ingest(tokens, store, 1 << index, types, ingest_stats)
+                if source.values is None:
+                    fetched.error = parse_stats.failure or _too_few_valid(
+                        source, parse_stats, ingest_stats
+                    )
+            except _NotAList as exc:
+                fetched.error = str(exc)
             except Exception as exc:  # noqa: BLE001 - parsers must not raise; be safe anyway
                 fetched.error = f"parse failed: {exc.__class__.__name__}"
             fetched.data = None  # free the body early
+            if fetched.error is not None:
+                if source.optional:
+                    # A broken optional source contributes nothing, as if its fetch had failed.
+                    _withdraw(store, 1 << index)
+            elif types is not None and ingest_stats.filtered and not ingest_stats.indicators:
+                warnings.append(
+                    f"source {source.name}: types [{', '.join(source.types or ())}] kept "
+                    f"nothing ({ingest_stats.filtered} indicators of other types)"
+                )
             invalid = parse_stats.invalid + ingest_stats.invalid
             report.update(
                 lines=parse_stats.lines,
@@ -380,7 +425,7 @@ def _process(
             report["status"] = "failed"
             message = f"source {source.name}: {fetched.error}"
             (warnings if source.optional else errors).append(message)
-        notify("source", dict(report))
+        notify(ProgressEvent("source", dict(report)))
     stages["parse"] = time.monotonic() - mark
 
     unique_before = block.counts()
@@ -389,12 +434,12 @@ def _process(
     provenance = Provenance(config)
     allowlist = Allowlist.build(config.rules.allow, [allow_store])
     rules = Rules(config.rules, allowlist, provenance.confidence)
-    notify("stage", {"stage": "rules"})
+    notify(ProgressEvent("stage", {"stage": "rules"}))
     rules.apply(block)
     stages["rules"] = time.monotonic() - mark
 
     mark = time.monotonic()
-    notify("stage", {"stage": "aggregate"})
+    notify(ProgressEvent("stage", {"stage": "aggregate"}))
     aggregate = config.pipeline.aggregate
     min_prefix = config.rules.min_prefix
     family4 = aggregate_family(
@@ -451,6 +496,9 @@ def _process(
         errors.append(f"run exceeded the total deadline of {settings.total_deadline_seconds:.0f}s")
     stages["total"] = time.monotonic() - started
     ok = not errors
+    if not ok:
+        # A failed run publishes nothing: do not hand out partial feeds, nor count them.
+        feeds = {output: [] for output in config.pipeline.outputs}
     report = {
         "ok": ok,
         "sources": source_reports,
@@ -473,8 +521,5 @@ def _process(
         "errors": errors,
         "warnings": warnings,
     }
-    notify("done", {"ok": ok, "published": report["counts"]["published"]})
-    if not ok:
-        # A failed run publishes nothing: do not hand out partial feeds.
-        feeds = {output: [] for output in config.pipeline.outputs}
+    notify(ProgressEvent("done", {"ok": ok, "published": report["counts"]["published"]}))
     return EngineResult(feeds=feeds, report=report, errors=errors, ok=ok, warnings=warnings)

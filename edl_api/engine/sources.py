@@ -18,7 +18,7 @@ import re
 import socket
 import urllib.parse
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,13 +141,15 @@ async def resolve_checked(
     return addresses[0]
 
 
-def expand_secrets(headers: dict[str, str], secrets: set[str]) -> dict[str, str]:
-    """Expand `${EDL_SECRET_*}` from the environment; expanded values are added to `secrets`."""
+def expand_secrets(
+    headers: dict[str, str], available: Mapping[str, str], secrets: set[str]
+) -> dict[str, str]:
+    """Expand `${EDL_SECRET_*}` from the run's own secrets; used values join `secrets`."""
     out = {}
     for name, value in headers.items():
 
         def replace(match: re.Match[str], header: str = name) -> str:
-            secret = os.environ.get(match.group(1))
+            secret = available.get(match.group(1))
             if secret is None:
                 raise SourceError(f"header {header}: secret {match.group(1)} is not set")
             if secret:
@@ -217,6 +219,7 @@ class Fetched:
     data: bytes
     status: int | None = None
     redirects: int = 0
+    content_type: str | None = None  # media type only, lowercased (no parameters)
 
 
 def redirect_target(url: str, location: str) -> str:
@@ -239,10 +242,11 @@ async def fetch_url(
     source: SourceConfig,
     policy: SsrfPolicy,
     resolver: Resolver | None,
+    available: Mapping[str, str],
     secrets: set[str],
 ) -> Fetched:
     assert source.url is not None
-    headers = expand_secrets(source.headers, secrets)
+    headers = expand_secrets(source.headers, available, secrets)
     url = source.url
     origin: tuple[str, str, int] | None = None
     for redirects in range(MAX_REDIRECTS + 1):
@@ -310,7 +314,11 @@ async def fetch_url(
                     decoder.feed(chunk)
             except httpx.HTTPError as exc:
                 raise SourceError(f"{exc.__class__.__name__} while reading body") from None
-            return Fetched(decoder.finish(), response.status_code, redirects)
+            media_type = response.headers.get("content-type", "").split(";", 1)[0]
+            return Fetched(
+                decoder.finish(), response.status_code, redirects,
+                media_type.strip().lower() or None,
+            )
         finally:
             await response.aclose()
     raise SourceError(f"more than {MAX_REDIRECTS} redirects")

@@ -17,6 +17,7 @@ from sqlmodel import col
 
 from edl_api.db import serialize_claims
 from edl_api.models import Pipeline, PipelineRun, utcnow
+from edl_api.runs.state import RunState, check_transition
 from edl_api.settings import Settings
 
 CLAIM_BATCH = 200
@@ -31,7 +32,7 @@ async def claim_runs(
         running = (
             await session.execute(
                 select(col(PipelineRun.profile_id), col(PipelineRun.pipeline_id), func.count())
-                .where(col(PipelineRun.state) == "running")
+                .where(col(PipelineRun.state) == RunState.RUNNING)
                 .group_by(col(PipelineRun.profile_id), col(PipelineRun.pipeline_id))
             )
         ).all()
@@ -51,7 +52,7 @@ async def claim_runs(
                     col(Pipeline.deleted_at),
                 )
                 .join(Pipeline, col(Pipeline.id) == col(PipelineRun.pipeline_id))
-                .where(col(PipelineRun.state) == "queued")
+                .where(col(PipelineRun.state) == RunState.QUEUED)
                 .order_by(col(PipelineRun.created_at), col(PipelineRun.id))
                 .limit(CLAIM_BATCH)
                 .with_for_update(skip_locked=True, of=PipelineRun)  # type: ignore[arg-type]
@@ -78,8 +79,9 @@ async def claim_runs(
         if orphaned:
             await session.execute(
                 update(PipelineRun)
-                .where(col(PipelineRun.id).in_(orphaned), col(PipelineRun.state) == "queued")
-                .values(state="cancelled", finished_at=now,
+                .where(col(PipelineRun.id).in_(orphaned),
+                       col(PipelineRun.state) == RunState.QUEUED)
+                .values(state=RunState.CANCELLED, finished_at=now,
                         errors=["the pipeline was deleted before the run started"])
             )
         if not chosen:
@@ -87,10 +89,26 @@ async def claim_runs(
         claimed = (
             await session.execute(
                 update(PipelineRun)
-                .where(col(PipelineRun.id).in_(chosen), col(PipelineRun.state) == "queued")
-                .values(state="running", started_at=now, heartbeat_at=now,
+                .where(col(PipelineRun.id).in_(chosen), col(PipelineRun.state) == RunState.QUEUED)
+                .values(state=RunState.RUNNING, started_at=now, heartbeat_at=now,
                         worker=identity, progress={"stage": "claimed"})
                 .returning(col(PipelineRun.id))
             )
         ).scalars().all()
-    return sorted(int(run_id) for run_id in claimed if run_id is not None)
+    ids = sorted(int(run_id) for run_id in claimed if run_id is not None)
+    for claimed_id in ids:
+        check_transition(claimed_id, RunState.QUEUED, RunState.RUNNING)
+    return ids
+
+
+async def owned_run(session: AsyncSession, run_id: int, owner: str) -> PipelineRun | None:
+    """The run's row, locked, while it is `running` and `owner` still holds it (recovery
+    on another process, or a cancel of a deleted pipeline, may have taken it since)."""
+    run = (
+        await session.execute(
+            select(PipelineRun).where(col(PipelineRun.id) == run_id).with_for_update()
+        )
+    ).scalar_one_or_none()
+    if run is None or run.state != RunState.RUNNING or run.worker != owner:
+        return None
+    return run

@@ -16,7 +16,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from edl_api.logging_setup import RedactingFilter
@@ -230,9 +230,3 @@ async def follow(
             finished = True  # one more pass picks up the last lines
             continue
         await asyncio.sleep(poll_seconds)
-
-
-def remove_logs(settings: Settings, run_ids: Iterable[int]) -> None:
-    for run_id in run_ids:
-        for path in [*segments(settings, run_id), live_path(settings, run_id)]:
-            path.unlink(missing_ok=True)

@@ -24,8 +24,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from edl_api.models import Artifact, PipelineRun, utcnow
+from edl_api.feeds.publish import state_after_owner_died
+from edl_api.models import PipelineRun, utcnow
 from edl_api.runs.logs import RunLog
+from edl_api.runs.state import RunState, check_transition
 from edl_api.settings import Settings
 
 logger = logging.getLogger("edl_api.runs")
@@ -95,7 +97,7 @@ async def interrupt_dead_runs(
             await session.execute(
                 select(col(PipelineRun.id), col(PipelineRun.worker), col(PipelineRun.pid),
                        col(PipelineRun.heartbeat_at))
-                .where(col(PipelineRun.state) == "running")
+                .where(col(PipelineRun.state) == RunState.RUNNING)
             )
         ).all()
     recovered: list[int] = []
@@ -115,27 +117,15 @@ async def interrupt_dead_runs(
             for stale in (settings.data_dir / "work").glob(f"run-{run_id}-*"):
                 shutil.rmtree(stale, ignore_errors=True)
         async with sessionmaker() as session, session.begin():
-            # A run whose feeds were already published (the worker died while updating
-            # the indicator store) is what firewalls get: it succeeded, it was not cut short.
-            published = (await session.execute(
-                select(col(Artifact.id))
-                .where(col(Artifact.run_id) == run_id, col(Artifact.published).is_(True))
-                .limit(1)
-            )).first() is not None
-            if published:
-                state, error = "succeeded", (
-                    f"worker {worker} stopped after publishing, before the indicator store "
-                    "was updated (search shows the previous run's entries until the next run)"
-                )
-            else:
-                state, error = "interrupted", f"worker {worker} stopped while the run was running"
+            state, error = await state_after_owner_died(session, run_id, worker)
             result = await session.execute(
                 update(PipelineRun)
-                .where(col(PipelineRun.id) == run_id, col(PipelineRun.state) == "running",
+                .where(col(PipelineRun.id) == run_id, col(PipelineRun.state) == RunState.RUNNING,
                        col(PipelineRun.worker) == worker)
                 .values(state=state, finished_at=utcnow(), pid=None, errors=[error])
             )
         if result.rowcount:  # type: ignore[attr-defined]
+            check_transition(run_id, RunState.RUNNING, state)
             recovered.append(run_id)
             run_log = RunLog(settings, run_id)
             await run_log.note(f"{state} (worker {worker} is gone)")

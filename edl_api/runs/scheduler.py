@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from edl_api.models import Pipeline, PipelineRun, ProfileConfig, utcnow
-from edl_api.runs.schemas import ACTIVE_STATES
 from edl_api.runs.service import new_run
+from edl_api.runs.state import ACTIVE
 from edl_api.settings import Settings
 
 logger = logging.getLogger("edl_api.scheduler")
@@ -66,7 +66,7 @@ async def _due(
             await session.execute(
                 select(col(PipelineRun.pipeline_id)).where(
                     col(PipelineRun.pipeline_id).in_(ids),
-                    col(PipelineRun.state).in_(ACTIVE_STATES),
+                    col(PipelineRun.state).in_(ACTIVE),
                 ).distinct()
             )
         ).scalars()

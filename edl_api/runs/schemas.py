@@ -5,15 +5,8 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from edl_api.runs.state import RunState
 from edl_api.schemas import RequestModel, ResponseModel
-
-RunState = Literal[
-    "queued", "running", "succeeded", "failed", "cancelled", "timed_out", "interrupted"
-]
-ACTIVE_STATES: tuple[str, ...] = ("queued", "running")
-FINISHED_STATES: tuple[str, ...] = (
-    "succeeded", "failed", "cancelled", "timed_out", "interrupted"
-)
 
 
 class RunCreate(RequestModel):
@@ -35,7 +28,7 @@ class RunCreated(ResponseModel):
     id: int
     pipeline_id: int
     profile_id: int
-    state: str
+    state: RunState
     trigger: str
     mode: str
     created_at: datetime
@@ -43,7 +36,7 @@ class RunCreated(ResponseModel):
 
 class RunCancelled(ResponseModel):
     id: int
-    state: str
+    state: RunState
     cancel_requested: bool
 
 
@@ -53,7 +46,7 @@ class RunSummary(ResponseModel):
     profile_id: int
     profile_config_id: int
     config_version: int
-    state: str
+    state: RunState
     trigger: str
     mode: str
     persist: bool
@@ -95,6 +88,8 @@ class RunMetadata(ResponseModel):
     overrides: dict[str, Any]
     sources: list[SourceReport]
     feeds: dict[str, Any] = Field(default_factory=dict)
+    # What the engine ran with: outputs, guard, retention, sources, its deadline (s).
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class RunDetail(RunSummary):
@@ -109,7 +104,7 @@ class Job(ResponseModel):
     run_id: int
     pipeline_id: int
     profile_id: int
-    state: str
+    state: RunState
     trigger: str
     created_at: datetime
     started_at: datetime | None

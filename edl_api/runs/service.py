@@ -16,7 +16,6 @@ from edl_api.models import Artifact, Pipeline, PipelineRun, ProfileConfig, utcno
 from edl_api.pagination import Page, PageParams, paginate
 from edl_api.pipelines.service import get_pipeline
 from edl_api.runs.schemas import (
-    ACTIVE_STATES,
     ArtifactInfo,
     Job,
     JobList,
@@ -28,6 +27,7 @@ from edl_api.runs.schemas import (
     RunSummary,
     SourceReport,
 )
+from edl_api.runs.state import ACTIVE, RunState, check_transition
 
 JOBS_LIMIT = 500
 
@@ -50,7 +50,7 @@ def new_run(
     assert config.id is not None
     return PipelineRun(
         pipeline_id=pipeline.id, profile_id=pipeline.profile_id, profile_config_id=config.id,
-        config_version=config.version, config_snapshot=config.yaml, state="queued",
+        config_version=config.version, config_snapshot=config.yaml, state=RunState.QUEUED,
         trigger=trigger, mode=mode, persist=persist, timeout_seconds=timeout_seconds,
         reason=reason, overrides=overrides or {}, schedule_slot=schedule_slot,
     )
@@ -68,32 +68,34 @@ async def create_run(
     idem: idempotency.IdempotencyRequest | None,
 ) -> RunCreated:
     pipeline = await get_pipeline(session, principal, body.pipeline_id, write=True)
-    if idem is not None and (stored := await idempotency.replay(session, idem)) is not None:
-        return RunCreated.model_validate(stored)
-    refuse_unlaunchable(pipeline)
-    config = await session.get(ProfileConfig, pipeline.profile_config_id)
-    if config is None:  # pragma: no cover - the foreign key keeps it
-        raise NotFound("the pipeline's config is gone")
-    overrides = body.model_dump(
-        mode="json", exclude_unset=True, exclude={"pipeline_id", "idempotency_key"}
-    )
-    run = new_run(
-        pipeline, config, trigger="api", mode=body.mode, persist=body.persist,
-        timeout_seconds=body.timeout_seconds, reason=body.reason, overrides=overrides,
-    )
-    session.add(run)
-    await session.flush()
-    response = RunCreated.model_validate(run)
-    if idem is not None:
-        return RunCreated.model_validate(
-            await idempotency.remember(session, idem, response.model_dump(mode="json"))
+
+    async def launch() -> RunCreated:
+        refuse_unlaunchable(pipeline)
+        config = await session.get(ProfileConfig, pipeline.profile_config_id)
+        if config is None:  # pragma: no cover - the foreign key keeps it
+            raise NotFound("the pipeline's config is gone")
+        overrides = body.model_dump(
+            mode="json", exclude_unset=True, exclude={"pipeline_id", "idempotency_key"}
         )
-    return response
+        run = new_run(
+            pipeline, config, trigger="api", mode=body.mode, persist=body.persist,
+            timeout_seconds=body.timeout_seconds, reason=body.reason, overrides=overrides,
+        )
+        session.add(run)
+        await session.flush()
+        return RunCreated.model_validate(run)
+
+    # A replay answers even if the pipeline was deactivated since: the run exists.
+    return await idempotency.replay_or_create(session, idem, RunCreated, launch)
 
 
 async def get_run(session: AsyncSession, principal: Principal, run_id: int) -> PipelineRun:
-    run = await session.get(PipelineRun, run_id)
-    if run is None or not principal.sees_profile(run.profile_id):
+    query = select(PipelineRun).where(
+        col(PipelineRun.id) == run_id,
+        principal.scope_filter(col(PipelineRun.profile_id), col(PipelineRun.pipeline_id)),
+    )
+    run = (await session.execute(query)).scalar_one_or_none()
+    if run is None:
         raise NotFound("not found")
     return run
 
@@ -105,14 +107,16 @@ async def cancel_run(session: AsyncSession, principal: Principal, run_id: int) -
     # dispatcher that claims it in the same instant (then the flag below stops it).
     result = await session.execute(
         update(PipelineRun)
-        .where(col(PipelineRun.id) == run_id, col(PipelineRun.state) == "queued")
-        .values(state="cancelled", cancel_requested=True, finished_at=utcnow())
+        .where(col(PipelineRun.id) == run_id, col(PipelineRun.state) == RunState.QUEUED)
+        .values(state=RunState.CANCELLED, cancel_requested=True, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if result.rowcount:  # type: ignore[attr-defined]
+        check_transition(run_id, RunState.QUEUED, RunState.CANCELLED)
+    else:
         result = await session.execute(
             update(PipelineRun)
-            .where(col(PipelineRun.id) == run_id, col(PipelineRun.state) == "running")
+            .where(col(PipelineRun.id) == run_id, col(PipelineRun.state) == RunState.RUNNING)
             .values(cancel_requested=True)
             .execution_options(synchronize_session=False)
         )
@@ -122,18 +126,14 @@ async def cancel_run(session: AsyncSession, principal: Principal, run_id: int) -
     return RunCancelled(id=run_id, state=run.state, cancel_requested=run.cancel_requested)
 
 
-def _scope(principal: Principal) -> Any:
-    if principal.profile_ids is None:
-        return True
-    return col(PipelineRun.profile_id).in_(principal.profile_ids)
-
-
 async def list_runs(
     session: AsyncSession, principal: Principal, page: PageParams, *,
     state: str | None = None, profile_id: int | None = None, pipeline_id: int | None = None,
     trigger: str | None = None,
 ) -> Page[RunSummary]:
-    filters: list[Any] = [_scope(principal)]
+    filters: list[Any] = [
+        principal.scope_filter(col(PipelineRun.profile_id), col(PipelineRun.pipeline_id))
+    ]
     if state is not None:
         filters.append(col(PipelineRun.state).in_(state.split(",")))
     if profile_id is not None:
@@ -142,15 +142,8 @@ async def list_runs(
         filters.append(col(PipelineRun.pipeline_id) == pipeline_id)
     if trigger is not None:
         filters.append(col(PipelineRun.trigger) == trigger)
-    rows, total = await paginate(
-        session,
-        select(PipelineRun).where(*filters).order_by(col(PipelineRun.id).desc()),
-        page,
-    )
-    return Page(
-        items=[RunSummary.model_validate(r) for r in rows],
-        total=total, limit=page.limit, offset=page.offset,
-    )
+    query = select(PipelineRun).where(*filters).order_by(col(PipelineRun.id).desc())
+    return await paginate(session, query, page, RunSummary)
 
 
 def _sources(report: dict[str, Any]) -> list[SourceReport]:
@@ -176,7 +169,7 @@ async def run_detail(session: AsyncSession, principal: Principal, run_id: int) -
         )
     ).all()
     summary = RunSummary.model_validate(run).model_dump()
-    feeds = run.report.get("feeds")
+    feeds, options = run.report.get("feeds"), run.report.get("options")
     return RunDetail(
         **summary,
         artifacts=[
@@ -189,6 +182,7 @@ async def run_detail(session: AsyncSession, principal: Principal, run_id: int) -
         metadata=RunMetadata(
             config_snapshot=run.config_snapshot, overrides=run.overrides,
             sources=_sources(run.report), feeds=feeds if isinstance(feeds, dict) else {},
+            options=options if isinstance(options, dict) else {},
         ),
         diff=run.diff, progress=run.progress, worker=run.worker,
     )
@@ -197,7 +191,10 @@ async def run_detail(session: AsyncSession, principal: Principal, run_id: int) -
 async def list_jobs(
     session: AsyncSession, principal: Principal, *, profile_id: int | None = None
 ) -> JobList:
-    filters: list[Any] = [_scope(principal), col(PipelineRun.state).in_(ACTIVE_STATES)]
+    filters: list[Any] = [
+        principal.scope_filter(col(PipelineRun.profile_id), col(PipelineRun.pipeline_id)),
+        col(PipelineRun.state).in_(ACTIVE),
+    ]
     if profile_id is not None:
         filters.append(col(PipelineRun.profile_id) == profile_id)
     rows = (

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from edl_api.engine.__main__ import settings_to_json
 from edl_api.engine.config import load_config, load_config_document, validate_config_document
 from edl_api.engine.pipeline import EngineResult, EngineSettings, run_pipeline
-from tests.engine.conftest import FEEDS
+from edl_api.engine.progress import describe, parse_event
+from tests.helpers import FEEDS
 
 EXPECTED: dict[str, list[str]] = {
     "ipv4": [
@@ -177,21 +179,13 @@ async def test_required_source_failure_fails_the_run(feed_server: Any) -> None:
 
 def test_cli_run_writes_artifacts(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    env = {**os.environ, "EDL_SOURCE_DIR": str(FEEDS)}
+    settings = tmp_path / "settings.json"
+    settings.write_text(settings_to_json(EngineSettings(source_dir=str(FEEDS))))
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edl_api.engine",
-            "run",
-            "--config",
-            str(FEEDS / "e2e.yaml"),
-            "--out",
-            str(out),
-        ],
+        [sys.executable, "-m", "edl_api.engine", "run", "--config", str(FEEDS / "e2e.yaml"),
+         "--out", str(out), "--settings", str(settings)],
         capture_output=True,
         text=True,
-        env=env,
         timeout=60,
         check=False,
     )
@@ -209,51 +203,50 @@ def test_cli_run_writes_artifacts(tmp_path: Path) -> None:
         "confidence": 70,
     } in entries
     assert len(entries) == len({(e["type"], e["value"]) for e in entries})
-    assert "source feodo: ok bytes=917 lines=15 indicators[ipv4=5] invalid=0" in proc.stdout
+    events = [e for e in map(parse_event, proc.stdout.splitlines()) if e is not None]
+    described = [describe(e) for e in events]
+    assert any(
+        d.startswith("source feodo: ok bytes=917 lines=15 indicators[ipv4=5] invalid=0")
+        for d in described
+    ), described
+    assert [e.data["stage"] for e in events if e.kind == "stage"] == ["fetch", "rules", "aggregate"]
+    assert report["options"]["total_deadline_seconds"] == 600
+
+
+def _engine_run(
+    config: Path, out: Path, settings: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    settings_file = out.parent / "settings.json"
+    settings_file.write_text(settings)
+    return subprocess.run(
+        [sys.executable, "-m", "edl_api.engine", "run", "--config", str(config),
+         "--out", str(out), "--settings", str(settings_file)],
+        capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **env},
+    )
 
 
 def test_cli_exit_codes(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("sources:\n  - name: a\n    path: nope.txt\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edl_api.engine",
-            "run",
-            "--config",
-            str(bad),
-            "--out",
-            str(tmp_path / "o"),
-            "--settings-json",
-            json.dumps({"source_dir": str(tmp_path)}),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _engine_run(bad, tmp_path / "o", json.dumps({"source_dir": str(tmp_path)}))
     assert proc.returncode == 2
     assert "error: source a: cannot read file" in proc.stdout
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edl_api.engine",
-            "run",
-            "--config",
-            str(bad),
-            "--out",
-            str(tmp_path / "o"),
-            "--settings-json",
-            "[1]",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    assert _engine_run(bad, tmp_path / "o", "[1]").returncode == 1
+    unknown = _engine_run(bad, tmp_path / "o", json.dumps({"source_folder": "/"}))
+    assert unknown.returncode == 1
+    assert "unknown engine settings: source_folder" in unknown.stdout
+
+
+def test_child_reads_settings_file_not_environment(tmp_path: Path) -> None:
+    """The settings file is the child's one channel: EDL_* in its environment do nothing."""
+    proc = _engine_run(
+        FEEDS / "e2e.yaml", tmp_path / "o", json.dumps({"total_deadline_seconds": 1790}),
+        EDL_SOURCE_DIR=str(FEEDS), EDL_RUN_TIMEOUT_SECONDS="5",
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # no source folder granted: the path sources fail
+    assert "deadline 1790s" in proc.stdout
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["options"]["total_deadline_seconds"] == 1790
 
 
 def test_check_config_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

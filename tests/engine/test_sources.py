@@ -264,7 +264,6 @@ def test_secrets_expand_and_never_leak(
     feed_server: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     secret = "s3cr3t-token-value"
-    monkeypatch.setenv("EDL_SECRET_FEED", secret)
     port = feed_server.server_address[1]
     _route(feed_server, "/auth", 302, {"Location": f"http://other.test:{port}/spamhaus_drop.txt"})
     _route(feed_server, "/fail", 500, {}, secret.encode())
@@ -285,7 +284,7 @@ def test_secrets_expand_and_never_leak(
             "headers": {"X-Key": "${EDL_SECRET_MISSING}"},
         },
     ]
-    result = _run(feed_server, sources)
+    result = _run(feed_server, sources, secrets={"EDL_SECRET_FEED": secret})
     by_path = dict(feed_server.requests)
     first, redirected, failed = by_path["/auth"], by_path["/spamhaus_drop.txt"], by_path["/fail"]
     assert len(feed_server.requests) == 3  # source c never sent a request

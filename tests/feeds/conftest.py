@@ -1,11 +1,8 @@
-"""Feed-test helpers: tenants through the API, runs published through publish_run."""
+"""Feed-test helpers: tenants through the API, runs published through feeds.publish."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,50 +10,26 @@ from typing import Any
 import httpx
 import pytest
 
-from edl_api.feeds.store import publish_run
+from edl_api.engine.__main__ import effective_options
+from edl_api.engine.config import load_config
+from edl_api.engine.pipeline import EngineSettings
+from edl_api.feeds.publish import PublishOptions, PublishOutcome
+from edl_api.feeds.publish import publish as publish_run_output
 from edl_api.models import PipelineRun
-from tests.conftest import SUPER_KEY
+from edl_api.runs.state import RunState, check_transition
+from edl_api.state import AppState
+from tests.factories import create_config, create_pipeline, make_profile
 
 YAML = """\
 sources:
   - name: inline
-    values: [203.0.113.7]
+    values: [9.9.9.7]
 pipeline:
   retain_missing_days: {retain}
   guard:
     max_shrink_percent: {shrink}
     allow_empty: {allow_empty}
 """
-
-
-def h(key: str) -> dict[str, str]:
-    return {"X-API-Key": key}
-
-
-def basic(key: str, user: str = "fw") -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()}
-
-
-async def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    return response.json()
-
-
-async def launch_run(client: httpx.AsyncClient, key: str, pipeline_id: int, **body: Any) -> Any:
-    """POST /runs → the queued run."""
-    return await ok(await client.post("/runs", json={"pipeline_id": pipeline_id, **body},
-                                      headers=h(key)), 202)
-
-
-async def wait_run(client: httpx.AsyncClient, run_id: int, key: str, timeout: float = 30) -> Any:
-    """The run once it is no longer queued or running (fails after `timeout` seconds)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        run = await ok(await client.get(f"/runs/{run_id}", headers=h(key)))
-        if run["state"] not in ("queued", "running"):
-            return run
-        assert time.monotonic() < deadline, f"run {run_id} stuck in {run['state']}"
-        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -71,20 +44,11 @@ async def make_tenant(
     client: httpx.AsyncClient, label: str, *, retain: int = 0, shrink: float = 50,
     allow_empty: bool = False,
 ) -> Tenant:
-    created = await ok(await client.post("/profiles", json={"name": label}, headers=h(SUPER_KEY)),
-                       201)
-    profile_id, key = created["profile"]["id"], created["api_key"]
+    profile_id, key = await make_profile(client, label)
     yaml = YAML.format(retain=retain, shrink=shrink, allow_empty=str(allow_empty).lower())
-    config = await ok(await client.post(
-        f"/profiles/{profile_id}/configs", json={"name": "cfg", "yaml": yaml}, headers=h(key)
-    ), 201)
-    pipeline = await make_pipeline(client, key, config["id"], f"{label}-pipe")
-    return Tenant(profile_id, key, config["id"], pipeline)
-
-
-async def make_pipeline(client: httpx.AsyncClient, key: str, config_id: int, name: str) -> int:
-    body = {"profile_config_id": config_id, "name": name}
-    return int((await ok(await client.post("/pipelines", json=body, headers=h(key)), 201))["id"])
+    config = await create_config(client, key, profile_id, "cfg", yaml)
+    pipeline = await create_pipeline(client, key, config["id"], f"{label}-pipe")
+    return Tenant(profile_id, key, config["id"], pipeline["id"])
 
 
 def entry(kind: str, value: str, sources: list[str] | None = None, **extra: Any) -> dict[str, Any]:
@@ -92,40 +56,78 @@ def entry(kind: str, value: str, sources: list[str] | None = None, **extra: Any)
             "tags": extra.get("tags", []), "confidence": extra.get("confidence", 50)}
 
 
-async def publish(
+TEST_WORKER = "tests:0:0"
+
+
+def publish_options(yaml: str) -> PublishOptions:
+    """The guard options the engine would report for this config."""
+    config = load_config(yaml)
+    return PublishOptions.from_report({"options": effective_options(config, EngineSettings())})
+
+
+async def prepare_run(
     app: Any, tmp_path: Path, pipeline_id: int, feeds: dict[str, list[str]],
     entries: list[dict[str, Any]] | None = None, *, mode: str = "full",
     yaml: str | None = None, compact: bool = True,
-) -> PipelineRun:
-    """Make a run row as the dispatcher would, write its out_dir, publish, commit."""
-    maker = app.state.sessionmaker
+) -> tuple[int, Path, str]:
+    """A run row as the dispatcher claims it and its out_dir as the engine writes it:
+    (run id, out_dir, config snapshot)."""
+    maker = AppState.of(app).sessionmaker
     async with maker() as session:
         from edl_api.models import Pipeline, ProfileConfig
 
         pipeline = await session.get(Pipeline, pipeline_id)
         config = await session.get(ProfileConfig, pipeline.profile_config_id)
+        snapshot = yaml if yaml is not None else config.yaml
         run = PipelineRun(
             pipeline_id=pipeline_id, profile_id=pipeline.profile_id,
             profile_config_id=config.id, config_version=config.version,
-            config_snapshot=yaml if yaml is not None else config.yaml,
-            state="running", trigger="api", mode=mode,
+            config_snapshot=snapshot, state=RunState.RUNNING, trigger="api", mode=mode,
+            worker=TEST_WORKER,
         )
         session.add(run)
-        await session.flush()
-        out_dir = tmp_path / f"run-{run.id}"
-        out_dir.mkdir()
-        for kind, lines in feeds.items():
-            (out_dir / f"{kind}.txt").write_text("".join(f"{v}\n" for v in lines))
-        if entries is None:
-            entries = [entry(k, v) for k, lines in feeds.items() if k != "ip" for v in lines]
-        # compact: the engine's own form (steady-state delta path); spaced: any other
-        # JSON lines (the full comparison path).
-        separators = (",", ":") if compact else (", ", ": ")
-        (out_dir / "entries.jsonl").write_text(
-            "".join(json.dumps(e, separators=separators) + "\n" for e in entries)
-        )
-        await publish_run(session, run, out_dir)
-        run.state = "succeeded"
+        await session.commit()
+        run_id = run.id
+    out_dir = tmp_path / f"run-{run_id}"
+    out_dir.mkdir()
+    for kind, lines in feeds.items():
+        (out_dir / f"{kind}.txt").write_text("".join(f"{v}\n" for v in lines))
+    if entries is None:
+        entries = [entry(k, v) for k, lines in feeds.items() if k != "ip" for v in lines]
+    # compact: the engine's own form (steady-state delta path); spaced: any other
+    # JSON lines (the full comparison path).
+    separators = (",", ":") if compact else (", ", ": ")
+    (out_dir / "entries.jsonl").write_text(
+        "".join(json.dumps(e, separators=separators) + "\n" for e in entries)
+    )
+    return run_id, out_dir, snapshot
+
+
+async def publish_prepared(
+    app: Any, run_id: int, out_dir: Path, snapshot: str
+) -> PublishOutcome:
+    """`feeds.publish.publish`, production's path, as the dispatcher calls it."""
+    return await publish_run_output(
+        AppState.of(app).sessionmaker, run_id, out_dir, owner=TEST_WORKER,
+        options=publish_options(snapshot), keep_runs=AppState.of(app).settings.artifact_keep_runs,
+    )
+
+
+async def publish(
+    app: Any, tmp_path: Path, pipeline_id: int, feeds: dict[str, list[str]],
+    entries: list[dict[str, Any]] | None = None, *, mode: str = "full",
+    yaml: str | None = None, compact: bool = True,
+) -> PipelineRun:
+    """Prepare a run, publish it, record its final state as the dispatcher does."""
+    run_id, out_dir, snapshot = await prepare_run(
+        app, tmp_path, pipeline_id, feeds, entries, mode=mode, yaml=yaml, compact=compact
+    )
+    outcome = await publish_prepared(app, run_id, out_dir, snapshot)
+    assert outcome.owned
+    async with AppState.of(app).sessionmaker() as session:
+        run = await session.get(PipelineRun, run_id)
+        run.state = check_transition(run_id, run.state, outcome.state)
+        run.errors = outcome.errors
         await session.commit()
         return run
 

@@ -10,15 +10,17 @@ from typing import Any
 import httpx
 from sqlalchemy import update
 
-from edl_api.feeds.store import prune_artifacts
+from edl_api.feeds.prune import prune_artifacts
 from edl_api.models import Artifact
 from edl_api.settings import Settings
+from edl_api.state import AppState
 from tests.conftest import asgi_client, make_settings, running_app
-from tests.feeds.conftest import h, launch_run, make_tenant, ok, publish, wait_run
+from tests.feeds.conftest import make_tenant, publish
+from tests.helpers import expect, h, launch_run, wait_run
 
 
 async def _prune(app: Any, pipeline_id: int, keep: int) -> int:
-    async with app.state.sessionmaker() as session, session.begin():
+    async with AppState.of(app).sessionmaker() as session, session.begin():
         return await prune_artifacts(session, pipeline_id, keep)
 
 
@@ -32,7 +34,7 @@ async def test_old_bytes_go_served_bytes_and_the_baseline_stay(
     assert await _prune(app, t.pipeline_id, keep=2) == 1  # dry[0]: older than the newest 2
     assert await _prune(app, t.pipeline_id, keep=2) == 0
 
-    detail = await ok(await client.get(f"/runs/{dry[0].id}", headers=h(t.key)))
+    detail = await expect(await client.get(f"/runs/{dry[0].id}", headers=h(t.key)))
     [artifact] = detail["artifacts"]
     assert artifact["pruned"] is True
     assert artifact["count"] == 1  # the metadata stays
@@ -55,7 +57,7 @@ async def test_a_feed_whose_bytes_vanished_is_never_served_empty(
     t = await make_tenant(client, "a")
     await publish(app, tmp_path, t.pipeline_id, {"ipv4": ["9.9.9.1"]})
     # as if a stale pointer named an artifact another process has just pruned
-    async with app.state.sessionmaker() as session, session.begin():
+    async with AppState.of(app).sessionmaker() as session, session.begin():
         await session.execute(update(Artifact).values(content=b"", content_gzip=b"",
                                                       pruned_at=Artifact.created_at))
     r = await client.get(f"/pipelines/{t.pipeline_id}/edl/ipv4", headers=h(t.key))
@@ -73,17 +75,17 @@ async def test_the_dispatcher_prunes_after_each_run(tmp_path: Path, database_url
             t = await make_tenant(client, "a")
             ids = []
             for _ in range(3):
-                run = await launch_run(client, t.key, t.pipeline_id)
+                run = await launch_run(client, t.pipeline_id, t.key, persist=True)
                 ids.append(run["id"])
-                await wait_run(client, run["id"], t.key)
+                await wait_run(client, run["id"], key=t.key)
             deadline = time.monotonic() + 10
             while True:  # the prune follows the run's final commit
-                first = await ok(await client.get(f"/runs/{ids[0]}", headers=h(t.key)))
+                first = await expect(await client.get(f"/runs/{ids[0]}", headers=h(t.key)))
                 if first["artifacts"] and all(a["pruned"] for a in first["artifacts"]):
                     break
                 assert time.monotonic() < deadline, first["artifacts"]
                 await asyncio.sleep(0.05)
-            last = await ok(await client.get(f"/runs/{ids[-1]}", headers=h(t.key)))
+            last = await expect(await client.get(f"/runs/{ids[-1]}", headers=h(t.key)))
             assert last["artifacts"]
             assert not any(a["pruned"] for a in last["artifacts"])
             feed = await client.get(f"/pipelines/{t.pipeline_id}/edl/ipv4", headers=h(t.key))

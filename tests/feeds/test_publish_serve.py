@@ -1,21 +1,26 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
 
 from edl_api.models import Artifact, HostedFeed, utcnow
-from tests.feeds.conftest import h, make_tenant, ok, publish
+from edl_api.state import AppState
+from tests.feeds.conftest import make_tenant, prepare_run, publish, publish_prepared
+from tests.helpers import expect, h
 
 V4 = ["192.0.2.1", "192.0.2.2", "198.51.100.7", "203.0.113.9"]
 
 
 async def _artifacts(app: Any, run_id: int) -> dict[str, Artifact]:
-    async with app.state.sessionmaker() as session:
+    async with AppState.of(app).sessionmaker() as session:
         rows = await session.execute(select(Artifact).where(Artifact.run_id == run_id))
         return {a.indicator_type: a for a in rows.scalars()}
 
@@ -25,11 +30,9 @@ async def test_serve_headers_conditional_gzip_head(
 ) -> None:
     t = await make_tenant(client, "a")
     url = f"/pipelines/{t.pipeline_id}/edl/ipv4"
-    # never published: 200 and an empty body
+    # never published: 503 feed_not_ready (test_feed_answers.py), never an empty list
     r = await client.get(url, headers=h(t.key))
-    assert r.status_code == 200
-    assert r.content == b""
-    assert r.headers["x-edl-count"] == "0"
+    assert r.status_code == 503
 
     run = await publish(app, tmp_path, t.pipeline_id, {"ipv4": V4, "fqdn": ["evil.example"]})
     for _ in range(2):  # the second answer comes from the fast path
@@ -96,6 +99,75 @@ async def test_formats_rendered_with_provenance(
     assert r.json()["error"] == "unknown_format"
     r = await client.get(f"/pipelines/{t.pipeline_id}/edl/bogus", headers=h(t.key))
     assert r.status_code == 404
+
+
+IP_FEED = ["10.0.0.0/8", *V4]  # the combined feed: networks and hosts
+
+
+@contextmanager
+def provenance_queries() -> Iterator[list[str]]:
+    """SQL statements, made while inside, that load indicator provenance (any engine)."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "indicators.tags" in statement.lower():
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+
+async def _publish_ip_feeds(app: Any, client: httpx.AsyncClient, tmp_path: Path) -> Any:
+    t = await make_tenant(client, "a")
+    entries = [{"type": "ipv4", "value": v, "sources": ["feodo"], "tags": ["c2"],
+                "confidence": 80} for v in V4]
+    entries.append({"type": "cidr", "value": "10.0.0.0/8", "sources": ["drop"], "tags": [],
+                    "confidence": 90})
+    await publish(app, tmp_path, t.pipeline_id,
+                  {"ipv4": V4, "cidr": ["10.0.0.0/8"], "ip": IP_FEED}, entries)
+    return t
+
+
+async def test_panos_and_fortinet_bodies_skip_the_provenance_query(
+    app: Any, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    t = await _publish_ip_feeds(app, client, tmp_path)
+    plain = "".join(f"{v}\n" for v in IP_FEED)
+    for url in (f"/pipelines/{t.pipeline_id}/edl/ip", "/edl/ip"):
+        for fmt in ("panos", "fortinet"):
+            with provenance_queries() as queries:
+                r = await client.get(url, params={"format": fmt}, headers=h(t.key))
+            assert r.status_code == 200, r.text
+            assert r.text == plain
+            assert r.headers["x-edl-count"] == str(len(IP_FEED))
+            assert queries == [], (url, fmt)
+
+
+async def test_formats_showing_provenance_still_load_it(
+    app: Any, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    t = await _publish_ip_feeds(app, client, tmp_path)
+    for url in (f"/pipelines/{t.pipeline_id}/edl/ip", "/edl/ip"):
+        with provenance_queries() as queries:
+            r = await client.get(url, params={"format": "json"}, headers=h(t.key))
+        assert r.status_code == 200, r.text
+        assert len(queries) == 1
+        rows = {row["value"]: row for row in r.json()}
+        assert list(rows) == IP_FEED
+        assert (rows["10.0.0.0/8"]["type"], rows["10.0.0.0/8"]["sources"]) == ("cidr", ["drop"])
+        assert rows[V4[0]]["type"] == "ipv4"
+        assert (rows[V4[0]]["sources"], rows[V4[0]]["tags"]) == (["feodo"], ["c2"])
+        assert rows[V4[0]]["confidence"] == 80
+        assert rows[V4[0]]["last_seen"] is not None
+        with provenance_queries() as queries:
+            r = await client.get(url, params={"format": "checkpoint"}, headers=h(t.key))
+        assert len(queries) == 1
+        lines = r.text.splitlines()
+        assert any(",10.0.0.0-10.255.255.255,IP Range,high,high,AB,drop" in x for x in lines)
+        assert any(f",{V4[0]},IP,high,high,AB,feodo #c2" in x for x in lines)
 
 
 async def test_guard_shrink_and_empty_keep_last_good(
@@ -180,14 +252,14 @@ async def test_deleted_or_inactive_pipeline_is_404(
     assert (await client.get(url, headers=h(t.key))).status_code == 404
     await client.patch(f"/pipelines/{t.pipeline_id}", json={"is_active": True}, headers=h(t.key))
     assert (await client.get(url, headers=h(t.key))).status_code == 200
-    await ok(await client.delete(f"/pipelines/{t.pipeline_id}", headers=h(t.key)))
+    await expect(await client.delete(f"/pipelines/{t.pipeline_id}", headers=h(t.key)))
     r = await client.get(url, headers=h(t.key))
     assert r.status_code == 404
     assert r.json() == {"error": "not_found", "detail": "not found"}
     # a run that finishes after the deletion publishes nothing
     run = await publish(app, tmp_path, t.pipeline_id, {"ipv4": V4[:1]})
     assert (await _artifacts(app, run.id))["ipv4"].published is False
-    async with app.state.sessionmaker() as session:
+    async with AppState.of(app).sessionmaker() as session:
         feed = await session.get(HostedFeed, (t.pipeline_id, "ipv4"))
         assert feed is not None
         assert feed.count == 4
@@ -197,15 +269,15 @@ async def test_deleted_or_inactive_pipeline_is_404(
 async def test_publish_is_idempotent_per_run(
     app: Any, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    from edl_api.feeds.store import publish_run
-
+    """A second publish of the same run (a retried call) stores and repoints nothing."""
     t = await make_tenant(client, "a")
-    run = await publish(app, tmp_path, t.pipeline_id, {"ipv4": V4})
-    async with app.state.sessionmaker() as session:
-        again = await session.merge(run)
-        await publish_run(session, again, tmp_path / f"run-{run.id}")
-        await session.commit()
-    assert set(await _artifacts(app, run.id)) == {"ipv4", "provenance"}
+    run_id, out_dir, snapshot = await prepare_run(app, tmp_path, t.pipeline_id, {"ipv4": V4})
+    first = await publish_prepared(app, run_id, out_dir, snapshot)
+    again = await publish_prepared(app, run_id, out_dir, snapshot)
+    assert first.live_after_seconds is not None
+    assert again.owned
+    assert again.live_after_seconds is None
+    assert set(await _artifacts(app, run_id)) == {"ipv4", "provenance"}
 
 
 async def test_provenance_artifact_downloadable(

@@ -8,9 +8,13 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from edl_api.feeds import store
+from edl_api.feeds import publish as publishing
+from edl_api.feeds.publish import PublishOptions, store_and_repoint
 from edl_api.models import HostedFeed, Pipeline, PipelineRun, ProfileConfig
-from tests.feeds.conftest import entry, h, launch_run, make_tenant, ok, publish, wait_run
+from edl_api.state import AppState
+from tests.feeds.conftest import entry, make_tenant, publish
+from tests.helpers import expect as ok
+from tests.helpers import h, run_to_end
 
 YAML = "sources:\n  - name: inline\n    values: [{values}]\npipeline:\n  outputs: [ipv4]\n"
 
@@ -18,8 +22,7 @@ YAML = "sources:\n  - name: inline\n    values: [{values}]\npipeline:\n  outputs
 async def _launch(client: httpx.AsyncClient, t: Any, values: str) -> Any:
     await ok(await client.patch(f"/profiles/{t.profile_id}/configs/{t.config_id}",
                                 json={"yaml": YAML.format(values=values)}, headers=h(t.key)))
-    run = await launch_run(client, t.key, t.pipeline_id)
-    return await wait_run(client, run["id"], t.key)
+    return await run_to_end(client, t.pipeline_id, t.key, persist=True)
 
 
 async def _search(client: httpx.AsyncClient, t: Any, value: str) -> list[Any]:
@@ -33,10 +36,10 @@ async def test_the_feed_is_served_before_the_indicator_store_is_written(
 ) -> None:
     t = await make_tenant(client, "a")
     seen: dict[str, Any] = {}
-    real = store.write_indicators
+    real = publishing.write_indicators
 
     async def observed(session: Any, run: PipelineRun, pending: Any) -> None:
-        async with app.state.sessionmaker() as other:
+        async with AppState.of(app).sessionmaker() as other:
             row = await other.get(PipelineRun, run.id)
             assert row is not None
             seen.update(state=row.state, stage=row.progress.get("stage"))
@@ -45,7 +48,7 @@ async def test_the_feed_is_served_before_the_indicator_store_is_written(
                     found=await _search(client, t, "9.9.9.9"))
         await real(session, run, pending)
 
-    monkeypatch.setattr(store, "write_indicators", observed)
+    monkeypatch.setattr(publishing, "write_indicators", observed)
     run = await _launch(client, t, "9.9.9.9")
     assert run["state"] == "succeeded", run
     # while the store was being written: the new feed served, the run not yet finished
@@ -62,12 +65,12 @@ async def test_a_failed_indicator_write_keeps_the_published_feed_and_the_next_ru
     client: httpx.AsyncClient, monkeypatch: Any
 ) -> None:
     t = await make_tenant(client, "a")
-    real = store.write_indicators
+    real = publishing.write_indicators
 
     async def broken(*_: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(store, "write_indicators", broken)
+    monkeypatch.setattr(publishing, "write_indicators", broken)
     run = await _launch(client, t, "9.9.9.1, 9.9.9.2")
     # what firewalls get is this run's feed, so the run succeeded; it says what is missing
     assert run["state"] == "succeeded", run
@@ -78,7 +81,7 @@ async def test_a_failed_indicator_write_keeps_the_published_feed_and_the_next_ru
     assert r.headers["x-edl-run-id"] == str(run["id"])
     assert await _search(client, t, "9.9.9.1") == []
 
-    monkeypatch.setattr(store, "write_indicators", real)
+    monkeypatch.setattr(publishing, "write_indicators", real)
     again = await _launch(client, t, "9.9.9.1, 9.9.9.2, 9.9.9.3")
     assert again["state"] == "succeeded"
     assert again["counts"]["indicators"]["method"] == "full"  # no baseline: rows compared
@@ -97,7 +100,7 @@ async def test_an_older_run_never_writes_over_a_newer_runs_indicators(
     (older_dir / "entries.jsonl").write_text(
         '{"type":"ipv4","value":"192.0.2.1","sources":["old"],"tags":[],"confidence":50}\n'
     )
-    async with app.state.sessionmaker() as session:
+    async with AppState.of(app).sessionmaker() as session:
         pipeline = await session.get(Pipeline, t.pipeline_id)
         assert pipeline is not None
         config = await session.get(ProfileConfig, pipeline.profile_config_id)
@@ -105,16 +108,16 @@ async def test_an_older_run_never_writes_over_a_newer_runs_indicators(
         older = PipelineRun(
             pipeline_id=t.pipeline_id, profile_id=t.profile_id, profile_config_id=config.id,
             config_version=config.version, config_snapshot=config.yaml, state="running",
-            trigger="api", mode="full",
+            trigger="api", mode="full", worker="tests:0:0",
         )
         session.add(older)
         await session.flush()
-        pending = await store.publish_feeds(session, older, older_dir)
+        pending = await store_and_repoint(session, older, older_dir, PublishOptions())
         assert pending is not None
         await session.commit()  # the older run's feed is live; its store write is pending
         newer = await publish(app, tmp_path, t.pipeline_id, {"ipv4": ["192.0.2.7"]},
                               [entry("ipv4", "192.0.2.7", ["new"])])
-        await store.write_indicators(session, older, pending)
+        await publishing.write_indicators(session, older, pending)
         await session.commit()
         assert older.counts["indicators"] == {
             "skipped": "a newer run published these feeds first"

@@ -7,9 +7,10 @@ from typing import Any
 import httpx
 import pytest
 
+from edl_api.feeds.publish import PublishOutcome
 from edl_api.settings import Settings
 from tests.conftest import asgi_client, make_settings, running_app
-from tests.runs.helpers import upstream
+from tests.helpers import upstream
 
 
 @pytest.fixture(scope="session")
@@ -28,14 +29,15 @@ def run_settings(tmp_path: Path, database_url: str | None) -> Settings:
 
 @pytest.fixture
 def published(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Records publish_feeds calls instead of publishing (the feed layer tests that)."""
+    """Records publish calls instead of publishing (the feed layer tests that)."""
     calls: list[int] = []
 
-    async def fake_publish(session: Any, run: Any, out_dir: Path) -> None:
+    async def fake_publish(_maker: Any, run_id: int, out_dir: Path, **_: Any) -> PublishOutcome:
         assert (out_dir / "report.json").exists()
-        calls.append(run.id)
+        calls.append(run_id)
+        return PublishOutcome()
 
-    monkeypatch.setattr("edl_api.runs.dispatcher.feed_store.publish_feeds", fake_publish)
+    monkeypatch.setattr("edl_api.runs.dispatcher.publish", fake_publish)
     return calls
 
 

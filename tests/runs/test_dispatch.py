@@ -12,18 +12,10 @@ import httpx
 from edl_api.app import create_app
 from edl_api.settings import Settings
 from tests.conftest import asgi_client, running_app
-from tests.runs.helpers import (
-    get_run,
-    h,
-    launch,
-    make_pipeline,
-    make_profile,
-    pid_gone,
-    slow_yaml,
-    wait_pid,
-    wait_pid_gone,
-    wait_state,
-)
+from tests.factories import make_pipeline, make_profile
+from tests.helpers import get_run, h, pid_gone, slow_yaml, wait_pid, wait_pid_gone
+from tests.helpers import launch_run as launch
+from tests.helpers import wait_run as wait_state
 
 FOREVER = 600
 

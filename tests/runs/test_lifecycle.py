@@ -8,16 +8,8 @@ import httpx
 
 from edl_api.settings import Settings
 from tests.conftest import READER_LEGACY_KEY, SUPER_KEY
-from tests.runs.helpers import (
-    expect,
-    get_run,
-    h,
-    launch,
-    make_pipeline,
-    make_profile,
-    slow_yaml,
-    wait_state,
-)
+from tests.factories import make_pipeline, make_profile
+from tests.helpers import expect, get_run, h, launch_run, slow_yaml, wait_run
 
 
 async def test_run_succeeds_and_reports(
@@ -25,13 +17,13 @@ async def test_run_succeeds_and_reports(
 ) -> None:
     profile_id, _ = await make_profile(rc)
     pipeline_id = await make_pipeline(rc, profile_id)
-    created = await launch(rc, pipeline_id, reason="first", persist=False)
+    created = await launch_run(rc, pipeline_id, reason="first", persist=False)
     assert created["state"] == "queued"
     assert created["trigger"] == "api"
     assert created["mode"] == "full"
     assert created["profile_id"] == profile_id
 
-    run = await wait_state(rc, created["id"], "succeeded")
+    run = await wait_run(rc, created["id"], "succeeded")
     assert run["config_version"] == 1
     assert "values: [203.0.113.7" in run["metadata"]["config_snapshot"]
     assert run["metadata"]["overrides"] == {"persist": False, "reason": "first"}
@@ -70,10 +62,10 @@ async def test_persisted_run_is_handed_to_publishing(
 ) -> None:
     profile_id, _ = await make_profile(rc)
     pipeline_id = await make_pipeline(rc, profile_id)
-    full = await launch(rc, pipeline_id, persist=True)
-    await wait_state(rc, full["id"], "succeeded")
-    dry = await launch(rc, pipeline_id, persist=True, mode="dry_run")
-    run = await wait_state(rc, dry["id"], "succeeded")
+    full = await launch_run(rc, pipeline_id, persist=True)
+    await wait_run(rc, full["id"], "succeeded")
+    dry = await launch_run(rc, pipeline_id, persist=True, mode="dry_run")
+    run = await wait_run(rc, dry["id"], "succeeded")
     assert run["mode"] == "dry_run"
     assert published == [full["id"], dry["id"]]
 
@@ -84,8 +76,8 @@ async def test_failing_source_fails_the_run_without_publishing(
     profile_id, _ = await make_profile(rc)
     yaml = "sources:\n  - name: local\n    path: missing.txt\n"
     pipeline_id = await make_pipeline(rc, profile_id, yaml)
-    created = await launch(rc, pipeline_id, persist=True)
-    run = await wait_state(rc, created["id"], {"failed", "succeeded"})
+    created = await launch_run(rc, pipeline_id, persist=True)
+    run = await wait_run(rc, created["id"], {"failed", "succeeded"})
     assert run["state"] == "failed"
     assert run["errors"]
     assert run["metadata"]["sources"][0]["status"] != "ok"
@@ -122,7 +114,7 @@ async def test_launch_rules_and_roles(rc: httpx.AsyncClient) -> None:
     pipeline_id = await make_pipeline(rc, profile_id)
 
     # A profile key launches its own pipeline; another profile's key sees a 404.
-    own = await launch(rc, pipeline_id, key=profile_key)
+    own = await launch_run(rc, pipeline_id, key=profile_key)
     foreign = await rc.post("/runs", json={"pipeline_id": pipeline_id}, headers=h(other_key))
     assert foreign.status_code == 404
     assert (await rc.get(f"/runs/{own['id']}", headers=h(other_key))).status_code == 404
@@ -173,14 +165,14 @@ async def test_launch_rules_and_roles(rc: httpx.AsyncClient) -> None:
     assert deleted.status_code == 409
     assert deleted.json()["error"] == "pipeline_deleted"
     assert other_id != profile_id
-    await wait_state(rc, own["id"], {"succeeded", "cancelled"})
+    await wait_run(rc, own["id"], {"succeeded", "cancelled"})
 
 
 async def test_cancel_finished_run_is_409(rc: httpx.AsyncClient) -> None:
     profile_id, _ = await make_profile(rc)
     pipeline_id = await make_pipeline(rc, profile_id)
-    created = await launch(rc, pipeline_id)
-    await wait_state(rc, created["id"], "succeeded")
+    created = await launch_run(rc, pipeline_id)
+    await wait_run(rc, created["id"], "succeeded")
     response = await rc.post(f"/runs/{created['id']}/cancel", headers=h(SUPER_KEY))
     assert response.status_code == 409
     assert response.json()["error"] == "run_finished"
@@ -194,7 +186,7 @@ async def test_progress_is_visible_while_running(rc: httpx.AsyncClient, upstream
         slow_yaml(upstream_port, 0, name="quick")
         + slow_yaml(upstream_port, 4, name="slow").removeprefix("sources:\n")
     )
-    created = await launch(rc, await make_pipeline(rc, profile_id, yaml))
+    created = await launch_run(rc, await make_pipeline(rc, profile_id, yaml))
     seen: dict[str, object] = {}
     for _ in range(100):
         run = await get_run(rc, created["id"])
@@ -208,5 +200,5 @@ async def test_progress_is_visible_while_running(rc: httpx.AsyncClient, upstream
     assert seen, "no progress seen while running"
     assert seen["sources_total"] == 2
     assert seen["stage"] == "fetch"
-    final = await wait_state(rc, created["id"], {"succeeded"}, timeout=30)
+    final = await wait_run(rc, created["id"], {"succeeded"}, timeout=30)
     assert final["progress"]["stage"] == "finished"

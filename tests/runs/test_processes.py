@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,87 +16,46 @@ import pytest
 from sqlalchemy import func, select
 
 from edl_api.models import PipelineRun
+from edl_api.state import AppState
 from tests.conftest import SUPER_KEY, asgi_client, make_settings, running_app
-from tests.runs.helpers import (
-    free_env,
-    launch,
-    make_pipeline,
-    make_profile,
+from tests.factories import make_pipeline, make_profile
+from tests.helpers import (
+    clean_env,
+    free_port,
+    h,
+    launch_run,
     pid_gone,
+    running_server,
+    service_env,
     slow_yaml,
+    stop,
     wait_pid,
-    wait_state,
+    wait_run,
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "edl_api", "serve", "--port", str(port)],
-        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )
-
-
-async def _wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=base) as client:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "server exited"
-            try:
-                if (await client.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("server did not start")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 async def test_restart_recovery_after_kill_9(tmp_path: Path, upstream_port: int) -> None:
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = free_env(
-        EDL_DATA_DIR=str(tmp_path / "data"), EDL_LOG_DIR=str(tmp_path / "logs"),
-        EDL_API_KEY=SUPER_KEY, EDL_SSRF_ALLOW_CIDRS="127.0.0.0/8", EDL_BCRYPT_ROUNDS="4",
-    )
-    server = _serve(env, port, tmp_path / "server.out")
-    try:
-        await _wait_healthy(base, server)
+    port = free_port()
+    env = service_env(tmp_path, EDL_API_KEY=SUPER_KEY, EDL_SSRF_ALLOW_CIDRS="127.0.0.0/8")
+    output = tmp_path / "server.out"
+    with running_server(env, tmp_path, port=port, log=output) as (server, base):
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             profile_id, _ = await make_profile(client)
             pipeline_id = await make_pipeline(client, profile_id, slow_yaml(upstream_port, 600))
-            created = await launch(client, pipeline_id, persist=True)
+            created = await launch_run(client, pipeline_id, persist=True)
             child = await wait_pid(client, created["id"])
         server.kill()  # kill -9: no shutdown hook runs
         server.wait()
-        assert not pid_gone(child), "the orphan should outlive its killed parent"
+    assert not pid_gone(child), "the orphan should outlive its killed parent"
 
-        server = _serve(env, port, tmp_path / "server.out")
-        await _wait_healthy(base, server)
+    with running_server(env, tmp_path, port=port, log=output) as (_, base):
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            run = await wait_state(client, created["id"], "interrupted", timeout=5)
+            run = await wait_run(client, created["id"], "interrupted", timeout=5)
             assert run["errors"]
             assert run["finished_at"]
-            log = (await client.get(f"/runs/{created['id']}/logs",
-                                    headers={"X-API-Key": SUPER_KEY})).text
+            log = (await client.get(f"/runs/{created['id']}/logs", headers=h())).text
             assert "interrupted" in log
         assert pid_gone(child)
-    finally:
-        _stop(server)
 
 
 @pytest.mark.postgres
@@ -107,7 +64,7 @@ async def test_two_workers_on_postgres_never_share_a_run(
 ) -> None:
     settings = make_settings(tmp_path, pg_database, ssrf_allow_cidrs="127.0.0.0/8")
     async with running_app(settings) as app:
-        await app.state.dispatcher.stop()  # only the two worker processes claim
+        await AppState.of(app).dispatcher.stop()  # only the two worker processes claim
         async with asgi_client(app) as client:
             run_ids = []
             for label in ("a", "b"):
@@ -118,9 +75,9 @@ async def test_two_workers_on_postgres_never_share_a_run(
                         name=f"{label}{index}", concurrency_limit=2,
                     )
                     for _ in range(2):
-                        run_ids.append((await launch(client, pipeline_id))["id"])
+                        run_ids.append((await launch_run(client, pipeline_id))["id"])
 
-        env = free_env(
+        env = clean_env(
             EDL_DATABASE_URL=pg_database, EDL_LOG_DIR=str(tmp_path / "logs"),
             EDL_SSRF_ALLOW_CIDRS="127.0.0.0/8", EDL_MAX_CONCURRENT_RUNS_TOTAL="3",
             EDL_MAX_CONCURRENT_RUNS_PER_PROFILE="3",
@@ -136,7 +93,7 @@ async def test_two_workers_on_postgres_never_share_a_run(
         try:
             peak = 0
             deadline = time.monotonic() + 45
-            maker = app.state.sessionmaker
+            maker = AppState.of(app).sessionmaker
             while True:
                 async with maker() as session:
                     states = dict((await session.execute(
@@ -161,7 +118,7 @@ async def test_two_workers_on_postgres_never_share_a_run(
                 assert log.count("engine started") == 1, log
         finally:
             for worker in workers:
-                _stop(worker)
+                stop(worker)
         for worker in workers:
             assert worker.returncode == 0
             for child in psutil.Process(os.getpid()).children(recursive=True):

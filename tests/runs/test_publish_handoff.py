@@ -10,14 +10,10 @@ import pytest
 
 from edl_api.settings import Settings
 from tests.conftest import asgi_client, running_app
-from tests.runs.helpers import (
-    expect,
-    h,
-    launch,
-    make_pipeline,
-    make_profile,
-    wait_state,
-)
+from tests.factories import make_pipeline, make_profile
+from tests.helpers import expect, h
+from tests.helpers import launch_run as launch
+from tests.helpers import wait_run as wait_state
 
 
 @pytest.fixture
