@@ -26,11 +26,6 @@ class AppError(Exception):
         super().__init__(str(self.detail))
 
 
-class BadRequest(AppError):
-    code = "bad_request"
-    status_code = 400
-
-
 class Unauthorized(AppError):
     code = "unauthorized"
     status_code = 401
@@ -61,9 +56,11 @@ class Unprocessable(AppError):
     status_code = 422
 
 
-class PayloadTooLarge(AppError):
-    code = "payload_too_large"
-    status_code = 413
+class ServiceUnavailable(AppError):
+    """Not available yet or for a moment; subclasses say when to retry (Retry-After)."""
+
+    code = "service_unavailable"
+    status_code = 503
 
 
 def error_body(code: str, detail: Any) -> dict[str, Any]:
@@ -140,7 +137,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         410: "gone: the object's bytes were pruned (its metadata remains)",
         413: "request body too large",
         422: "validation failed (unknown fields, bad values, invalid config)",
-        503: "the feed changed while it was read; retry after Retry-After seconds",
+        503: "not available yet or for a moment; retry after Retry-After seconds",
     }
     return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}
 

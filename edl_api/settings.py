@@ -53,7 +53,6 @@ class Settings(BaseSettings):
     key_reject_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
     # How often each process checks for keys revoked or re-scoped by another process.
     key_revocation_poll_seconds: float = Field(default=2.0, gt=0)
-    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
 
     # Hosted feeds: bytes of rendered feeds kept in memory per process, and how often a
     # process re-reads which artifact each feed points at (another process may publish).

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from tests.conftest import SUPER_KEY
+from tests.helpers import expect, h
 
 MINIMAL_YAML = """\
 sources:
   - name: inline
     values: [203.0.113.7, evil.example]
 """
-
-
-def h(key: str) -> dict[str, str]:
-    return {"X-API-Key": key}
-
-
-async def expect(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, f"{response.status_code}: {response.text}"
-    return response.json()  # type: ignore[no-any-return]
+# The run-layer tests' config: four inline indicators (addresses, a network, a domain).
+INLINE_YAML = """\
+sources:
+  - name: inline
+    values: [203.0.113.7, evil.example, 198.51.100.0/24, 8.8.8.8]
+"""
 
 
 async def create_admin(client: httpx.AsyncClient, name: str, role: str, **extra: object) -> dict:
@@ -53,6 +51,24 @@ async def create_pipeline(
 ) -> dict:
     body = {"profile_config_id": config_id, "name": name, **extra}
     return await expect(await client.post("/pipelines", json=body, headers=h(key)), 201)
+
+
+async def make_profile(client: httpx.AsyncClient, name: str = "tenant") -> tuple[int, str]:
+    """A profile made by the super key: (its id, its profile key)."""
+    created = await create_profile(client, SUPER_KEY, name)
+    return created["profile"]["id"], created["api_key"]
+
+
+async def make_pipeline(
+    client: httpx.AsyncClient, profile_id: int, yaml: str = INLINE_YAML, *,
+    name: str = "pipe", concurrency_limit: int = 1, **config_extra: Any,
+) -> int:
+    """A config and a pipeline bound to it, both named `name`: the pipeline's id."""
+    config = await create_config(client, SUPER_KEY, profile_id, name, yaml, **config_extra)
+    pipeline = await create_pipeline(
+        client, SUPER_KEY, config["id"], name, concurrency_limit=concurrency_limit
+    )
+    return int(pipeline["id"])
 
 
 @dataclass
@@ -100,14 +116,3 @@ async def build_tenant(client: httpx.AsyncClient, label: str) -> Tenant:
 
 async def build_world(client: httpx.AsyncClient) -> World:
     return World(a=await build_tenant(client, "a"), b=await build_tenant(client, "b"))
-
-
-async def run_to_end(client: httpx.AsyncClient, key: str, pipeline_id: int) -> dict:
-    launched = await client.post("/runs", json={"pipeline_id": pipeline_id}, headers=h(key))
-    assert launched.status_code == 202, launched.text
-    for _ in range(300):
-        run = (await client.get(f"/runs/{launched.json()['id']}", headers=h(key))).json()
-        if run["state"] not in ("queued", "running"):
-            return run  # type: ignore[no-any-return]
-        await asyncio.sleep(0.1)
-    raise AssertionError("run did not finish")

@@ -13,7 +13,8 @@ from sqlalchemy.engine import make_url
 from edl_api.app import create_app
 from edl_api.settings import Settings
 from tests.conftest import PG_URL, SUPER_KEY, _pg_admin, asgi_client, make_settings
-from tests.factories import World, h
+from tests.factories import World
+from tests.helpers import h
 
 
 async def _profiles_seen_by(settings: Settings) -> set[str]:

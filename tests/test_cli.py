@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.servers import running_server, service_env
+from tests.helpers import h, running_server, service_env
 
 KEY_RE = re.compile(r"^edla_[0-9A-Za-z]{50}$")
 
@@ -40,11 +40,11 @@ def test_serve_end_to_end_and_clean_log(tmp_path: Path) -> None:
         me = httpx.get(f"{base}/me", headers={"Authorization": f"Bearer {key}"}, timeout=5)
         assert me.json()["role"] == "super"
         created = httpx.post(
-            f"{base}/profiles", json={"name": "acme"}, headers={"X-API-Key": key}, timeout=5
+            f"{base}/profiles", json={"name": "acme"}, headers=h(key), timeout=5
         )
         assert created.status_code == 201
         profile_key = created.json()["api_key"]
-        who = httpx.get(f"{base}/me", headers={"X-API-Key": profile_key}, timeout=5)
+        who = httpx.get(f"{base}/me", headers=h(profile_key), timeout=5)
         assert who.json()["kind"] == "profile"
         assert httpx.get(f"{base}/readyz", timeout=5).json()["database"] == "ok"
     # uvicorn re-raises the signal after a graceful shutdown, so -SIGTERM is a clean exit.

@@ -6,33 +6,23 @@ the service disagree, a `curl -f` or a `test` in the sheet fails and so does thi
 
 from __future__ import annotations
 
-import functools
-import http.server
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.servers import running_server, service_env
+from tests.helpers import loopback, running_server, service_env
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures" / "feeds"
 
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(FIXTURES))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.RequestHandlerClass.log_message = lambda *a: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with loopback() as server:
+        yield server.url
 
 
 def test_commands_txt_runs_end_to_end(tmp_path: Path, upstream: str) -> None:

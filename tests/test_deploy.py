@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import SUPER_KEY
-from tests.servers import free_port, running_server, service_env
+from tests.helpers import free_port, h, running_server, service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(
@@ -74,10 +74,10 @@ def test_the_nginx_config_serves_the_api_over_tls_and_limits_a_flood(tmp_path: P
                         pass
                     assert time.monotonic() < deadline, "nginx did not come up"
                     time.sleep(0.1)
-                me = client.get(f"{url}/me", headers={"X-API-Key": SUPER_KEY})
+                me = client.get(f"{url}/me", headers=h(SUPER_KEY))
                 assert me.status_code == 200
                 assert me.json()["role"] == "super"
-                assert client.get(f"{url}/me", headers={"X-API-Key": "nope"}).status_code == 401
+                assert client.get(f"{url}/me", headers=h("nope")).status_code == 401
                 # 20 r/s with a burst of 200 per client address: a flood is cut short
                 statuses = [client.get(f"{url}/healthz").status_code for _ in range(400)]
             assert statuses.count(429) > 0

@@ -5,7 +5,8 @@ import asyncio
 import httpx
 
 from tests.conftest import SUPER_KEY
-from tests.factories import World, h
+from tests.factories import World
+from tests.helpers import h
 
 
 async def test_replay_returns_same_object(client: httpx.AsyncClient, world: World) -> None:
@@ -84,12 +85,13 @@ async def test_expired_keys_are_forgotten_by_housekeeping(
     from sqlalchemy import update
 
     from edl_api.models import IdempotencyRecord, utcnow
+    from edl_api.state import AppState
 
     url = f"/profiles/{world.a.profile_id}/feed-tokens"
     headers = h(world.a.profile_key) | {"Idempotency-Key": "token-1"}
     first = await client.post(url, json={"name": "fw"}, headers=headers)
     assert first.status_code == 201
-    state = app.state  # type: ignore[attr-defined]
+    state = AppState.of(app)  # type: ignore[arg-type]
     assert await state.dispatcher.housekeeping() == 0  # still within its retention
     again = await client.post(url, json={"name": "fw"}, headers=headers)
     assert again.json()["id"] == first.json()["id"]

@@ -1,68 +1,206 @@
-"""Two-tenant isolation: a foreign id is indistinguishable from a missing one."""
+"""Two-tenant isolation: a foreign id is indistinguishable from a missing one.
+
+The table below has one entry per route that takes an id (in its path, its query or its
+body), read from `app.routes`: a new route with an id fails `test_every_id_route_is_in_the_table`
+until it says how to call it here.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.factories import MINIMAL_YAML, World, h
+from edl_api.app import create_app
+from edl_api.settings import Settings
+from tests.factories import MINIMAL_YAML, Tenant, World
+from tests.helpers import api_routes, basic, expect, h, run_to_end
 
 MISSING = 987654
+Ids = dict[str, Any]
+Fill = Callable[[Ids, Ids], Any]
 
 
-def id_routes(pid: int, cid: int, pipe: int) -> list[tuple[str, str, dict | None]]:
-    return [
-        ("GET", f"/profiles/{pid}", None),
-        ("GET", f"/profiles/{pid}/configs", None),
-        ("POST", f"/profiles/{pid}/configs", {"name": "x", "yaml": MINIMAL_YAML}),
-        ("GET", f"/profiles/{pid}/configs/{cid}", None),
-        ("PATCH", f"/profiles/{pid}/configs/{cid}", {"name": "renamed"}),
-        ("GET", f"/profiles/{pid}/configs/{cid}/versions", None),
-        ("GET", f"/profiles/{pid}/configs/{cid}/versions/1", None),
-        ("GET", f"/profiles/{pid}/pipelines", None),
-        ("GET", f"/pipelines/{pipe}", None),
-        ("PATCH", f"/pipelines/{pipe}", {"name": "renamed"}),
-        ("PATCH", f"/pipelines/{pipe}/config", {"profile_config_id": cid}),
-        ("DELETE", f"/pipelines/{pipe}", None),
-        ("POST", "/pipelines", {"profile_config_id": cid, "name": "stolen"}),
-    ]
+@dataclass(frozen=True)
+class Call:
+    """One way to call a route: path ids come from the ids under test (tenant B's, or ids
+    that exist nowhere) except those in `own`, taken from the caller's tenant; `query` and
+    `body` are built from (ids under test, caller's ids). `echoes`: the error repeats this
+    id as sent (the caller's own input, so no leak)."""
+
+    query: Fill | None = None
+    body: Fill | None = None
+    own: frozenset[str] = field(default_factory=frozenset)
+    echoes: str | None = None
 
 
-@pytest.mark.parametrize("caller", ["profile_key", "operator_key", "reader_key"])
+PROFILE, PIPELINE = frozenset({"profile_id"}), frozenset({"pipeline_id"})
+NAMED = Call(body=lambda t, a: {"name": "renamed"})
+
+TABLE: dict[tuple[str, str], tuple[Call, ...]] = {
+    # super-only: 403 to every tenant caller, whatever the id
+    ("DELETE", "/admin/accounts/{account_id}"): (Call(),),
+    ("POST", "/admin/accounts/{account_id}/profiles/{profile_id}"): (
+        Call(), Call(own=frozenset({"account_id"})),
+    ),
+    ("DELETE", "/admin/accounts/{account_id}/profiles/{profile_id}"): (Call(),),
+    ("POST", "/profiles"): (
+        Call(query=lambda t, a: {"owner_admin_id": t["account_id"]},
+             body=lambda t, a: {"name": "stolen"}),
+    ),
+    # profiles and configs
+    ("GET", "/profiles/{profile_id}"): (Call(),),
+    ("POST", "/profiles/{profile_id}/configs"): (
+        Call(body=lambda t, a: {"name": "x", "yaml": MINIMAL_YAML}),
+    ),
+    ("GET", "/profiles/{profile_id}/configs"): (Call(),),
+    ("GET", "/profiles/{profile_id}/configs/{config_id}"): (Call(), Call(own=PROFILE)),
+    ("PATCH", "/profiles/{profile_id}/configs/{config_id}"): (
+        NAMED, Call(body=NAMED.body, own=PROFILE),
+    ),
+    ("GET", "/profiles/{profile_id}/configs/{config_id}/versions"): (Call(), Call(own=PROFILE)),
+    ("GET", "/profiles/{profile_id}/configs/{config_id}/versions/{version}"): (
+        Call(), Call(own=PROFILE),
+    ),
+    # pipelines
+    ("POST", "/pipelines"): (
+        Call(body=lambda t, a: {"profile_config_id": t["config_id"], "name": "stolen"}),
+    ),
+    ("GET", "/pipelines"): (
+        Call(query=lambda t, a: {"profile_id": t["profile_id"]}),
+        Call(query=lambda t, a: {"profile_config_id": t["config_id"]}),
+    ),
+    ("GET", "/profiles/{profile_id}/pipelines"): (
+        Call(), Call(query=lambda t, a: {"profile_config_id": t["config_id"]}, own=PROFILE),
+    ),
+    ("GET", "/pipelines/{pipeline_id}"): (Call(),),
+    ("PATCH", "/pipelines/{pipeline_id}"): (NAMED,),
+    ("PATCH", "/pipelines/{pipeline_id}/config"): (
+        Call(body=lambda t, a: {"profile_config_id": t["config_id"]}),
+        # the caller's own pipeline bound to a foreign config
+        Call(body=lambda t, a: {"profile_config_id": t["config_id"]}, own=PIPELINE),
+    ),
+    ("DELETE", "/pipelines/{pipeline_id}"): (Call(),),
+    ("GET", "/profiles/{profile_id}/pipelines/active"): (Call(),),
+    ("GET", "/profiles/{profile_id}/pipelines/search"): (
+        Call(query=lambda t, a: {"indicator": "203.0.113.7"}),
+    ),
+    # runs, their logs and artifacts
+    ("POST", "/runs"): (Call(body=lambda t, a: {"pipeline_id": t["pipeline_id"]}),),
+    ("GET", "/runs"): (
+        Call(query=lambda t, a: {"pipeline_id": t["pipeline_id"]}),
+        Call(query=lambda t, a: {"profile_id": t["profile_id"]}),
+    ),
+    ("GET", "/runs/{run_id}"): (Call(),),
+    ("POST", "/runs/{run_id}/cancel"): (Call(),),
+    ("GET", "/runs/{run_id}/logs"): (Call(),),
+    ("GET", "/runs/{run_id}/artifacts/{indicator_type}"): (Call(),),
+    ("HEAD", "/runs/{run_id}/artifacts/{indicator_type}"): (Call(),),
+    ("GET", "/jobs"): (Call(query=lambda t, a: {"profile_id": t["profile_id"]}),),
+    # hosted feeds and feed tokens
+    ("GET", "/pipelines/{pipeline_id}/edl/{indicator_type}"): (Call(),),
+    ("HEAD", "/pipelines/{pipeline_id}/edl/{indicator_type}"): (Call(),),
+    ("GET", "/edl/{indicator_type}"): (Call(query=lambda t, a: {"profile_id": t["profile_id"]}),),
+    ("HEAD", "/edl/{indicator_type}"): (Call(query=lambda t, a: {"profile_id": t["profile_id"]}),),
+    ("POST", "/profiles/{profile_id}/feed-tokens"): (
+        Call(body=lambda t, a: {"name": "stolen"}),
+        Call(body=lambda t, a: {"name": "stolen", "pipeline_ids": [t["pipeline_id"]]},
+             own=PROFILE, echoes="pipeline_id"),
+    ),
+    ("GET", "/profiles/{profile_id}/feed-tokens"): (Call(),),
+    ("DELETE", "/profiles/{profile_id}/feed-tokens/{token_id}"): (Call(), Call(own=PROFILE)),
+}
+
+
+def _takes_an_id(route: Any) -> bool:
+    """A path or query parameter, or a body field, that names objects by id."""
+    names: set[str] = set()
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        pending += dependant.dependencies
+        names |= {p.name for p in (*dependant.path_params, *dependant.query_params)}
+        for param in dependant.body_params:
+            names |= set(getattr(param.field_info.annotation, "model_fields", {}))
+    return any(name.endswith(("_id", "_ids")) for name in names)
+
+
+def test_every_id_route_is_in_the_table(settings: Settings) -> None:
+    routes = {
+        (method, route.path)
+        for route in api_routes(create_app(settings)) if _takes_an_id(route)
+        for method in route.methods
+    }
+    assert sorted(routes - TABLE.keys()) == [], "routes that take an id need a TABLE entry"
+    assert sorted(TABLE.keys() - routes) == [], "TABLE entries for routes that are gone"
+
+
+async def _ids(client: httpx.AsyncClient, tenant: Tenant) -> tuple[Ids, str]:
+    """Every id a tenant owns that a route takes (profile, config, pipeline, a finished
+    published run, a feed token, an admin linked to the profile), and the feed token."""
+    run = await run_to_end(client, tenant.pipeline_id, tenant.profile_key, persist=True)
+    assert run["state"] == "succeeded", run
+    token = await expect(await client.post(
+        f"/profiles/{tenant.profile_id}/feed-tokens", json={"name": "fw"},
+        headers=h(tenant.profile_key),
+    ), 201)
+    return {
+        "profile_id": tenant.profile_id, "config_id": tenant.config_id,
+        "pipeline_id": tenant.pipeline_id, "run_id": run["id"], "token_id": token["id"],
+        "account_id": tenant.operator_id,
+    }, token["token"]
+
+
+def _request(method: str, path: str, call: Call, ids: Ids, own: Ids) -> dict[str, Any]:
+    values = {"version": 1, "indicator_type": "ipv4"} | ids
+    values |= {name: own[name] for name in call.own}
+    return {
+        "method": method, "url": path.format(**values),
+        "params": call.query(ids, own) if call.query else None,
+        "json": call.body(ids, own) if call.body else None,
+    }
+
+
+@pytest.mark.parametrize("caller", ["profile_key", "operator_key", "reader_key", "feed_token"])
 async def test_foreign_ids_look_missing(
     client: httpx.AsyncClient, world: World, caller: str
 ) -> None:
-    key = getattr(world.a, caller)
-    b = world.b
-    foreign = id_routes(b.profile_id, b.config_id, b.pipeline_id)
-    missing = id_routes(MISSING, MISSING, MISSING)
-    for (method, url, body), (_, missing_url, missing_body) in zip(foreign, missing, strict=True):
-        got = await client.request(method, url, json=body, headers=h(key))
-        ref = await client.request(method, missing_url, json=missing_body, headers=h(key))
-        assert got.status_code in (403, 404), f"{caller} {method} {url}: {got.status_code}"
-        assert (got.status_code, got.json()) == (ref.status_code, ref.json()), (method, url)
+    """Every id route answers tenant A's callers (profile key, operator, reader, feed token
+    over Basic) the same for tenant B's ids as for ids that exist nowhere."""
+    own, own_token = await _ids(client, world.a)
+    foreign, foreign_token = await _ids(client, world.b)
+    missing = dict.fromkeys(foreign, MISSING)
+    headers = basic(own_token) if caller == "feed_token" else h(getattr(world.a, caller))
+    for (method, path), calls in TABLE.items():
+        for call in calls:
+            request = _request(method, path, call, foreign, own)
+            got = await client.request(**request, headers=headers)
+            ref = await client.request(**_request(method, path, call, missing, own),
+                                       headers=headers)
+            where = f"{caller} {method} {request['url']} {request['params'] or ''}"
+            expected = ref.content
+            if call.echoes:
+                sent = str(foreign[call.echoes]).encode()
+                expected = expected.replace(str(MISSING).encode(), sent)
+            assert (got.status_code, got.content) == (ref.status_code, expected), where
+            if "{" in path and not call.own:  # every id in the path is B's
+                assert got.status_code in (401, 403, 404), where
     # Nothing of tenant B changed.
-    pipeline = await client.get(f"/pipelines/{b.pipeline_id}", headers=h(b.profile_key))
-    assert pipeline.json()["name"] == "pipe-b"
-    assert pipeline.json()["deleted_at"] is None
-
-
-async def test_cannot_bind_own_pipeline_to_foreign_config(
-    client: httpx.AsyncClient, world: World
-) -> None:
-    a, b = world.a, world.b
-    foreign = await client.patch(
-        f"/pipelines/{a.pipeline_id}/config",
-        json={"profile_config_id": b.config_id},
-        headers=h(a.profile_key),
-    )
-    missing = await client.patch(
-        f"/pipelines/{a.pipeline_id}/config",
-        json={"profile_config_id": MISSING},
-        headers=h(a.profile_key),
-    )
-    assert foreign.status_code == 404
-    assert foreign.json() == missing.json()
+    b = world.b
+    pipeline = await expect(await client.get(f"/pipelines/{b.pipeline_id}",
+                                             headers=h(b.profile_key)))
+    assert (pipeline["name"], pipeline["deleted_at"]) == ("pipe-b", None)
+    config = await expect(await client.get(f"/profiles/{b.profile_id}/configs/{b.config_id}",
+                                           headers=h(b.profile_key)))
+    assert config["name"] == "cfg-b"
+    tokens = await expect(await client.get(f"/profiles/{b.profile_id}/feed-tokens",
+                                           headers=h(b.profile_key)))
+    assert [t["revoked_at"] for t in tokens["items"]] == [None]
+    feed = await client.get(f"/pipelines/{b.pipeline_id}/edl/ipv4", headers=basic(foreign_token))
+    assert feed.status_code == 200
 
 
 @pytest.mark.parametrize("caller", ["profile_key", "operator_key", "reader_key"])

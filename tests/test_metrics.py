@@ -3,7 +3,8 @@ from __future__ import annotations
 import httpx
 
 from tests.conftest import SUPER_KEY
-from tests.factories import World, h, run_to_end
+from tests.factories import World
+from tests.helpers import h, run_to_end
 
 
 def _value(text: str, series: str) -> float:
@@ -20,8 +21,10 @@ async def test_metrics_report_runs_queue_and_feeds_in_scope(
     finished = 'edl_runs_finished_total{state="succeeded",trigger="api"}'
     durations = 'edl_run_duration_seconds_count{state="succeeded"}'
     before = (await client.get("/metrics", headers=h(SUPER_KEY))).text
-    assert (await run_to_end(client, a.profile_key, a.pipeline_id))["state"] == "succeeded"
-    assert (await run_to_end(client, b.profile_key, b.pipeline_id))["state"] == "succeeded"
+    a_run = await run_to_end(client, a.pipeline_id, a.profile_key, persist=True)
+    assert a_run["state"] == "succeeded"
+    b_run = await run_to_end(client, b.pipeline_id, b.profile_key, persist=True)
+    assert b_run["state"] == "succeeded"
     everything = await client.get("/metrics", headers=h(SUPER_KEY))
     assert everything.status_code == 200
     assert everything.headers["content-type"].startswith("text/plain")

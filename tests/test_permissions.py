@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from edl_api.app import create_app
 from tests.conftest import make_settings
+from tests.helpers import walk_routes
 
 OPEN_DOC_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
@@ -25,26 +24,12 @@ def _permissions(dependant: Dependant) -> set[str]:
     return found
 
 
-def _walk(routes: Sequence[Any], inherited: set[str]) -> Iterator[tuple[Any, set[str]]]:
-    """Yield (route, permissions from enclosing routers), through lazily included routers."""
-    for route in routes:
-        router = getattr(route, "original_router", None)
-        if router is None:
-            yield route, inherited
-            continue
-        deps = list(router.dependencies)
-        context = getattr(route, "include_context", None)
-        deps += list(getattr(context, "dependencies", []))
-        marks = {
-            d.dependency.edl_permission for d in deps if hasattr(d.dependency, "edl_permission")
-        }
-        yield from _walk(router.routes, inherited | marks)
-
-
 def test_every_route_declares_a_permission(tmp_path: Path) -> None:
     app = create_app(make_settings(tmp_path, None))
     undeclared, checked = [], 0
-    for route, inherited in _walk(app.routes, set()):
+    for route, router_deps in walk_routes(app.routes):
+        inherited = {d.dependency.edl_permission for d in router_deps
+                     if hasattr(d.dependency, "edl_permission")}
         if isinstance(route, APIRoute):
             checked += 1
             if not (_permissions(route.dependant) | inherited):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,12 @@ def test_env_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_negative_refresh_is_refused() -> None:
     with pytest.raises(ValidationError):
         Settings(_env_file=None, auto_refresh_minutes=-1)  # type: ignore[call-arg]
+
+
+def test_env_example_lists_every_setting() -> None:
+    """.env.example is the settings reference: every field is there (set or commented out)
+    and nothing there is a name the service would silently ignore."""
+    text = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    listed = re.findall(r"^#? ?EDL_([A-Z0-9_]+)=", text, flags=re.M)
+    assert len(listed) == len(set(listed)), "a setting is listed twice"
+    assert {name.lower() for name in listed} == set(Settings.model_fields)

@@ -6,7 +6,8 @@ import httpx
 import pytest
 
 from tests.conftest import SUPER_KEY
-from tests.factories import World, h
+from tests.factories import World
+from tests.helpers import h
 
 
 @pytest.mark.parametrize(

@@ -215,11 +215,6 @@ def load_config_document(text: str) -> dict[str, Any]:
     return _compose(text)[0]
 
 
-def load_config_document_with_lines(text: str) -> tuple[dict[str, Any], dict[ConfigPath, int]]:
-    """Like `load_config_document`, plus the 1-based line of every key and sequence item."""
-    return _compose(text)
-
-
 def dump_config_document(doc: dict[str, Any]) -> str:
     """Serialise a plain config dict back to YAML, keeping key order."""
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, default_flow_style=False)
@@ -229,6 +224,11 @@ def dump_config_document(doc: dict[str, Any]) -> str:
 
 Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,63}$")]
 Confidence = Annotated[int, Field(ge=0, le=100)]
+Percent = Annotated[int, Field(ge=0, le=100)]
+# The default `min_valid_percent` applies from this many lines: a tiny list with one typo
+# is still a list, a big page that is mostly not indicators is not.
+DEFAULT_MIN_VALID_PERCENT = 10
+MIN_VALID_LINES = 20
 
 
 def _field_error(field: str, message: str) -> PydanticCustomError:
@@ -254,6 +254,9 @@ class SourceConfig(_Strict):
     max_bytes: int = Field(default=50 * 1024 * 1024, ge=1, le=2 * 1024 * 1024 * 1024)
     headers: dict[str, str] = Field(default_factory=dict, max_length=32)
     types: list[IndicatorType] | None = None
+    # Below this share of valid records the source fails (garbage, not a list). None: 10
+    # once the source has at least MIN_VALID_LINES lines; 0 turns the check off.
+    min_valid_percent: Percent | None = None
     # csv
     column: str | int | None = None
     header: bool | Literal["auto"] | None = None
@@ -414,6 +417,12 @@ class SourceConfig(_Strict):
     def csv_delimiter(self) -> str:
         return "," if self.delimiter is None else self.delimiter
 
+    def valid_floor(self, lines: int) -> int:
+        """The `min_valid_percent` in force for a body of `lines` lines (0: no check)."""
+        if self.min_valid_percent is not None:
+            return self.min_valid_percent
+        return DEFAULT_MIN_VALID_PERCENT if lines >= MIN_VALID_LINES else 0
+
 
 class TagRule(_Strict):
     types: list[IndicatorType] | None = None  # None: every type
@@ -435,6 +444,10 @@ class RulesConfig(_Strict):
     allow: list[str] = Field(default_factory=list, max_length=100_000)
     exclude_reserved: bool = True
     min_prefix: MinPrefix = Field(default_factory=MinPrefix)
+    # Which Public Suffix List sections count: a public suffix or a wildcard of one is never
+    # published ("all" includes the private section: `s3.amazonaws.com` covers every bucket).
+    # None: "all", or "off" when the older `drop_tld_wildcards` is false (its alias).
+    public_suffix: Literal["all", "icann", "off"] | None = None
     drop_tld_wildcards: bool = True
     exclude_regex: list[str] = Field(default_factory=list, max_length=100)
     include_types: list[IndicatorType] = Field(default_factory=lambda: list(INDICATOR_TYPES))
@@ -474,6 +487,23 @@ class RulesConfig(_Strict):
                     str(index), f"is not a valid RE2 regular expression ({_re2_detail(exc)})"
                 ) from None
         return patterns
+
+    @model_validator(mode="after")
+    def _one_public_suffix_switch(self) -> RulesConfig:
+        if not self.drop_tld_wildcards and self.public_suffix not in (None, "off"):
+            raise _field_error(
+                "public_suffix",
+                f"{self.public_suffix} contradicts drop_tld_wildcards: false (its older name); "
+                "set only public_suffix",
+            )
+        return self
+
+    @property
+    def public_suffix_sections(self) -> Literal["all", "icann", "off"]:
+        """The `public_suffix` in force, `drop_tld_wildcards` taken into account."""
+        if self.public_suffix is not None:
+            return self.public_suffix
+        return "all" if self.drop_tld_wildcards else "off"
 
 
 class GuardConfig(_Strict):

@@ -32,8 +32,8 @@ RESERVED_V4_CIDRS: tuple[str, ...] = (
 
 RESERVED_V6_CIDRS: tuple[str, ...] = (
     # Everything outside 2000::/3 is unallocated or special: ::/128, ::1, IPv4-mapped and
-    # -compatible, NAT64 64:ff9b::/96 and 64:ff9b:1::/48, discard 100::/64, ULA fc00::/7,
-    # link-local fe80::/10, site-local fec0::/10, multicast ff00::/8.
+    # -compatible, local-use NAT64 64:ff9b:1::/48, discard 100::/64, ULA fc00::/7,
+    # link-local fe80::/10, site-local fec0::/10, multicast ff00::/8 — except NAT64_V6.
     "::/3",
     "4000::/2",
     "8000::/1",
@@ -42,6 +42,13 @@ RESERVED_V6_CIDRS: tuple[str, ...] = (
     "2002::/16",  # 6to4
     "3fff::/20",  # documentation (RFC 9637)
 )
+
+# The NAT64 well-known prefix is "Globally Reachable: True" in the IANA IPv6 Special-Purpose
+# Address Registry (64:ff9b::/96, "IPv4-IPv6 Translat.", RFC 6052; its neighbour
+# 64:ff9b:1::/48, RFC 8215, is False), https://www.iana.org/assignments/
+# iana-ipv6-special-registry/. So it is carved out of ::/3 — but RFC 6052 §3.1 forbids
+# the prefix for non-global IPv4, so its image of every RESERVED_V4 range stays reserved.
+NAT64_V6 = "64:ff9b::/96"
 
 
 def _bounds(cidr: str) -> tuple[int, int, int]:
@@ -117,13 +124,20 @@ def _reserved(cidrs: tuple[str, ...]) -> IntervalSet:
     return IntervalSet((start, end) for _, start, end in map(_bounds, cidrs))
 
 
+def _reserved_v6() -> IntervalSet:
+    _, nat64_first, nat64_last = _bounds(NAT64_V6)
+    nat64 = IntervalSet([(nat64_first, nat64_last)])
+    pieces: list[tuple[int, int]] = []
+    for _, start, end in map(_bounds, RESERVED_V6_CIDRS):
+        outside = nat64.subtract(start, end)
+        pieces.extend([(start, end)] if outside is None else outside)
+    for _, start, end in map(_bounds, RESERVED_V4_CIDRS):
+        pieces.append((nat64_first + start, nat64_first + end))
+    return IntervalSet(pieces)
+
+
 RESERVED_V4 = _reserved(RESERVED_V4_CIDRS)
-RESERVED_V6 = _reserved(RESERVED_V6_CIDRS)
-
-
-def cidr_interval(cidr: str) -> tuple[int, int, int]:
-    """(version, first, last) of a CIDR string (strict address, any prefix length)."""
-    return _bounds(cidr)
+RESERVED_V6 = _reserved_v6()
 
 
 def embedded_ipv4(value: int) -> list[int] | None:

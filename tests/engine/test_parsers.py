@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from edl_api.engine.config import SourceConfig
 from edl_api.engine.parsers import ParseStats, parse
-from tests.engine.conftest import FEEDS
+from tests.helpers import FEEDS
 
 
 def source(**fields: Any) -> SourceConfig:

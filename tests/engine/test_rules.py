@@ -137,7 +137,7 @@ def test_min_prefix_and_tld_wildcards_and_regex() -> None:
     assert feeds(result)["url"] == []
     assert result.report["feeds"]["cidr"]["dropped"] == {"min_prefix": 2}
     assert result.report["feeds"]["fqdn"]["dropped"] == {
-        "drop_tld_wildcards": 4,
+        "public_suffix": 4,
         "exclude_regex": 1,
     }
 

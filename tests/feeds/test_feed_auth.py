@@ -6,12 +6,15 @@ from typing import Any
 import httpx
 
 from edl_api.feeds import serving
+from edl_api.feeds.fastpath import FeedFastPath
 from tests.conftest import READER_LEGACY_KEY, SUPER_KEY
-from tests.feeds.conftest import basic, h, make_pipeline, make_tenant, ok, publish
+from tests.factories import create_pipeline
+from tests.feeds.conftest import make_tenant, publish
+from tests.helpers import basic, expect, h
 
 
 async def _token(client: httpx.AsyncClient, key: str, profile_id: int, **body: Any) -> dict:
-    return await ok(await client.post(
+    return await expect(await client.post(
         f"/profiles/{profile_id}/feed-tokens", json={"name": "fw", **body}, headers=h(key)
     ), 201)
 
@@ -20,7 +23,7 @@ async def test_feed_token_basic_auth_and_scope(
     app: Any, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     a = await make_tenant(client, "a")
-    other_pipe = await make_pipeline(client, a.key, a.config_id, "second")
+    other_pipe = (await create_pipeline(client, a.key, a.config_id, "second"))["id"]
     await publish(app, tmp_path, a.pipeline_id, {"ipv4": ["192.0.2.1"]})
     await publish(app, tmp_path, other_pipe, {"ipv4": ["192.0.2.2"]})
     token = await _token(client, a.key, a.profile_id, pipeline_ids=[a.pipeline_id])
@@ -58,15 +61,16 @@ async def test_feed_token_basic_auth_and_scope(
     assert r.status_code == 401
     assert r.headers["www-authenticate"].startswith("Basic")
 
-    listed = await ok(await client.get(f"/profiles/{a.profile_id}/feed-tokens", headers=h(a.key)))
+    tokens_url = f"/profiles/{a.profile_id}/feed-tokens"
+    listed = await expect(await client.get(tokens_url, headers=h(a.key)))
     assert listed["total"] == 1
     assert "token" not in listed["items"][0]
     assert "key_hash" not in listed["items"][0]
-    await ok(await client.delete(f"/profiles/{a.profile_id}/feed-tokens/{token['id']}",
-                                 headers=h(a.key)))
+    await expect(await client.delete(f"/profiles/{a.profile_id}/feed-tokens/{token['id']}",
+                                     headers=h(a.key)))
     r = await client.get(url, headers=basic(token["token"]))
     assert r.status_code == 401
-    listed = await ok(await client.get(f"/profiles/{a.profile_id}/feed-tokens", headers=h(a.key)))
+    listed = await expect(await client.get(tokens_url, headers=h(a.key)))
     assert listed["total"] == 0
 
 
@@ -95,10 +99,10 @@ async def test_token_management_rules(client: httpx.AsyncClient) -> None:
     assert r.status_code == 404
     # idempotent create: same key → same token id, no second secret
     headers = h(a.key) | {"Idempotency-Key": "k1"}
-    first = await ok(await client.post(f"/profiles/{a.profile_id}/feed-tokens",
-                                       json={"name": "idem"}, headers=headers), 201)
-    again = await ok(await client.post(f"/profiles/{a.profile_id}/feed-tokens",
-                                       json={"name": "idem"}, headers=headers), 201)
+    first = await expect(await client.post(f"/profiles/{a.profile_id}/feed-tokens",
+                                           json={"name": "idem"}, headers=headers), 201)
+    again = await expect(await client.post(f"/profiles/{a.profile_id}/feed-tokens",
+                                           json={"name": "idem"}, headers=headers), 201)
     assert again["id"] == first["id"]
     assert again["token"] is None
 
@@ -138,7 +142,7 @@ async def test_global_feed_union_dedup_aggregate(
     app: Any, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     a = await make_tenant(client, "a")
-    second = await make_pipeline(client, a.key, a.config_id, "second")
+    second = (await create_pipeline(client, a.key, a.config_id, "second"))["id"]
     await publish(app, tmp_path, a.pipeline_id,
                   {"cidr": ["10.0.0.0/25"], "fqdn": ["b.example", "a.example"]})
     await publish(app, tmp_path, second,
@@ -158,12 +162,13 @@ async def test_global_feed_union_dedup_aggregate(
     await publish(app, tmp_path, second, {"cidr": ["10.0.0.128/25", "10.1.0.0/16"],
                                           "fqdn": ["a.example", "c.example"]})
     assert "c.example" in (await client.get("/edl/fqdn", headers=h(a.key))).text
-    await ok(await client.delete(f"/pipelines/{second}", headers=h(a.key)))
+    await expect(await client.delete(f"/pipelines/{second}", headers=h(a.key)))
     r = await client.get("/edl/cidr", headers=h(a.key))
     assert r.text == "10.0.0.0/25\n"
+    # no member has published a url feed: an error the firewall logs, never an empty list
     r = await client.get("/edl/url", headers=h(a.key))
-    assert r.status_code == 200
-    assert r.content == b""
+    assert r.status_code == 503
+    assert r.json()["error"] == "feed_not_ready"
 
 
 async def test_fast_path_only_answers_what_the_route_would(
@@ -179,8 +184,8 @@ async def test_fast_path_only_answers_what_the_route_would(
     async def refuse(*_: Any, **__: Any) -> None:
         raise AssertionError("the route ran: the fast path should have answered")
 
-    monkeypatch.setattr(serving, "pipeline_body", refuse)
-    monkeypatch.setattr(serving, "union_body", refuse)
+    # The route always goes through `feed_body` (even on a cache hit); the fast path never.
+    monkeypatch.setattr(serving, "feed_body", refuse)
     for path in (url, "/edl/ipv4"):
         r = await client.get(path, headers=basic(token["token"]) | {"Accept-Encoding": "gzip"})
         assert r.status_code == 200
@@ -189,6 +194,36 @@ async def test_fast_path_only_answers_what_the_route_would(
         r = await client.head(path, headers=basic(token["token"]))
         assert r.status_code == 200
     # revocation reaches the fast path at once (the verified-key cache is dropped)
-    await ok(await client.delete(f"/profiles/{a.profile_id}/feed-tokens/{token['id']}",
-                                 headers=h(a.key)))
+    await expect(await client.delete(f"/profiles/{a.profile_id}/feed-tokens/{token['id']}",
+                                     headers=h(a.key)))
     assert (await client.get(url, headers=basic(token["token"]))).status_code == 401
+
+
+async def test_fast_path_and_route_answer_every_feed_url_alike(
+    app: Any, client: httpx.AsyncClient, tmp_path: Path, monkeypatch: Any
+) -> None:
+    a, b = await make_tenant(client, "a"), await make_tenant(client, "b")
+    await publish(app, tmp_path, a.pipeline_id, {"ipv4": ["192.0.2.1"]})
+    await publish(app, tmp_path, b.pipeline_id, {"ipv4": ["198.51.100.9"]})
+    token = await _token(client, a.key, a.profile_id)
+    feed = f"/pipelines/{a.pipeline_id}/edl"
+    urls = [
+        f"{feed}/ipv4", f"{feed}/ipv4?format=csv&extra=1", f"{feed}/ipv4?format=plain&format=csv",
+        f"{feed}/nope", f"{feed}/ipv4?format=nope", f"/pipelines/{b.pipeline_id}/edl/ipv4",
+        "/edl/ipv4", f"/edl/ipv4?profile_id={a.profile_id}", f"/edl/ipv4?profile_id={b.profile_id}",
+        "/edl/ipv4?profile_id=x", "/edl/nope",
+    ]
+
+    async def answers() -> list[tuple[str, int, bytes, str | None]]:
+        seen = []
+        for url in urls:
+            r = await client.get(url, headers=basic(token["token"]))
+            seen.append((url, r.status_code, r.content, r.headers.get("etag")))
+        return seen
+
+    await answers()  # the route fills the caches
+    fast = await answers()
+    monkeypatch.setattr(FeedFastPath, "_answer", lambda *_: None)  # every request: the route
+    assert await answers() == fast
+    assert [status for _, status, _, _ in fast] == [200, 200, 200, 404, 422, 404,
+                                                    200, 200, 404, 422, 404]

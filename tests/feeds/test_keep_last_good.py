@@ -3,63 +3,40 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
 
 from edl_api.settings import Settings
 from tests.conftest import asgi_client, make_settings, running_app
-from tests.feeds.conftest import h, launch_run, make_pipeline, ok, wait_run
+from tests.factories import create_config, create_pipeline, make_profile
+from tests.helpers import answer, expect, h, launch_run, loopback, query, run_to_end, wait_run
 
 GOOD = b"".join(f"9.9.9.{i}\n".encode() for i in range(1, 11))
 
 
-class _Upstream(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        mode = parse_qs(urlparse(self.path).query).get("mode", ["ok"])[0]
-        try:
-            if mode == "500":
-                self.send_response(500)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            if mode == "slow":
-                time.sleep(20)
-            body = {"ok": GOOD, "empty": b"", "truncated": GOOD[:15]}.get(mode, GOOD)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            length = len(GOOD) if mode == "truncated" else len(body)
-            self.send_header("Content-Length", str(length))
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
-            if mode == "truncated":
-                self.close_connection = True
-        except OSError:
-            pass
-
-    def log_message(self, *_: Any) -> None:
-        pass
+def _feed(handler: BaseHTTPRequestHandler) -> bool:
+    """/feed?mode=ok|500|slow|empty|truncated: the ways an upstream lets a run down."""
+    mode = query(handler, "mode", "ok")
+    if mode == "500":
+        return answer(handler, 500)
+    if mode == "slow":
+        time.sleep(20)
+    if mode == "truncated":
+        handler.close_connection = True  # promises all of GOOD, sends 15 bytes
+        return answer(handler, 200, GOOD[:15], length=len(GOOD))
+    return answer(handler, 200, b"" if mode == "empty" else GOOD)
 
 
 @pytest.fixture(scope="module")
 def upstream_port() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback(routes={"/feed": _feed}) as server:
+        yield server.port
 
 
 @pytest.fixture
@@ -83,14 +60,10 @@ async def _pipeline_on_upstream(
 ) -> tuple[int, str, Any, int]:
     """A profile (its key), a config whose one source is the stub upstream in `mode`, and
     a pipeline on it: (profile id, key, config, pipeline id)."""
-    created = await ok(await client.post("/profiles", json={"name": "a"},
-                                         headers=h("legacy-super-key-0123456789")), 201)
-    profile_id, key = created["profile"]["id"], created["api_key"]
-    config = await ok(await client.post(
-        f"/profiles/{profile_id}/configs",
-        json={"name": "c", "yaml": _yaml(port, mode)}, headers=h(key),
-    ), 201)
-    return profile_id, key, config, await make_pipeline(client, key, config["id"], "p")
+    profile_id, key = await make_profile(client, "a")
+    config = await create_config(client, key, profile_id, "c", _yaml(port, mode))
+    pipeline = await create_pipeline(client, key, config["id"], "p")
+    return profile_id, key, config, pipeline["id"]
 
 
 async def test_every_failure_mode_keeps_the_last_good_feed(
@@ -101,15 +74,15 @@ async def test_every_failure_mode_keeps_the_last_good_feed(
     )
     feed_url = f"/pipelines/{pipeline_id}/edl/ipv4"
 
-    good = await wait_run(client, (await launch_run(client, key, pipeline_id))["id"], key)
+    good = await run_to_end(client, pipeline_id, key, persist=True)
     assert good["state"] == "succeeded", good
     served = await client.get(feed_url, headers=h(key))
     assert served.content == GOOD
     assert served.headers["x-edl-run-id"] == str(good["id"])
 
     async def set_mode(mode: str) -> None:
-        await ok(await client.patch(f"/profiles/{profile_id}/configs/{config['id']}",
-                                    json={"yaml": _yaml(upstream_port, mode)}, headers=h(key)))
+        await expect(await client.patch(f"/profiles/{profile_id}/configs/{config['id']}",
+                                        json={"yaml": _yaml(upstream_port, mode)}, headers=h(key)))
 
     async def unchanged() -> None:
         r = await client.get(feed_url, headers=h(key))
@@ -120,7 +93,7 @@ async def test_every_failure_mode_keeps_the_last_good_feed(
     outcomes = {}
     for mode in ("500", "truncated", "empty"):
         await set_mode(mode)
-        run = await wait_run(client, (await launch_run(client, key, pipeline_id))["id"], key)
+        run = await run_to_end(client, pipeline_id, key, persist=True)
         outcomes[mode] = run["state"]
         if run["state"] == "succeeded":  # held by the guard, with the reason recorded
             assert all(not a["published"] for a in run["artifacts"]), run
@@ -132,25 +105,25 @@ async def test_every_failure_mode_keeps_the_last_good_feed(
     assert outcomes["empty"] in ("failed", "succeeded")
 
     await set_mode("slow")
-    slow = await launch_run(client, key, pipeline_id, timeout_seconds=1)
-    run = await wait_run(client, slow["id"], key)
+    slow = await launch_run(client, pipeline_id, key, persist=True, timeout_seconds=1)
+    run = await wait_run(client, slow["id"], key=key)
     assert run["state"] == "timed_out"
     await unchanged()
 
-    run = await launch_run(client, key, pipeline_id)
+    run = await launch_run(client, pipeline_id, key, persist=True)
     await asyncio.sleep(0.5)
-    await ok(await client.post(f"/runs/{run['id']}/cancel", headers=h(key)), 202)
-    assert (await wait_run(client, run["id"], key))["state"] == "cancelled"
+    await expect(await client.post(f"/runs/{run['id']}/cancel", headers=h(key)), 202)
+    assert (await wait_run(client, run["id"], key=key))["state"] == "cancelled"
     await unchanged()
 
     # a shrink past the guard holds too (10 → 1 entry is -90 %)
-    await ok(await client.patch(
+    await expect(await client.patch(
         f"/profiles/{profile_id}/configs/{config['id']}",
         json={"yaml": _yaml(upstream_port, "ok").replace(
             f"url: http://127.0.0.1:{upstream_port}/feed?mode=ok",
             "values: [9.9.9.1]")}, headers=h(key),
     ))
-    run = await wait_run(client, (await launch_run(client, key, pipeline_id))["id"], key)
+    run = await run_to_end(client, pipeline_id, key, persist=True)
     assert run["state"] == "succeeded"
     [artifact] = [a for a in run["artifacts"] if a["indicator_type"] == "ipv4"]
     assert artifact["published"] is False
@@ -169,7 +142,7 @@ async def test_a_run_without_a_timeout_gets_the_default_one(
                 client, upstream_port, "slow"
             )
             started = time.monotonic()
-            run = await wait_run(client, (await launch_run(client, key, pipeline_id))["id"], key)
+            run = await run_to_end(client, pipeline_id, key, persist=True)
             assert run["state"] == "timed_out", run
             assert "timed out after 1 s" in run["errors"]
             assert time.monotonic() - started < 15  # not the source's 20 s stall

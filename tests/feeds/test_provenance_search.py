@@ -10,8 +10,10 @@ import pytest
 from sqlalchemy import update
 
 from edl_api.models import Indicator, utcnow
-from tests.feeds.conftest import entry, h, make_tenant, ok
+from edl_api.state import AppState
+from tests.feeds.conftest import entry, make_tenant
 from tests.feeds.conftest import publish as publish_any
+from tests.helpers import expect, h
 
 # compact: entries in the engine's form → the steady-state delta path; spaced → full path.
 COMPACT = pytest.mark.parametrize("compact", [True, False], ids=["delta", "full"])
@@ -19,8 +21,8 @@ publish = publish_any
 
 
 async def _search(client: httpx.AsyncClient, t: Any, value: str, key: str | None = None) -> Any:
-    return await ok(await client.get(f"/profiles/{t.profile_id}/pipelines/search",
-                                     params={"indicator": value}, headers=h(key or t.key)))
+    return await expect(await client.get(f"/profiles/{t.profile_id}/pipelines/search",
+                                         params={"indicator": value}, headers=h(key or t.key)))
 
 
 @COMPACT
@@ -72,7 +74,7 @@ async def test_retention_keeps_a_vanished_indicator(
     kept = (await _search(client, t, "gone.example"))["matches"]
     assert len(kept) == 1
     # four days later it is over the limit and leaves both the feed and the store
-    async with app.state.sessionmaker() as session:
+    async with AppState.of(app).sessionmaker() as session:
         await session.execute(
             update(Indicator).where(Indicator.value == "gone.example")
             .values(last_seen=utcnow() - timedelta(days=4))
@@ -140,11 +142,11 @@ async def test_search_networks_wildcards_urls(
 
 async def test_active_view(app: Any, client: httpx.AsyncClient, tmp_path: Path) -> None:
     t = await make_tenant(client, "a")
-    assert (await ok(await client.get(f"/profiles/{t.profile_id}/pipelines/active",
-                                      headers=h(t.key))))["items"] == []
+    assert (await expect(await client.get(f"/profiles/{t.profile_id}/pipelines/active",
+                                          headers=h(t.key))))["items"] == []
     run = await publish(app, tmp_path, t.pipeline_id, {"ipv4": ["192.0.2.1", "192.0.2.2"]})
-    body = await ok(await client.get(f"/profiles/{t.profile_id}/pipelines/active",
-                                     headers=h(t.key)))
+    body = await expect(await client.get(f"/profiles/{t.profile_id}/pipelines/active",
+                                         headers=h(t.key)))
     [item] = body["items"]
     assert item["pipeline_id"] == t.pipeline_id
     assert item["feeds"]["ipv4"]["count"] == 2
@@ -214,5 +216,5 @@ async def test_postgresql_sessions_never_jit_compile_the_search(
 
     if database_url is None:
         pytest.skip("PostgreSQL only")
-    async with app.state.sessionmaker() as session:
+    async with AppState.of(app).sessionmaker() as session:
         assert (await session.execute(text("SHOW jit"))).scalar_one() == "off"

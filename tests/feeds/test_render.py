@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edl_api.engine.entries import FeedEntry
 from edl_api.engine.indicators import classify
-from edl_api.engine.pipeline import FeedEntry
 from edl_api.feeds.render import FORMATS, render
 
 

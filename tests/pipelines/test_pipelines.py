@@ -3,7 +3,8 @@ from __future__ import annotations
 import httpx
 
 from tests.conftest import SUPER_KEY
-from tests.factories import World, create_config, create_pipeline, expect, h
+from tests.factories import World, create_config, create_pipeline
+from tests.helpers import expect, h
 
 
 async def test_soft_delete(client: httpx.AsyncClient, world: World) -> None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 import httpx
 import yaml as pyyaml
 
-from tests.factories import World, create_pipeline, expect, h, run_to_end
+from tests.factories import World, create_pipeline
+from tests.helpers import expect, h, run_to_end
 
 FULL_YAML = """\
 sources:
@@ -105,8 +106,8 @@ async def test_usage_metrics(client: httpx.AsyncClient, world: World) -> None:
 
 async def test_usage_shows_the_latest_run(client: httpx.AsyncClient, world: World) -> None:
     a = world.a
-    first = await run_to_end(client, a.profile_key, a.pipeline_id)
-    second = await run_to_end(client, a.profile_key, a.pipeline_id)
+    first = await run_to_end(client, a.pipeline_id, a.profile_key, persist=True)
+    second = await run_to_end(client, a.pipeline_id, a.profile_key, persist=True)
     assert first["state"] == second["state"] == "succeeded"
     page = (await client.get(f"/profiles/{a.profile_id}/configs", headers=h(a.reader_key))).json()
     usage = page["items"][0]["usage"]
