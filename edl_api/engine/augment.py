@@ -14,8 +14,18 @@ from edl_api.engine.store import IndicatorStore
 
 
 def augment(store: IndicatorStore, config: AugmentConfig) -> Counter[str]:
-    """Add URL hosts and wildcard parents to the store; returns how many were new per type."""
+    """Add URL hosts and wildcard parents to the store; returns how many were new per type.
+
+    Whatever this adds still meets every rule (public suffixes, allowlist) afterwards."""
     added: Counter[str] = Counter()
+    if config.wildcard_parent:
+        # "*.evil.example/a.php" also yields "evil.example/a.php" (before url_hosts, so the
+        # parent URL's host is derived as well).
+        parents = [(url[2:], mask) for url, mask in store.url.items() if url.startswith("*.")]
+        for parent, mask in parents:
+            if parent not in store.url:
+                added["url"] += 1
+            store.url[parent] = store.url.get(parent, 0) | mask
     if config.url_hosts:
         hosts = store.url_hosts
         for url, mask in store.url.items():

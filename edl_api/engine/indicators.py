@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 # Internal kinds. "cidr4"/"cidr6" both publish as type "cidr".
 IPV4: Final = "ipv4"
@@ -93,8 +93,8 @@ def parse_ip(text: str) -> tuple[int, int] | None:
     return None if value is None else (4, value)
 
 
-def cidr_ok(text: str) -> tuple[int, int, int] | None:
-    """(version, first, last) of `addr` or `addr/len` (host bits ignored), or None."""
+def ip_network(text: str) -> tuple[int, int, int] | None:
+    """(version, network int, prefixlen) of `addr` or `addr/len` (host bits cleared), or None."""
     address, slash, length = text.partition("/")
     parsed = parse_ip(address)
     if parsed is None:
@@ -102,12 +102,48 @@ def cidr_ok(text: str) -> tuple[int, int, int] | None:
     version, value = parsed
     bits = BITS[version]
     if not slash:
-        return version, value, value
+        return version, value, bits
     if not (length.isascii() and length.isdigit()) or int(length) > bits:
         return None
-    size = 1 << (bits - int(length))
-    first = value & ~(size - 1)
-    return version, first, first + size - 1
+    prefixlen = int(length)
+    return version, value & ~((1 << (bits - prefixlen)) - 1), prefixlen
+
+
+def cidr_ok(text: str) -> tuple[int, int, int] | None:
+    """(version, first, last) of `addr` or `addr/len` (host bits ignored), or None."""
+    network = ip_network(text)
+    if network is None:
+        return None
+    version, number, prefixlen = network
+    return version, *network_bounds(number, prefixlen, BITS[version])
+
+
+def ip_kind(value: str) -> Literal["ipv4", "ipv6", "cidr"] | None:
+    """The published type of an address or network ("ipv4", "ipv6" or "cidr"), else None.
+
+    A full-length prefix ("192.0.2.1/32") is a host, as the engine publishes it."""
+    network = ip_network(value)
+    if network is None:
+        return None
+    version, _, prefixlen = network
+    if prefixlen < BITS[version]:
+        return "cidr"
+    return IPV4 if version == 4 else IPV6
+
+
+def network_text(version: int, number: int, prefixlen: int) -> str:
+    """Published form of a network: a bare address when it is one host."""
+    address = int_to_ip(number, version)
+    return address if prefixlen == BITS[version] else f"{address}/{prefixlen}"
+
+
+def sort_key(value: str) -> tuple[int, int, int, str]:
+    """CONFIG.md plain order: IPs numerically (v4 before v6), then names."""
+    network = ip_network(value)
+    if network is None:
+        return (9, 0, 0, value)
+    version, number, prefixlen = network
+    return (version, number, prefixlen, "")
 
 
 def range_to_prefixes(
@@ -150,7 +186,8 @@ def normalise_fqdn(text: str, allow_wildcard: bool = True) -> str | None:
             return None
         # The codec may still have accepted non-LDH characters; the regex decides.
     if len(name) > 253 or not _FQDN_RE.fullmatch(name):
-        # "*.com" is a (dangerous) wildcard name: classify it so drop_tld_wildcards sees it.
+        # "*.com" is a (dangerous) wildcard name: classify it so the public suffix rule
+        # drops it and counts it.
         if not (prefix and _TLD_RE.fullmatch(name)):
             return None
     if len(name) > 63 and max(len(label) for label in name.split(".")) > 63:
@@ -174,7 +211,9 @@ def _url_host(host: str) -> tuple[str, Key, str] | None:
         value4 = ipv4_to_int(host)
         if value4 is not None:
             return IPV4, value4, host
-    name = normalise_fqdn(host, allow_wildcard=False)
+    # A whole leading `*.` label is a valid host pattern ("*.evil.example/a.php", as PAN-OS
+    # and MineMeld take it); the rules drop one of a public suffix ("*.co.uk/a.php").
+    name = normalise_fqdn(host)
     if name is None:
         return None
     return FQDN, name, name
@@ -210,6 +249,10 @@ def split_url(text: str) -> tuple[str, str, Key] | None:
     if port is not None:
         number = int(port)
         if not 0 < number < 65536:
+            return None
+        if number == _DEFAULT_PORTS["http"] and scheme != "http":
+            # The normalised form has no scheme and reads as http, whose default port
+            # 80 it drops: `https://h:80/` has no faithful form (counted as bad_url).
             return None
         port = "" if number == _DEFAULT_PORTS[scheme] else f":{number}"
     else:

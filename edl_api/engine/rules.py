@@ -10,9 +10,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import re2
+from publicsuffixlist import PSLFILE, PublicSuffixList, encode_idn
 
 from edl_api.engine.config import RulesConfig, re2_options
 from edl_api.engine.indicators import (
@@ -36,16 +37,58 @@ from edl_api.engine.store import IndicatorStore, Networks
 DropCounts = dict[str, Counter[str]]  # published type -> rule -> n
 
 
+PUBLIC_SUFFIX = "public_suffix"  # the drop reason in run reports
+SuffixSections = Literal["all", "icann"]
+
+
 @lru_cache(maxsize=1)
-def _public_suffixes() -> Any:
-    # Bundled list shipped with the package: nothing is downloaded at run time.
-    from publicsuffixlist import PublicSuffixList
+def _rule_names() -> frozenset[str]:
+    """Every name a rule of the list mentions (`*.` and `!` stripped), also IDNA-encoded.
 
-    return PublicSuffixList()
+    A public suffix of two labels or more is one of these or a child of one, so this set
+    rules out nearly every name before the exact check (~10 µs a name, too slow for 1M)."""
+    names: set[str] = set()
+    with open(PSLFILE, encoding="utf-8") as lines:
+        for line in lines:
+            rule = line.strip().split(" ", 1)[0].lower()
+            if not rule or rule.startswith("//"):
+                continue
+            if rule.startswith("!"):
+                # An exception ("!www.ck") implies its parent is a suffix; name both.
+                rule = rule[1:]
+                names.add(encode_idn(rule.partition(".")[2]))
+            rule = rule.removeprefix("*.")
+            names.add(rule)
+            names.add(encode_idn(rule))
+    return frozenset(names)
 
 
-def is_public_suffix(name: str) -> bool:
-    return bool(_public_suffixes().is_public(name))
+class PublicSuffixes:
+    """The Public Suffix List with its chosen sections ("all": ICANN and private)."""
+
+    def __init__(self, sections: SuffixSections = "all") -> None:
+        # The list ships inside the package: nothing is downloaded at run time.
+        self._list = PublicSuffixList(only_icann=sections == "icann")
+        self._rule_names = _rule_names()
+
+    def is_suffix(self, name: str) -> bool:
+        """True if `name` (without `*.`) is a public suffix: "com", "co.uk", "github.io".
+
+        A single label always is (an unknown TLD counts as one: the list's `*` rule)."""
+        dot = name.find(".")
+        if dot != -1 and name not in self._rule_names and name[dot + 1 :] not in self._rule_names:
+            return False
+        return bool(self._list.is_public(name))
+
+    def covers(self, name: str) -> bool:
+        """True if a name or `*.` wildcard blocks a whole public suffix ("*.uk", "uk")."""
+        return self.is_suffix(name[2:] if name.startswith("*.") else name)
+
+
+@lru_cache(maxsize=2)
+def public_suffixes(sections: SuffixSections = "all") -> PublicSuffixes:
+    """The shared list for `sections` (parsing it takes ~50 ms, once per process)."""
+    return PublicSuffixes(sections)
 
 
 @dataclass
@@ -154,6 +197,8 @@ class Rules:
         self.patterns = [re2.compile(p, options=re2_options()) for p in config.exclude_regex]
         self.drops: DropCounts = {t: Counter() for t in ("ipv4", "ipv6", "cidr", "fqdn", "url")}
         self.split: Counter[str] = Counter()  # networks partly removed (rule -> n)
+        sections = config.public_suffix_sections
+        self.suffixes = None if sections == "off" else public_suffixes(sections)
 
     # -- helpers
 
@@ -274,18 +319,15 @@ class Rules:
 
     def _names(self, mapping: dict[str, int]) -> None:
         drops = self.drops["fqdn"]
-        drop_tld = self.config.drop_tld_wildcards
+        suffixes = self.suffixes
         allow = self.allow
         check_allow = bool(allow.names or allow.zones)
         doomed: list[str] = []
         for name in mapping:
             rule = None
-            # Bare two-label public suffixes ("co.uk", "github.io") are as broad as "*.com".
-            if drop_tld and (
-                (name.startswith("*.") and is_public_suffix(name[2:]))
-                or (name.count(".") == 1 and is_public_suffix(name))
-            ):
-                rule = "drop_tld_wildcards"
+            # Runs after augment, so a derived name ("com" from "*.com") is caught too.
+            if suffixes is not None and suffixes.covers(name):
+                rule = PUBLIC_SUFFIX
             elif self.patterns and self._regex_hit(name):
                 rule = "exclude_regex"
             elif check_allow and allow.name_allowed(name):
@@ -300,17 +342,35 @@ class Rules:
         drops = self.drops["url"]
         allow = self.allow
         reserved = self.config.exclude_reserved
+        suffixes = self.suffixes
         check_names = bool(allow.names or allow.zones)
         check_ips = bool(allow.v4 or allow.v6)
         doomed: list[str] = []
         for url in mapping:
             rule = None
             host: tuple[int, int] | str | None = None
-            if reserved or check_names or check_ips:
+            # A URL with a path is specific even on a public suffix's host
+            # ("s3.amazonaws.com/bucket/key"); a bare host ("co.uk/") or a wildcard one
+            # ("*.co.uk/a.php") matches across the whole suffix. A one-label host ("com/a",
+            # the parent of "*.com/a") is a TLD, no site: no source can list it either.
+            slash = url.find("/")  # normalised: the authority always ends at a "/"
+            wide = (
+                url.startswith("*.")
+                or slash == len(url) - 1
+                or ("." not in url[:slash] and url[:1] != "[")
+            )
+            if reserved or check_names or check_ips or (wide and suffixes is not None):
                 host = hosts.get(url)
                 if host is None:
                     host = url_host_of(url)
             if (
+                wide
+                and suffixes is not None
+                and isinstance(host, str)
+                and suffixes.covers(host)
+            ):
+                rule = PUBLIC_SUFFIX
+            elif (
                 isinstance(host, tuple)
                 and reserved
                 and host[1] in (RESERVED_V4 if host[0] == 4 else RESERVED_V6)
