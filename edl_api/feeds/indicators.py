@@ -57,12 +57,6 @@ class RawTime:
         naive = moment.astimezone(UTC).replace(tzinfo=None)
         return naive.strftime(SQLITE_TIME) if self.sqlite else naive
 
-    def from_raw(self, raw: Any) -> datetime:
-        if isinstance(raw, str):
-            return datetime.fromisoformat(raw).replace(tzinfo=UTC)
-        assert isinstance(raw, datetime)
-        return raw.replace(tzinfo=UTC) if raw.tzinfo is None else raw.astimezone(UTC)
-
 
 class JsonLists:
     """Canonical JSON text of string lists, memoised (provenance repeats a lot)."""
