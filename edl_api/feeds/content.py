@@ -11,10 +11,6 @@ import hashlib
 from collections.abc import Iterable
 from itertools import islice
 
-# Re-exported until feeds/store.py and feeds/fastpath.py import them from the engine.
-from edl_api.engine.entries import BASE_TYPES as BASE_TYPES
-from edl_api.engine.entries import FEED_TYPES as FEED_TYPES
-from edl_api.engine.indicators import ip_network as ip_network
 from edl_api.engine.indicators import sort_key
 
 GZIP_LEVEL = 6

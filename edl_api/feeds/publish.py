@@ -75,18 +75,22 @@ async def publish(
     started = time.monotonic()
     outcome = PublishOutcome()
     stage = on_stage or _no_stage
-    await stage("publishing", "storing artifacts")
     pending: PendingIndicators | None = None
+
+    async def go_live(session: AsyncSession, run: PipelineRun) -> None:
+        nonlocal pending
+        pending = await store_and_repoint(session, run, out_dir, options)
+        if pending is not None:
+            run.progress = {**run.progress, "stage": "indexing"}
+
+    async def index(session: AsyncSession, run: PipelineRun) -> None:
+        assert pending is not None
+        await write_indicators(session, run, pending)
+
+    await stage("publishing", "storing artifacts")
     try:
-        async with sessionmaker() as session:
-            run = await owned_run(session, run_id, owner)
-            if run is None:
-                return PublishOutcome(owned=False)
-            with gc_paused():
-                pending = await store_and_repoint(session, run, out_dir, options)
-            if pending is not None:
-                run.progress = {**run.progress, "stage": "indexing"}
-            await session.commit()
+        if not await _as_owner(sessionmaker, run_id, owner, go_live):
+            return PublishOutcome(owned=False)
     except Exception as exc:
         logger.exception("run %s: publishing failed", run_id)
         outcome.state = RunState.FAILED
@@ -98,13 +102,8 @@ async def publish(
         await stage("indexing", f"feeds live after {outcome.live_after_seconds:.1f} s; "
                     "updating the indicator store")
         try:
-            async with sessionmaker() as session:
-                run = await owned_run(session, run_id, owner)
-                if run is None:
-                    return PublishOutcome(owned=False)
-                with gc_paused():
-                    await write_indicators(session, run, pending)
-                await session.commit()
+            if not await _as_owner(sessionmaker, run_id, owner, index):
+                return PublishOutcome(owned=False)
         except Exception as exc:
             logger.exception("run %s: indicator store not updated", run_id)
             outcome.errors.append(
@@ -112,8 +111,24 @@ async def publish(
                 "(search shows the previous run's entries until the next run)"
             )
     outcome.seconds = time.monotonic() - started
-    await _prune(sessionmaker, run_id, out_dir, keep_runs)
+    await _prune(sessionmaker, run_id, keep_runs)
     return outcome
+
+
+async def _as_owner(
+    sessionmaker: async_sessionmaker[AsyncSession], run_id: int, owner: str,
+    step: Callable[[AsyncSession, PipelineRun], Awaitable[None]],
+) -> bool:
+    """One transaction of `step` on the run's locked row while `owner` holds the run;
+    False (nothing done) once it no longer does."""
+    async with sessionmaker() as session:
+        run = await owned_run(session, run_id, owner)
+        if run is None:
+            return False
+        with gc_paused():
+            await step(session, run)
+        await session.commit()
+    return True
 
 
 async def _no_stage(_stage: str, _note: str) -> None:
@@ -125,7 +140,7 @@ def _describe(exc: Exception) -> str:
 
 
 async def _prune(
-    sessionmaker: async_sessionmaker[AsyncSession], run_id: int, out_dir: Path, keep_runs: int
+    sessionmaker: async_sessionmaker[AsyncSession], run_id: int, keep_runs: int
 ) -> None:
     """Drop old runs' artifact bytes (its own transaction: a failure is logged and never
     changes the run's outcome)."""

@@ -21,7 +21,7 @@ from sqlmodel import col
 from edl_api.auth.principal import Principal
 from edl_api.engine.aggregate import aggregate_values
 from edl_api.engine.config import OUTPUT_TYPES, ConfigError, load_config_document
-from edl_api.engine.entries import BASE_TYPES, FeedEntry
+from edl_api.engine.entries import BASE_TYPES, FEED_TYPES, FeedEntry
 from edl_api.engine.indicators import ip_kind
 from edl_api.errors import AppError, NotFound, ServiceUnavailable, Unprocessable
 from edl_api.feeds import content as feed_content
@@ -75,9 +75,9 @@ def not_served(pointer: FeedPointer, kind: str) -> AppError:
 
 
 def check_type_and_format(indicator_type: str, fmt: str) -> None:
-    if indicator_type not in feed_content.FEED_TYPES:
+    if indicator_type not in FEED_TYPES:
         raise UnknownFeedType(
-            f"no such feed type; one of {', '.join(feed_content.FEED_TYPES)}"
+            f"no such feed type; one of {', '.join(FEED_TYPES)}"
         )
     if fmt not in FORMATS:
         raise UnknownFormat(f"unknown format; one of {', '.join(FORMATS)}")
@@ -109,7 +109,7 @@ def parse_feed_request(path: str, query: Mapping[str, str]) -> FeedRequest:
     match = _PIPELINE_FEED.match(path)
     if match is not None:
         raw_id, kind = match.groups()
-        if kind not in feed_content.FEED_TYPES or fmt not in FORMATS:
+        if kind not in FEED_TYPES or fmt not in FORMATS:
             check_type_and_format(kind, fmt)  # raises the route's error
         pipeline_id = _number(raw_id)
         if pipeline_id is None:
@@ -188,7 +188,7 @@ async def _config_outputs(session: AsyncSession, pipeline_id: int) -> tuple[str,
         outputs = (document.get("pipeline") or {}).get("outputs") or OUTPUT_TYPES
         return tuple(str(output) for output in outputs)
     except (ConfigError, AttributeError, TypeError):
-        return feed_content.FEED_TYPES  # unreadable: "not ready" rather than a wrong 404
+        return FEED_TYPES  # unreadable: "not ready" rather than a wrong 404
 
 
 def union_key(principal: Principal, profile_id: int | None, kind: str) -> Hashable:

@@ -91,7 +91,6 @@ class Dispatcher:
         self._last_heartbeat = 0.0
         self._last_recovery = 0.0
         self._last_housekeeping = 0.0
-        self._is_postgres = not settings.is_sqlite
 
     # ------------------------------------------------------------------ lifecycle
 
