@@ -10,6 +10,7 @@ from edl_api import idempotency
 from edl_api.auth import keys
 from edl_api.auth.principal import Principal
 from edl_api.engine import config as engine_config
+from edl_api.engine import document as engine_document
 from edl_api.errors import Forbidden, NotFound, Unprocessable
 from edl_api.feeds.hooks import drop_key_after_commit
 from edl_api.models import (
@@ -259,7 +260,7 @@ async def patch_config(
     sections = {k: changes[k] for k in engine_config.SECTIONS if k in changes}
     if sections:
         try:
-            document = engine_config.load_config_document(text)
+            document = engine_document.load_config_document(text)
         except engine_config.ConfigError as exc:
             raise InvalidConfig([p.model_dump() for p in exc.problems]) from exc
         for name, value in sections.items():
@@ -267,7 +268,7 @@ async def patch_config(
                 document.pop(name, None)
             else:
                 document[name] = value
-        text = engine_config.dump_config_document(document)
+        text = engine_document.dump_config_document(document)
     if "yaml" in changes or sections:
         validate_yaml(text)
     config.yaml = text

@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 
 from edl_api.engine.config import (
-    MAX_CONFIG_BYTES,
     SECTIONS,
-    ConfigError,
     PipelineConfig,
-    dump_config_document,
     load_config,
-    load_config_document,
     validate_config_document,
+)
+from edl_api.engine.document import (
+    MAX_CONFIG_BYTES,
+    ConfigError,
+    dump_config_document,
+    load_config_document,
 )
 
 FULL = """\

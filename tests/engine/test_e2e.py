@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from edl_api.engine.__main__ import settings_to_json
-from edl_api.engine.config import load_config, load_config_document, validate_config_document
+from edl_api.engine.config import load_config, validate_config_document
+from edl_api.engine.document import load_config_document
 from edl_api.engine.pipeline import EngineResult, EngineSettings, run_pipeline
 from edl_api.engine.progress import describe, parse_event
 from tests.helpers import FEEDS
