@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edl_api.engine.aggregate import FamilyFeeds, aggregate_family
+from edl_api.engine.aggregate import aggregate_family
 from edl_api.engine.augment import augment
+from edl_api.engine.build import (
+    Provenance,
+    cap_entries,
+    host_entries,
+    name_entries,
+    prefix_entries,
+)
 from edl_api.engine.config import PipelineConfig, SourceConfig
 from edl_api.engine.entries import FeedEntry
 from edl_api.engine.parsers import ParseStats, inline_values, is_html, parse
@@ -60,58 +66,6 @@ class EngineResult:
         # The default repr would format every entry; asyncio and loggers call repr freely.
         counts = {name: len(entries) for name, entries in self.feeds.items()}
         return f"EngineResult(ok={self.ok}, feeds={counts}, errors={self.errors!r})"
-
-
-class Provenance:
-    """Sources, tags and confidence of a source mask, computed once per distinct mask."""
-
-    def __init__(self, config: PipelineConfig) -> None:
-        self.sources = config.sources
-        self.tag_rules = config.augment.tags
-        self._confidence: dict[int, int] = {}
-        self._described: dict[tuple[int, str], tuple[list[str], list[str], int]] = {}
-
-    def _members(self, mask: int) -> Iterator[SourceConfig]:
-        index = 0
-        while mask:
-            if mask & 1:
-                yield self.sources[index]
-            mask >>= 1
-            index += 1
-
-    def confidence(self, mask: int) -> int:
-        value = self._confidence.get(mask)
-        if value is None:
-            value = max((s.confidence for s in self._members(mask)), default=0)
-            self._confidence[mask] = value
-        return value
-
-    def describe(self, mask: int, indicator_type: str) -> tuple[list[str], list[str], int]:
-        key = (mask, indicator_type)
-        found = self._described.get(key)
-        if found is None:
-            members = list(self._members(mask))
-            tags: set[str] = set()
-            for source in members:
-                tags.update(source.tags)
-            for rule in self.tag_rules:
-                if rule.types is None or indicator_type in rule.types:
-                    tags.update(rule.add)
-            found = ([s.name for s in members], sorted(tags), self.confidence(mask))
-            self._described[key] = found
-        return found
-
-    def for_type(self, indicator_type: str) -> Callable[[int], tuple[list[str], list[str], int]]:
-        """A per-type lookup keyed by the bare mask (no tuple per call in hot loops)."""
-        cache: dict[int, tuple[list[str], list[str], int]] = {}
-
-        def described(mask: int) -> tuple[list[str], list[str], int]:
-            found = cache.get(mask)
-            if found is None:
-                found = cache[mask] = self.describe(mask, indicator_type)
-            return found
-
-        return described
 
 
 @dataclass
@@ -214,105 +168,6 @@ async def _fetch_all(
         return list(await asyncio.gather(*(one(s, None) for s in config.sources)))
     async with make_client() as client:
         return list(await asyncio.gather(*(one(s, client) for s in config.sources)))
-
-
-def _host_entries(feed: FamilyFeeds, version: int, provenance: Provenance) -> list[FeedEntry]:
-    ntop = socket.inet_ntop
-    family = socket.AF_INET if version == 4 else socket.AF_INET6
-    size = 4 if version == 4 else 16
-    kind_type = "ipv4" if version == 4 else "ipv6"
-    described = provenance.for_type(kind_type)
-    out: list[FeedEntry] = []
-    append = out.append
-    last_mask = -1
-    sources: list[str] = []
-    tags: list[str] = []
-    confidence = 0
-    for address, mask in feed.hosts:
-        if mask != last_mask:  # runs of one source's mask are the common case
-            sources, tags, confidence = described(mask)
-            last_mask = mask
-        append(
-            FeedEntry(
-                ntop(family, address.to_bytes(size, "big")), kind_type, sources, tags, confidence
-            )
-        )
-    return out
-
-
-def _prefix_entries(
-    prefixes: list[tuple[int, int, int]],
-    version: int,
-    provenance: Provenance,
-    host_entries: list[FeedEntry] | None = None,
-    hosts: list[tuple[int, int]] | None = None,
-) -> list[FeedEntry]:
-    """Entries of networks (and hosts, for the `ip` feed).
-
-    Hosts that survive unmerged into the `ip` feed reuse the host feed's entry objects
-    (`hosts` and `host_entries` are parallel and sorted), saving a million allocations.
-    """
-    ntop = socket.inet_ntop
-    family = socket.AF_INET if version == 4 else socket.AF_INET6
-    size = 4 if version == 4 else 16
-    bits = 32 if version == 4 else 128
-    host_type = "ipv4" if version == 4 else "ipv6"
-    host_described = provenance.for_type(host_type)
-    cidr_described = provenance.for_type("cidr")
-    reuse = host_entries is not None and hosts is not None and len(host_entries) == len(hosts)
-    known_hosts = hosts if reuse and hosts is not None else []
-    known_entries = host_entries if reuse and host_entries is not None else []
-    cursor = 0
-    n_hosts = len(known_hosts)
-    out: list[FeedEntry] = []
-    append = out.append
-    for network, prefixlen, mask in prefixes:
-        if prefixlen == bits:
-            while cursor < n_hosts and known_hosts[cursor][0] < network:
-                cursor += 1
-            if (
-                cursor < n_hosts
-                and known_hosts[cursor][0] == network
-                and known_hosts[cursor][1] == mask
-            ):
-                append(known_entries[cursor])
-                continue
-            sources, tags, confidence = host_described(mask)
-            text = ntop(family, network.to_bytes(size, "big"))
-            append(FeedEntry(text, host_type, sources, tags, confidence))
-        else:
-            sources, tags, confidence = cidr_described(mask)
-            text = f"{ntop(family, network.to_bytes(size, 'big'))}/{prefixlen}"
-            append(FeedEntry(text, "cidr", sources, tags, confidence))
-    return out
-
-
-def _name_entries(
-    mapping: dict[str, int], kind_type: str, provenance: Provenance
-) -> list[FeedEntry]:
-    described = provenance.for_type(kind_type)
-    out: list[FeedEntry] = []
-    append = out.append
-    last_mask = -1
-    sources: list[str] = []
-    tags: list[str] = []
-    confidence = 0
-    for value in sorted(mapping):
-        mask = mapping[value]
-        if mask != last_mask:
-            sources, tags, confidence = described(mask)
-            last_mask = mask
-        append(FeedEntry(value, kind_type, sources, tags, confidence))
-    return out
-
-
-def cap_entries(entries: list[FeedEntry], limit: int) -> tuple[list[FeedEntry], int]:
-    """Keep the `limit` highest-confidence entries (ties: earlier in feed order), in order."""
-    if len(entries) <= limit:
-        return entries, 0
-    order = sorted(range(len(entries)), key=lambda i: -entries[i].confidence)[:limit]
-    order.sort()
-    return [entries[i] for i in order], len(entries) - limit
 
 
 async def run_pipeline(
@@ -452,18 +307,18 @@ def _process(
 
     mark = time.monotonic()
     builders: dict[str, Callable[[], list[FeedEntry]]] = {
-        "ipv4": lambda: _host_entries(family4, 4, provenance),
-        "ipv6": lambda: _host_entries(family6, 6, provenance),
+        "ipv4": lambda: host_entries(family4, 4, provenance),
+        "ipv6": lambda: host_entries(family6, 6, provenance),
         "cidr": lambda: (
-            _prefix_entries(family4.networks, 4, provenance)
-            + _prefix_entries(family6.networks, 6, provenance)
+            prefix_entries(family4.networks, 4, provenance)
+            + prefix_entries(family6.networks, 6, provenance)
         ),
         "ip": lambda: (
-            _prefix_entries(family4.union, 4, provenance)
-            + _prefix_entries(family6.union, 6, provenance)
+            prefix_entries(family4.union, 4, provenance)
+            + prefix_entries(family6.union, 6, provenance)
         ),
-        "fqdn": lambda: _name_entries(block.fqdn, "fqdn", provenance),
-        "url": lambda: _name_entries(block.url, "url", provenance),
+        "fqdn": lambda: name_entries(block.fqdn, "fqdn", provenance),
+        "url": lambda: name_entries(block.url, "url", provenance),
     }
     drops = rules.drops
     feeds: dict[str, list[FeedEntry]] = {}
