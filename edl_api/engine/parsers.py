@@ -22,12 +22,29 @@ from edl_api.engine.config import SourceConfig, re2_options
 from edl_api.engine.indicators import classify_parts
 
 MAX_LINE_CHARS = 8192
+HTML_MEDIA_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+HEADER_NAMES_SHOWN = 8
 
 
 @dataclass
 class ParseStats:
     lines: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
+    # Set when the body cannot be this source at all (the source fails with this reason).
+    failure: str | None = None
+
+
+def is_html(data: bytes, content_type: str | None) -> bool:
+    """A web page (login portal, error page, captcha) where a list was expected.
+
+    Sniffed from the body's start; an HTML media type counts only when the body also starts
+    with markup, so a plain list that a script mislabels `text/html` still loads.
+    """
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if not head.startswith(b"<"):
+        return False
+    # `<html` anywhere in the head also catches pages that open with a comment or `<?xml`.
+    return content_type in HTML_MEDIA_TYPES or b"<!doctype html" in head or b"<html" in head
 
 
 def decode(data: bytes) -> str:
@@ -79,6 +96,11 @@ def _csv_row(line: str, delimiter: str) -> list[str]:
         return []
 
 
+def _names(header: list[str]) -> str:
+    shown = [name[:40] for name in header[:HEADER_NAMES_SHOWN]]
+    return ", ".join(shown) + (", …" if len(header) > HEADER_NAMES_SHOWN else "")
+
+
 def parse_csv(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[str]:
     """CSV with a column chosen by header name or index.
 
@@ -111,7 +133,8 @@ def parse_csv(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[st
     skip_first = header_mode is True
     if isinstance(column, str):
         wanted = column.strip().lower()
-        first = [h.lower() for h in _csv_row(data[0], delimiter)] if data else []
+        first_cells = _csv_row(data[0], delimiter) if data else []
+        first = [h.lower() for h in first_cells]
         commented = [h.lower() for h in comment_header]
         if wanted in first:
             index = first.index(wanted)
@@ -120,6 +143,9 @@ def parse_csv(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[st
             index = commented.index(wanted)
         if index is None:
             stats.invalid["column_not_found"] += 1
+            header = comment_header if header_mode == "auto" and comment_header else first_cells
+            if header:  # no header at all is an empty body, left to the empty-feed guard
+                stats.failure = f"column {column} not in header: {_names(header)}"
             return
     assert index is not None
     first_row = True

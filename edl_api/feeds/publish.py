@@ -46,6 +46,7 @@ from edl_api.feeds.indexing import (
     write_indicators,
 )
 from edl_api.feeds.prune import prune_artifacts
+from edl_api.feeds.render import drop_reports
 from edl_api.models import Artifact, HostedFeed, Pipeline, PipelineRun, utcnow
 from edl_api.runs.claim import owned_run
 from edl_api.runs.state import RunState
@@ -82,6 +83,10 @@ async def publish(
         pending = await store_and_repoint(session, run, out_dir, options)
         if pending is not None:
             run.progress = {**run.progress, "stage": "indexing"}
+        if run.mode == "full":  # a guard that held a feed is news to the operator
+            for kind, feed in (run.counts.get("feeds") or {}).items():
+                if not feed.get("published") and feed.get("reason"):
+                    outcome.errors.append(f"{kind} feed not published: {feed['reason']}")
 
     async def index(session: AsyncSession, run: PipelineRun) -> None:
         assert pending is not None
@@ -300,6 +305,11 @@ async def store_and_repoint(
             )
     prepared = await asyncio.to_thread(_prepare, out_dir, types, old_contents, retained_by_type)
     clock.lap("prepare")
+    # What each vendor format will leave out, known before any firewall polls (run detail).
+    render_drops = await asyncio.to_thread(
+        drop_reports, {kind: feed.lines for kind, feed in prepared.items()}
+    )
+    clock.lap("render_drops")
 
     decisions = {
         kind: guard_decision(run, live, feed, current.get(kind), options)
@@ -359,6 +369,7 @@ async def store_and_repoint(
                 "reason": decisions[k].reason, "retained": len(f.retained)}
             for k, f in prepared.items()
         },
+        "render_drops": render_drops,
     }
     logger.info("run %s: feeds stored%s in %s", run.id,
                 " and repointed" if published else "", clock)

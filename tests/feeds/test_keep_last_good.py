@@ -98,6 +98,8 @@ async def test_every_failure_mode_keeps_the_last_good_feed(
         if run["state"] == "succeeded":  # held by the guard, with the reason recorded
             assert all(not a["published"] for a in run["artifacts"]), run
             assert "empty" in run["counts"]["feeds"]["ipv4"]["reason"]
+            # and the run's errors say so: no need to dig through counts
+            assert any(e.startswith("ipv4 feed not published: guard:") for e in run["errors"])
         await unchanged()
     assert outcomes["500"] == "failed"
     assert outcomes["truncated"] == "failed"
