@@ -105,6 +105,14 @@ TABLE: dict[tuple[str, str], tuple[Call, ...]] = {
     ("HEAD", "/pipelines/{pipeline_id}/edl/{indicator_type}"): (Call(),),
     ("GET", "/edl/{indicator_type}"): (Call(query=lambda t, a: {"profile_id": t["profile_id"]}),),
     ("HEAD", "/edl/{indicator_type}"): (Call(query=lambda t, a: {"profile_id": t["profile_id"]}),),
+    ("GET", "/pipelines/{pipeline_id}/edl/{indicator_type}.md5"): (Call(),),
+    ("HEAD", "/pipelines/{pipeline_id}/edl/{indicator_type}.md5"): (Call(),),
+    ("GET", "/edl/{indicator_type}.md5"): (
+        Call(query=lambda t, a: {"profile_id": t["profile_id"]}),
+    ),
+    ("HEAD", "/edl/{indicator_type}.md5"): (
+        Call(query=lambda t, a: {"profile_id": t["profile_id"]}),
+    ),
     ("POST", "/profiles/{profile_id}/feed-tokens"): (
         Call(body=lambda t, a: {"name": "stolen"}),
         Call(body=lambda t, a: {"name": "stolen", "pipeline_ids": [t["pipeline_id"]]},
@@ -200,7 +208,8 @@ async def test_foreign_ids_look_missing(
                                            headers=h(b.profile_key)))
     assert [t["revoked_at"] for t in tokens["items"]] == [None]
     feed = await client.get(f"/pipelines/{b.pipeline_id}/edl/ipv4", headers=basic(foreign_token))
-    assert feed.status_code == 200
+    # B's token still reads B's feed (nothing published there yet: not ready, not refused)
+    assert (feed.status_code, feed.json()["error"]) == (503, "feed_not_ready")
 
 
 @pytest.mark.parametrize("caller", ["profile_key", "operator_key", "reader_key"])

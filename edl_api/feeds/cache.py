@@ -33,6 +33,8 @@ class FeedBody:
     gzip: bytes
     count: int
     media_type: bytes = b"text/plain; charset=utf-8"
+    dropped: int = 0  # entries the format's vendor grammar left out (X-EDL-Dropped)
+    md5: str | None = None  # of `plain`, made on the first `.md5` request (Cisco FMC)
     # Filled by `prepare()`; (status 200 identity, 200 gzip, 304) header lists.
     identity_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     gzip_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -78,6 +80,7 @@ def prepare(body: FeedBody, *, run_ids: Iterable[int], last_modified: datetime |
     common = [
         (b"etag", body.quoted_etag.encode()),
         (b"x-edl-count", str(body.count).encode()),
+        (b"x-edl-dropped", str(body.dropped).encode()),
         (b"x-edl-run-id", ",".join(str(r) for r in run_ids).encode()),
         (b"cache-control", b"no-cache"),
         (b"vary", b"Accept-Encoding"),

@@ -90,6 +90,7 @@ async def publish(
 
     async def index(session: AsyncSession, run: PipelineRun) -> None:
         assert pending is not None
+        run.counts = {**run.counts, "render_drops": render_drops}
         await write_indicators(session, run, pending)
 
     await stage("publishing", "storing artifacts")
@@ -106,6 +107,12 @@ async def publish(
         outcome.live_after_seconds = time.monotonic() - started
         await stage("indexing", f"feeds live after {outcome.live_after_seconds:.1f} s; "
                     "updating the indicator store")
+        # What each vendor format leaves out, known before any firewall polls (run
+        # detail); computed once the feeds are live, outside any transaction.
+        prepared = pending.prepared
+        render_drops = await asyncio.to_thread(
+            drop_reports, {kind: feed.lines for kind, feed in prepared.items()}
+        )
         try:
             if not await _as_owner(sessionmaker, run_id, owner, index):
                 return PublishOutcome(owned=False)
@@ -305,11 +312,6 @@ async def store_and_repoint(
             )
     prepared = await asyncio.to_thread(_prepare, out_dir, types, old_contents, retained_by_type)
     clock.lap("prepare")
-    # What each vendor format will leave out, known before any firewall polls (run detail).
-    render_drops = await asyncio.to_thread(
-        drop_reports, {kind: feed.lines for kind, feed in prepared.items()}
-    )
-    clock.lap("render_drops")
 
     decisions = {
         kind: guard_decision(run, live, feed, current.get(kind), options)
@@ -369,7 +371,6 @@ async def store_and_repoint(
                 "reason": decisions[k].reason, "retained": len(f.retained)}
             for k, f in prepared.items()
         },
-        "render_drops": render_drops,
     }
     logger.info("run %s: feeds stored%s in %s", run.id,
                 " and repointed" if published else "", clock)

@@ -1,7 +1,8 @@
 """Vendor renderers for published feeds (pure functions; CONFIG.md "Output formats").
 
-Entries arrive normalised and sorted from the engine. A renderer only drops lines
-the target device would refuse to load, and reports how many it dropped.
+Entries arrive normalised and sorted from the engine. A renderer only drops lines the
+target device would refuse to load (the vendor grammars in `grammars.py`, each rule cited),
+and reports how many it dropped, why, and a sample.
 """
 
 from __future__ import annotations
@@ -10,19 +11,54 @@ import csv
 import hashlib
 import io
 import json
-import re
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from edl_api.engine.entries import FeedEntry
-from edl_api.engine.indicators import cidr_ok, int_to_ip
+from edl_api.engine.indicators import cidr_ok, int_to_ip, ip_kind
+from edl_api.feeds import grammars
+from edl_api.feeds.grammars import CHECKPOINT, CISCO, FORTINET, GRAMMARS, PANOS, VendorGrammar
 
-PANOS_MAX_CHARS = 255  # PAN-OS URL and domain EDL entries
-FORTINET_MAX_CHARS = 255  # FortiGate threat feed domain entries
-FORTINET_URL_MAX_CHARS = 2048
 CHECKPOINT_HEADER = "#UNIQ-NAME,VALUE,TYPE,CONFIDENCE,SEVERITY,PRODUCT,COMMENT"
-_URL_TOKEN_SPLIT = re.compile(r"[./?&=;+:@,_~-]")
+DROP_SAMPLE = 10  # dropped entries shown (with their reason) per feed and format
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Per-request choices. `strip_ports`: a ported URL, which PAN-OS and Cisco cannot load,
+    is published as host/path (blocking it on every port) instead of being dropped."""
+
+    strip_ports: bool = False
+
+
+DEFAULT_OPTIONS = RenderOptions()
+
+
+@dataclass
+class Drops:
+    """How many entries a renderer left out, by reason, and the first few of them."""
+
+    by_reason: Counter[str] = field(default_factory=Counter)
+    sample: list[tuple[str, str]] = field(default_factory=list)  # (value, reason)
+
+    def add(self, value: str, reason: str) -> None:
+        self.by_reason[reason] += 1
+        if len(self.sample) < DROP_SAMPLE:
+            self.sample.append((value, reason))
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_reason.values())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "dropped": self.total,
+            "reasons": dict(sorted(self.by_reason.items())),
+            "sample": [{"value": v, "reason": r} for v, r in self.sample],
+        }
 
 
 @dataclass(frozen=True)
@@ -30,108 +66,104 @@ class RenderedFeed:
     body: bytes
     count: int  # lines rendered
     dropped: int  # entries the format cannot express
+    drops: Drops = field(default_factory=Drops)
 
 
-def _lines(lines: list[str], dropped: int) -> RenderedFeed:
+Renderer = Callable[[Sequence[FeedEntry], str, "RenderOptions"], RenderedFeed]
+
+
+def _lines(lines: list[str], drops: Drops) -> RenderedFeed:
     body = ("\n".join(lines) + "\n").encode() if lines else b""
-    return RenderedFeed(body, len(lines), dropped)
+    return RenderedFeed(body, len(lines), drops.total, drops)
 
 
-def _plain(entries: Sequence[FeedEntry], _type: str) -> RenderedFeed:
-    return _lines([e.value for e in entries], 0)
+def _plain(entries: Sequence[FeedEntry], _type: str, _options: RenderOptions) -> RenderedFeed:
+    return _lines([e.value for e in entries], Drops())
 
 
-def _url_parts(value: str) -> tuple[str, str | None, str]:
-    """(host, port or None, rest) of a normalised URL value."""
-    cut = len(value)
-    for ch in "/?":
-        pos = value.find(ch)
-        if pos != -1 and pos < cut:
-            cut = pos
-    authority, rest = value[:cut], value[cut:]
-    if authority.startswith("["):
-        close = authority.find("]")
-        host, after = authority[: close + 1], authority[close + 1 :]
-        return host, after[1:] if after.startswith(":") else None, rest
-    host, colon, port = authority.partition(":")
-    return host, port if colon else None, rest
+def vendor_value(
+    grammar: VendorGrammar, entry: FeedEntry, options: RenderOptions
+) -> tuple[str | None, str | None]:
+    """(the line value, None) or (None, drop reason) of one entry under `grammar`."""
+    value = entry.value
+    reason = grammars.check(grammar, entry.indicator_type, value)
+    if reason == "port" and options.strip_ports:
+        value = grammars.strip_port(value)
+        reason = grammars.check(grammar, entry.indicator_type, value)
+    return (value, None) if reason is None else (None, reason)
 
 
-def _panos_url_ok(value: str) -> bool:
-    if len(value) > PANOS_MAX_CHARS:
-        return False
-    _, port, _ = _url_parts(value)
-    if port is not None:
-        return False  # PAN-OS URL lists carry no port
-    # "*" is allowed only as a whole token between separators.
-    return all(tok == "*" or "*" not in tok for tok in _URL_TOKEN_SPLIT.split(value))
+def _vendor_lines(fmt: str) -> Renderer:
+    """A plain one-entry-per-line list, checked against the vendor's grammar."""
+    grammar = GRAMMARS[fmt]
 
+    def render_list(
+        entries: Sequence[FeedEntry], _type: str, options: RenderOptions
+    ) -> RenderedFeed:
+        lines: list[str] = []
+        drops = Drops()
+        stripped = False
+        for entry in entries:
+            if entry.indicator_type in grammar.types and grammars.plainly_ok(entry.value):
+                lines.append(entry.value)  # nearly every line: no rule can apply
+                continue
+            value, reason = vendor_value(grammar, entry, options)
+            if value is None:
+                drops.add(entry.value, reason or "")
+            else:
+                stripped = stripped or value != entry.value
+                lines.append(value)
+        if stripped:  # a URL without its port may meet its portless twin
+            lines = list(dict.fromkeys(lines))
+        return _lines(lines, drops)
 
-def _panos(entries: Sequence[FeedEntry], feed_type: str) -> RenderedFeed:
-    if feed_type == "url":
-        lines = [e.value for e in entries if _panos_url_ok(e.value)]
-    elif feed_type == "fqdn":
-        lines = [e.value for e in entries if len(e.value) <= PANOS_MAX_CHARS]
-    else:
-        lines = [e.value for e in entries]
-    return _lines(lines, len(entries) - len(lines))
-
-
-def _fortinet(entries: Sequence[FeedEntry], feed_type: str) -> RenderedFeed:
-    if feed_type == "url":
-        lines = [e.value for e in entries if len(e.value) <= FORTINET_URL_MAX_CHARS]
-    elif feed_type == "fqdn":
-        lines = [e.value for e in entries if len(e.value) <= FORTINET_MAX_CHARS]
-    else:
-        lines = [e.value for e in entries]
-    return _lines(lines, len(entries) - len(lines))
+    return render_list
 
 
 def _level(confidence: int) -> str:
     return "high" if confidence >= 67 else "medium" if confidence >= 34 else "low"
 
 
-def _checkpoint_value(entry: FeedEntry) -> tuple[str, str] | None:
-    """(VALUE, TYPE) in Check Point's vocabulary, or None if it cannot be expressed."""
+def _csv_field(value: str) -> str:
+    # sk132193: "Quoted fields are accepted"; only a value with a comma or quote needs it.
+    if "," in value or '"' in value:
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _checkpoint_value(entry: FeedEntry) -> tuple[str, str]:
+    """(VALUE, TYPE) in Check Point's vocabulary (the grammar already admitted the entry)."""
     kind = entry.indicator_type
-    if kind in ("ipv4", "ipv6"):
-        return entry.value, "IP"
     if kind == "cidr":
         parsed = cidr_ok(entry.value)
-        if parsed is None:
-            return None
+        assert parsed is not None  # the engine publishes valid networks only
         version, first, last = parsed
         return f"{int_to_ip(first, version)}-{int_to_ip(last, version)}", "IP Range"
-    if kind == "fqdn":
-        return None if entry.value.startswith("*.") else (entry.value, "Domain")
-    if kind == "url":
-        if "," in entry.value or '"' in entry.value:
-            return None  # the Check Point CSV reader has no quoting
-        return entry.value, "URL"
-    return None
+    return entry.value, {"ipv4": "IP", "fqdn": "Domain", "url": "URL"}[kind]
 
 
-def _checkpoint(entries: Sequence[FeedEntry], _type: str) -> RenderedFeed:
+def _checkpoint(entries: Sequence[FeedEntry], _type: str, options: RenderOptions) -> RenderedFeed:
     lines = [CHECKPOINT_HEADER]
-    dropped = 0
+    drops = Drops()
     for entry in entries:
-        converted = _checkpoint_value(entry)
-        if converted is None:
-            dropped += 1
+        reason = grammars.check(CHECKPOINT, entry.indicator_type, entry.value)
+        if reason is not None:
+            drops.add(entry.value, reason)
             continue
-        value, kind = converted
+        value, kind = _checkpoint_value(entry)
         name = "edl-" + hashlib.sha1(f"{kind}:{value}".encode()).hexdigest()[:16]
         level = _level(entry.confidence)
         comment = " ".join([*entry.sources, *(f"#{t}" for t in entry.tags)]).replace(",", " ")
-        lines.append(f"{name},{value},{kind},{level},{level},AB,{comment}")
-    return RenderedFeed(("\n".join(lines) + "\n").encode(), len(lines) - 1, dropped)
+        lines.append(f"{name},{_csv_field(value)},{kind},{level},{level},AB,{comment}")
+    body = ("\n".join(lines) + "\n").encode()
+    return RenderedFeed(body, len(lines) - 1, drops.total, drops)
 
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def _csv(entries: Sequence[FeedEntry], _type: str) -> RenderedFeed:
+def _csv(entries: Sequence[FeedEntry], _type: str, _options: RenderOptions) -> RenderedFeed:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["value", "type", "sources", "tags", "confidence", "first_seen", "last_seen"])
@@ -162,12 +194,9 @@ def entry_dict(e: FeedEntry) -> dict[str, object]:
     }
 
 
-def _json(entries: Sequence[FeedEntry], _type: str) -> RenderedFeed:
+def _json(entries: Sequence[FeedEntry], _type: str, _options: RenderOptions) -> RenderedFeed:
     body = json.dumps([entry_dict(e) for e in entries], separators=(",", ":"))
     return RenderedFeed((body + "\n").encode(), len(entries), 0)
-
-
-Renderer = Callable[[Sequence[FeedEntry], str], RenderedFeed]
 
 
 @dataclass(frozen=True)
@@ -178,6 +207,8 @@ class FeedFormat:
     # Whether the body shows sources, tags, confidence or seen times. Only then does
     # serving load the feed's indicator rows; the others get bare entries (value, type).
     needs_provenance: bool
+    # The vendor grammar its lines follow (None: plain, csv, json carry every entry).
+    grammar: VendorGrammar | None = None
 
 
 _TEXT = "text/plain; charset=utf-8"
@@ -186,20 +217,66 @@ FEED_FORMATS: dict[str, FeedFormat] = {
     f.name: f
     for f in (
         FeedFormat("plain", _TEXT, _plain, needs_provenance=False),
-        FeedFormat("panos", _TEXT, _panos, needs_provenance=False),
-        FeedFormat("fortinet", _TEXT, _fortinet, needs_provenance=False),
-        FeedFormat("checkpoint", _CSV, _checkpoint, needs_provenance=True),
+        FeedFormat("panos", _TEXT, _vendor_lines("panos"), needs_provenance=False,
+                   grammar=PANOS),
+        FeedFormat("fortinet", _TEXT, _vendor_lines("fortinet"), needs_provenance=False,
+                   grammar=FORTINET),
+        FeedFormat("checkpoint", _CSV, _checkpoint, needs_provenance=True, grammar=CHECKPOINT),
         FeedFormat("csv", _CSV, _csv, needs_provenance=True),
         FeedFormat("json", "application/json", _json, needs_provenance=True),
+        FeedFormat("cisco", _TEXT, _vendor_lines("cisco"), needs_provenance=False,
+                   grammar=CISCO),
     )
 }
 FORMATS: tuple[str, ...] = tuple(FEED_FORMATS)
 
 
-def render(entries: Sequence[FeedEntry], indicator_type: str, fmt: str) -> RenderedFeed:
+def render(
+    entries: Sequence[FeedEntry], indicator_type: str, fmt: str,
+    options: RenderOptions = DEFAULT_OPTIONS,
+) -> RenderedFeed:
     """Render one feed (`indicator_type` is the feed: ipv4 ipv6 cidr fqdn url ip)."""
     try:
         feed_format = FEED_FORMATS[fmt]
     except KeyError:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}") from None
-    return feed_format.render(entries, indicator_type)
+    return feed_format.render(entries, indicator_type, options)
+
+
+def takes_ports_option(fmt: str) -> bool:
+    """Whether `?ports=strip` changes this format's body (its grammar refuses ports)."""
+    grammar = FEED_FORMATS[fmt].grammar
+    return grammar is not None and not grammar.url_ports
+
+
+def drop_report(kind: str, lines: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per vendor format: what its renderer leaves out of this feed's lines (the default
+    options: a port is dropped, counted as "port"). Checks only, no bodies built, so it can
+    run at publish: one quick pass finds the few lines any rule could apply to."""
+    # The combined `ip` feed holds hosts and networks: each line says which it is.
+    suspects = [(i, v) for i, v in enumerate(lines) if not grammars.plainly_ok(v)]
+    report: dict[str, dict[str, Any]] = {}
+    for fmt, feed_format in FEED_FORMATS.items():
+        grammar = feed_format.grammar
+        if grammar is None:
+            continue
+        drops = Drops()
+        if kind != "ip" and kind not in grammar.types:  # the whole feed is of a foreign type
+            for value in lines[:DROP_SAMPLE]:
+                drops.add(value, "type_not_supported")
+            drops.by_reason["type_not_supported"] = len(lines)
+        else:
+            for _, value in suspects:
+                line_kind = (ip_kind(value) or kind) if kind == "ip" else kind
+                reason = grammars.check(grammar, line_kind, value)
+                if reason is not None:
+                    drops.add(value, reason)
+        if drops.total:
+            report[fmt] = drops.summary()
+    return report
+
+
+def drop_reports(feeds: dict[str, Sequence[str]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """`drop_report` of each feed (type → lines); feeds no format drops from are left out."""
+    reports = {kind: drop_report(kind, lines) for kind, lines in feeds.items()}
+    return {kind: report for kind, report in reports.items() if report}

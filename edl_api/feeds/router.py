@@ -54,7 +54,11 @@ def _get_and_head(
     return register
 
 FormatQuery = Annotated[
-    str, Query(alias="format", description="plain|panos|fortinet|checkpoint|csv|json")
+    str, Query(alias="format", description="plain|panos|fortinet|checkpoint|csv|json|cisco")
+]
+PortsQuery = Annotated[
+    str, Query(alias="ports", description="drop|strip: a URL with a port, which `panos` "
+               "and `cisco` cannot load, is dropped (counted) or published as host/path")
 ]
 
 
@@ -78,7 +82,8 @@ def _answer(request: Request, body: FeedBody) -> FeedResponse:
 _FEED_DOC = (
     "text/plain, one entry per line. `ETag` (the artifact's sha256), `Last-Modified`, "
     "`If-None-Match`/`If-Modified-Since` → 304, gzip when accepted, HEAD; headers "
-    "`X-EDL-Count`, `X-EDL-Run-Id`. Auth: X-API-Key, Bearer, or HTTP Basic with the key as "
+    "`X-EDL-Count`, `X-EDL-Run-Id`, `X-EDL-Dropped` (entries the format's vendor grammar "
+    "left out; run detail lists why). Auth: X-API-Key, Bearer, or HTTP Basic with the key as "
     "password. Nothing is ever served empty as if it were a list: a feed not published yet "
     "answers 503 `feed_not_ready` with `Retry-After` (a firewall keeps its last list and "
     "retries)."
@@ -99,6 +104,60 @@ _GLOBAL_FEED_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+_MD5_DOC = (
+    "The MD5 (hex, nothing else: Cisco FMC wants \"a simple text file with only the "
+    "checksum\") of exactly the bytes the feed URL without `.md5` serves, identity "
+    "encoding, for the same `format` and `ports`. FMC needs it for update intervals of 30 "
+    "minutes or less. Same auth, scope and errors as the feed."
+)
+_MD5_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/plain": {"example": "d41d8cd98f00b204e9800998ecf8427e"}},
+          "description": "the feed's MD5, 32 hex digits"},
+}
+
+
+@_get_and_head(
+    "/pipelines/{pipeline_id}/edl/{indicator_type}.md5", "pipeline_feed_md5", (503,),
+    summary="MD5 of a pipeline's hosted feed (Cisco FMC)", description=_MD5_DOC,
+    responses={**_PIPELINE_FEED_ERRORS, **_MD5_RESPONSES},
+)
+async def pipeline_feed_md5(
+    pipeline_id: int, indicator_type: str, request: Request, principal: FeedReader,
+    session: SessionDep, cache: FeedCacheDep, fmt: FormatQuery = "plain",
+    ports: PortsQuery = "drop",
+) -> Response:
+    return await _md5(request, principal, session, cache)
+
+
+@_get_and_head(
+    "/edl/{indicator_type}.md5", "global_feed_md5", (503,),
+    summary="MD5 of the caller's global feed of one type (Cisco FMC)", description=_MD5_DOC,
+    responses={**_GLOBAL_FEED_ERRORS, **_MD5_RESPONSES},
+)
+async def global_feed_md5(
+    indicator_type: str, request: Request, principal: FeedReader, session: SessionDep,
+    cache: FeedCacheDep, fmt: FormatQuery = "plain", ports: PortsQuery = "drop",
+    profile_id: Annotated[int | None, Query()] = None,
+) -> Response:
+    return await _md5(request, principal, session, cache)
+
+
+async def _md5(
+    request: Request, principal: Principal, session: AsyncSession, cache: FeedCache
+) -> Response:
+    path: str = request.scope["path"]
+    feed = serving.parse_feed_request(path.removesuffix(".md5"), request.query_params)
+    body = await serving.feed_body(session, cache, principal, feed)
+    digest = (await serving.feed_md5(body)).encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(digest)).encode()),
+        (b"etag", body.quoted_etag.encode()),
+        (b"cache-control", b"no-cache"),
+    ]
+    return FeedResponse(200, headers, b"" if request.method == "HEAD" else digest)
+
+
 @_get_and_head(
     "/pipelines/{pipeline_id}/edl/{indicator_type}", "pipeline_feed", (503,),
     summary="A pipeline's hosted feed", description=_FEED_DOC,
@@ -107,6 +166,7 @@ _GLOBAL_FEED_ERRORS: dict[int | str, dict[str, Any]] = {
 async def pipeline_feed(
     pipeline_id: int, indicator_type: str, request: Request, principal: FeedReader,
     session: SessionDep, cache: FeedCacheDep, fmt: FormatQuery = "plain",
+    ports: PortsQuery = "drop",
 ) -> Response:
     return await _feed(request, principal, session, cache)
 
@@ -119,7 +179,7 @@ async def pipeline_feed(
 )
 async def global_feed(
     indicator_type: str, request: Request, principal: FeedReader, session: SessionDep,
-    cache: FeedCacheDep, fmt: FormatQuery = "plain",
+    cache: FeedCacheDep, fmt: FormatQuery = "plain", ports: PortsQuery = "drop",
     profile_id: Annotated[int | None, Query()] = None,
 ) -> Response:
     return await _feed(request, principal, session, cache)

@@ -7,6 +7,7 @@ cache alone, and falls back to the routes (this module) whenever anything is mis
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import replace
@@ -20,13 +21,20 @@ from sqlmodel import col
 
 from edl_api.auth.principal import Principal
 from edl_api.engine.aggregate import aggregate_values
-from edl_api.engine.config import OUTPUT_TYPES, ConfigError, load_config_document
+from edl_api.engine.config import OUTPUT_TYPES
+from edl_api.engine.document import ConfigError, load_config_document
 from edl_api.engine.entries import BASE_TYPES, FEED_TYPES, FeedEntry
 from edl_api.engine.indicators import ip_kind
 from edl_api.errors import AppError, NotFound, ServiceUnavailable, Unprocessable
 from edl_api.feeds import content as feed_content
 from edl_api.feeds.cache import FeedBody, FeedCache, FeedPointer, UnionMembers, prepare
-from edl_api.feeds.render import FEED_FORMATS, FORMATS, render
+from edl_api.feeds.render import (
+    FEED_FORMATS,
+    FORMATS,
+    RenderOptions,
+    render,
+    takes_ports_option,
+)
 from edl_api.models import Artifact, HostedFeed, Indicator, Pipeline, ProfileConfig
 
 EMPTY_SHA = feed_content.sha256_hex(b"")
@@ -91,6 +99,9 @@ class FeedRequest(NamedTuple):
     fmt: str
     pipeline_id: int | None  # None: the caller's global feed
     profile_id: int | None  # global feed only: one of the caller's profiles
+    # `?ports=strip`, kept only for a format whose grammar refuses ports (so the others
+    # share one cached body whatever the query says).
+    strip_ports: bool = False
 
 
 _PIPELINE_FEED = re.compile(r"^/pipelines/([^/]+)/edl/([^/]+)$")
@@ -101,10 +112,24 @@ def _number(raw: str) -> int | None:
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
 
 
+PORTS_CHOICES = ("drop", "strip")
+
+
+def _strip_ports(query: Mapping[str, str], fmt: str) -> bool:
+    ports = query.get("ports", "drop")
+    if ports not in PORTS_CHOICES:
+        raise Unprocessable(
+            [{"loc": ["query", "ports"], "msg": "must be drop or strip", "type": "enum"}],
+            code="validation_error",
+        )
+    return ports == "strip" and takes_ports_option(fmt)
+
+
 def parse_feed_request(path: str, query: Mapping[str, str]) -> FeedRequest:
     """The feed `path` + `query` ask for. Raises what the route answers otherwise: 404 for
     no such feed path or type (an id that is no number names no pipeline), 422 for an
-    unknown format or a profile_id that is no number. Other parameters are ignored."""
+    unknown format, `ports` value or a profile_id that is no number. Other parameters are
+    ignored."""
     fmt = query.get("format", "plain")
     match = _PIPELINE_FEED.match(path)
     if match is not None:
@@ -114,22 +139,23 @@ def parse_feed_request(path: str, query: Mapping[str, str]) -> FeedRequest:
         pipeline_id = _number(raw_id)
         if pipeline_id is None:
             raise NotFound("not found")
-        return FeedRequest(kind, fmt, pipeline_id, None)
+        return FeedRequest(kind, fmt, pipeline_id, None, _strip_ports(query, fmt))
     match = _GLOBAL_FEED.match(path)
     if match is None:
         raise NotFound("not found")
     kind = match.group(1)
     check_type_and_format(kind, fmt)
+    strip_ports = _strip_ports(query, fmt)
     raw_profile = query.get("profile_id")
     if raw_profile is None:
-        return FeedRequest(kind, fmt, None, None)
+        return FeedRequest(kind, fmt, None, None, strip_ports)
     profile_id = _number(raw_profile)
     if profile_id is None:
         raise Unprocessable(
             [{"loc": ["query", "profile_id"], "msg": "must be an integer", "type": "int_parsing"}],
             code="validation_error",
         )
-    return FeedRequest(kind, fmt, None, profile_id)
+    return FeedRequest(kind, fmt, None, profile_id, strip_ports)
 
 
 # --- pointers -------------------------------------------------------------------------
@@ -222,13 +248,17 @@ async def union_members(
 # --- bodies ---------------------------------------------------------------------------
 
 
-def pipeline_body_key(pointer: FeedPointer, kind: str, fmt: str) -> Hashable:
-    return ("pipeline", pointer.pipeline_id, kind, fmt, pointer.sha256, pointer.run_id,
-            pointer.updated_at)
+def pipeline_body_key(
+    pointer: FeedPointer, kind: str, fmt: str, options: RenderOptions = RenderOptions()
+) -> Hashable:
+    return ("pipeline", pointer.pipeline_id, kind, fmt, options, pointer.sha256,
+            pointer.run_id, pointer.updated_at)
 
 
-def union_body_key(members: UnionMembers, kind: str, fmt: str) -> Hashable:
-    return ("union", kind, fmt,
+def union_body_key(
+    members: UnionMembers, kind: str, fmt: str, options: RenderOptions = RenderOptions()
+) -> Hashable:
+    return ("union", kind, fmt, options,
             tuple((p.pipeline_id, p.sha256, p.run_id, p.updated_at) for p in members.pointers))
 
 
@@ -305,20 +335,26 @@ def _feed_entries(kind: str, lines: list[str], provenance: dict[str, list[Any]])
 
 
 def _rendered_body(
-    kind: str, fmt: str, lines: list[str], provenance: dict[str, list[Any]]
+    kind: str, fmt: str, lines: list[str], provenance: dict[str, list[Any]],
+    options: RenderOptions,
 ) -> FeedBody:
-    rendered = render(_feed_entries(kind, lines, provenance), kind, fmt)
+    rendered = render(_feed_entries(kind, lines, provenance), kind, fmt, options)
     return FeedBody(
         feed_content.sha256_hex(rendered.body), rendered.body,
         feed_content.gzip_bytes(rendered.body), rendered.count,
-        media_type=FEED_FORMATS[fmt].content_type.encode(),
+        media_type=FEED_FORMATS[fmt].content_type.encode(), dropped=rendered.dropped,
     )
 
 
+def _request_options(feed: FeedRequest) -> RenderOptions:
+    return RenderOptions(strip_ports=feed.strip_ports)
+
+
 async def pipeline_body(
-    session: AsyncSession, cache: FeedCache, pointer: FeedPointer, kind: str, fmt: str
+    session: AsyncSession, cache: FeedCache, pointer: FeedPointer, kind: str, fmt: str,
+    options: RenderOptions = RenderOptions(),
 ) -> FeedBody:
-    key = pipeline_body_key(pointer, kind, fmt)
+    key = pipeline_body_key(pointer, kind, fmt, options)
     body = cache.body(key)
     if body is not None:
         return body
@@ -334,7 +370,7 @@ async def pipeline_body(
     else:
         lines = feed_content.split_lines(plain)
         provenance = await _provenance(session, [pointer], kind, fmt)
-        body = await asyncio.to_thread(_rendered_body, kind, fmt, lines, provenance)
+        body = await asyncio.to_thread(_rendered_body, kind, fmt, lines, provenance, options)
     prepare(body, run_ids=[pointer.run_id] if pointer.run_id else [],
             last_modified=pointer.updated_at)
     cache.put_body(key, body)
@@ -351,10 +387,11 @@ def _union_lines(contents: list[bytes], kind: str) -> list[str]:
 
 
 async def union_body(
-    session: AsyncSession, cache: FeedCache, members: UnionMembers, kind: str, fmt: str
+    session: AsyncSession, cache: FeedCache, members: UnionMembers, kind: str, fmt: str,
+    options: RenderOptions = RenderOptions(),
 ) -> FeedBody:
     """The de-duplicated (IP networks: aggregated) union, built once per member set."""
-    key = union_body_key(members, kind, fmt)
+    key = union_body_key(members, kind, fmt, options)
     body = cache.body(key)
     if body is not None:
         return body
@@ -373,7 +410,9 @@ async def union_body(
         )
     else:
         provenance = await _provenance(session, members.pointers, kind, fmt)
-        body = await asyncio.to_thread(_rendered_body, kind, fmt, lines, provenance)
+        body = await asyncio.to_thread(
+            _rendered_body, kind, fmt, lines, provenance, options
+        )
     updated = [p.updated_at for p in members.pointers if p.updated_at is not None]
     prepare(body, run_ids=sorted({p.run_id for p in members.pointers if p.run_id}),
             last_modified=max(updated) if updated else None)
@@ -394,13 +433,15 @@ def cached_body(
             or not principal.sees_pipeline(pointer.profile_id, feed.pipeline_id)
         ):
             return None
-        return cache.body(pipeline_body_key(pointer, feed.kind, feed.fmt))
+        return cache.body(
+            pipeline_body_key(pointer, feed.kind, feed.fmt, _request_options(feed))
+        )
     if feed.profile_id is not None and not principal.sees_profile(feed.profile_id):
         return None
     members = cache.union(union_key(principal, feed.profile_id, feed.kind), poll=poll)
     if members is None:
         return None
-    return cache.body(union_body_key(members, feed.kind, feed.fmt))
+    return cache.body(union_body_key(members, feed.kind, feed.fmt, _request_options(feed)))
 
 
 async def feed_body(
@@ -417,7 +458,9 @@ async def feed_body(
                 f"no pipeline in scope has published a {feed.kind} feed yet; "
                 f"retry after {NOT_READY_RETRY_SECONDS} s"
             )
-        return await union_body(session, cache, members, feed.kind, feed.fmt)
+        return await union_body(
+            session, cache, members, feed.kind, feed.fmt, _request_options(feed)
+        )
     pointer = await pipeline_pointer(session, cache, feed.pipeline_id, feed.kind)
     if (
         pointer is None or not pointer.live
@@ -426,7 +469,21 @@ async def feed_body(
         raise NotFound("not found")
     if pointer.sha256 is None:
         raise not_served(pointer, feed.kind)
-    return await pipeline_body(session, cache, pointer, feed.kind, feed.fmt)
+    return await pipeline_body(
+        session, cache, pointer, feed.kind, feed.fmt, _request_options(feed)
+    )
+
+
+def _md5_hex(content: bytes) -> str:
+    # Not a security use: FMC compares it to decide whether to download the feed.
+    return hashlib.md5(content, usedforsecurity=False).hexdigest()
+
+
+async def feed_md5(body: FeedBody) -> str:
+    """MD5 hex of exactly the identity bytes the feed URL serves (made once per body)."""
+    if body.md5 is None:
+        body.md5 = await asyncio.to_thread(_md5_hex, body.plain)
+    return body.md5
 
 
 # --- conditional answers ----------------------------------------------------------------

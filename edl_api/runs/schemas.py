@@ -90,6 +90,10 @@ class RunMetadata(ResponseModel):
     feeds: dict[str, Any] = Field(default_factory=dict)
     # What the engine ran with: outputs, guard, retention, sources, its deadline (s).
     options: dict[str, Any] = Field(default_factory=dict)
+    # Per feed type and vendor format, what its renderer leaves out of the published feed
+    # (`dropped`, `reasons`: port, wildcard_token, too_long, type_not_supported, invalid_char,
+    # whole_internet, and a `sample`), computed at publish; formats that drop nothing absent.
+    render_drops: dict[str, Any] = Field(default_factory=dict)
 
 
 class RunDetail(RunSummary):

@@ -170,6 +170,8 @@ async def run_detail(session: AsyncSession, principal: Principal, run_id: int) -
     ).all()
     summary = RunSummary.model_validate(run).model_dump()
     feeds, options = run.report.get("feeds"), run.report.get("options")
+    # Publishing stores them with the counts; the detail shows them with the feeds.
+    render_drops = summary["counts"].pop("render_drops", None)
     return RunDetail(
         **summary,
         artifacts=[
@@ -183,6 +185,7 @@ async def run_detail(session: AsyncSession, principal: Principal, run_id: int) -
             config_snapshot=run.config_snapshot, overrides=run.overrides,
             sources=_sources(run.report), feeds=feeds if isinstance(feeds, dict) else {},
             options=options if isinstance(options, dict) else {},
+            render_drops=render_drops if isinstance(render_drops, dict) else {},
         ),
         diff=run.diff, progress=run.progress, worker=run.worker,
     )

@@ -33,7 +33,7 @@ NAMES = [entry("*.bad.example", "fqdn"), entry("bad.example", "fqdn")]
 
 
 def test_formats() -> None:
-    assert FORMATS == ("plain", "panos", "fortinet", "checkpoint", "csv", "json")
+    assert FORMATS == ("plain", "panos", "fortinet", "checkpoint", "csv", "json", "cisco")
     with pytest.raises(ValueError, match="unknown format"):
         render(IPS, "ip", "xml")
 
@@ -53,6 +53,7 @@ def test_panos_url_grammar() -> None:
         "evil.example/a,b",
     ]
     assert rendered.dropped == 3  # port, partial-token "*", longer than 255
+    assert rendered.drops.by_reason == {"port": 1, "wildcard_token": 1, "too_long": 1}
     assert render(NAMES, "fqdn", "panos").body == b"*.bad.example\nbad.example\n"
     assert render(IPS, "ip", "panos").count == 3
 
@@ -60,24 +61,26 @@ def test_panos_url_grammar() -> None:
 def test_fortinet_keeps_ports() -> None:
     rendered = render(URLS, "url", "fortinet")
     assert "evil.example:8080/x" in rendered.body.decode().splitlines()
-    assert rendered.dropped == 0
+    # FortiGate documents `*` at the start or end only: the mid-path ones are dropped.
+    assert rendered.drops.by_reason == {"wildcard_token": 2}
 
 
 def test_checkpoint() -> None:
     rendered = render(IPS + NAMES + URLS[:1] + URLS[-1:], "ip", "checkpoint")
     lines = rendered.body.decode().splitlines()
     assert lines[0] == "#UNIQ-NAME,VALUE,TYPE,CONFIDENCE,SEVERITY,PRODUCT,COMMENT"
-    rows = [line.split(",") for line in lines[1:]]
+    rows = list(csv.reader(lines[1:]))
     assert [(r[1], r[2], r[3], r[5]) for r in rows] == [
         ("8.8.8.8", "IP", "medium", "AB"),
         ("9.9.9.0-9.9.9.255", "IP Range", "high", "AB"),
-        ("2a00::1", "IP", "low", "AB"),
         ("bad.example", "Domain", "medium", "AB"),
         ("evil.example/a?b=c", "URL", "medium", "AB"),
+        ("evil.example/a,b", "URL", "medium", "AB"),  # quoted (sk132193)
     ]
     assert all(len(r) == 7 and r[0].startswith("edl-") for r in rows)
     assert rows[0][6] == "feodo drop #c2"
-    assert rendered.dropped == 2  # the wildcard domain and the URL with a comma
+    # Check Point's IP type is IPv4: the IPv6 host is dropped, not sent as an IP row.
+    assert rendered.drops.by_reason == {"type_not_supported": 1, "wildcard_token": 1}
     assert render(IPS, "ip", "checkpoint").body == render(IPS, "ip", "checkpoint").body
 
 
