@@ -2,7 +2,7 @@
 
 It answers a feed GET/HEAD only when everything needed is already in this app's caches,
 asking the same functions the route asks: `keys.extract_key` and `CachedPrincipals`
-(who the caller is), `serving.parse_feed_request` (which feed) and `serving.cached_body`
+(who the caller is), `http.parse_feed_request` (which feed) and `serving.cached_body`
 (the pointer, the scope rule, the rendered body). Anything else — unknown key, stale
 pointer, odd URL, error — goes to the FastAPI route, which does the full work and fills
 the caches. The fast path can therefore only ever say what the route would say.
@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from edl_api import metrics
 from edl_api.auth import keys
 from edl_api.errors import AppError
+from edl_api.feeds import http as feed_http
 from edl_api.feeds import serving
 from edl_api.feeds.cache import FeedCache
 from edl_api.middleware import log_access
@@ -82,10 +83,10 @@ class FeedFastPath:
             return None
         raw_query: bytes = scope.get("query_string", b"")
         query = QueryParams(raw_query) if raw_query else _NO_QUERY
-        feed = serving.parse_feed_request(path, query)
+        feed = feed_http.parse_feed_request(path, query)
         body = serving.cached_body(self.feed_cache, principal, feed, poll=True)
         if body is None:
             return None
-        status, reply_headers, payload = serving.choose(body, headers, scope["method"] == "HEAD")
+        status, reply_headers, payload = feed_http.choose(body, headers, scope["method"] == "HEAD")
         metrics.count_feed_request(status, feed.fmt)
         return status, reply_headers, payload

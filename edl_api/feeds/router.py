@@ -14,6 +14,7 @@ from edl_api.auth.principal import Principal
 from edl_api.db import SessionDep
 from edl_api.deps import FeedCacheDep, SettingsDep
 from edl_api.errors import API_ERRORS, ErrorBody, error_responses
+from edl_api.feeds import http as feed_http
 from edl_api.feeds import service, serving, tokens
 from edl_api.feeds.cache import FeedBody, FeedCache
 from edl_api.feeds.schemas import (
@@ -73,7 +74,7 @@ class FeedResponse(Response):
 
 
 def _answer(request: Request, body: FeedBody) -> FeedResponse:
-    status, headers, payload = serving.choose(
+    status, headers, payload = feed_http.choose(
         body, request.headers, head=request.method == "HEAD"
     )
     return FeedResponse(status, headers, payload)
@@ -146,7 +147,7 @@ async def _md5(
     request: Request, principal: Principal, session: AsyncSession, cache: FeedCache
 ) -> Response:
     path: str = request.scope["path"]
-    feed = serving.parse_feed_request(path.removesuffix(".md5"), request.query_params)
+    feed = feed_http.parse_feed_request(path.removesuffix(".md5"), request.query_params)
     body = await serving.feed_body(session, cache, principal, feed)
     digest = (await serving.feed_md5(body)).encode()
     headers = [
@@ -190,7 +191,7 @@ async def _feed(
 ) -> Response:
     # The feed routes declare their parameters for OpenAPI and validation; what they
     # serve is read from the URL exactly as the fast path reads it.
-    feed = serving.parse_feed_request(request.scope["path"], request.query_params)
+    feed = feed_http.parse_feed_request(request.scope["path"], request.query_params)
     return _answer(request, await serving.feed_body(session, cache, principal, feed))
 
 

@@ -82,7 +82,7 @@ def test_global_feed_members_follow_the_same_rule(clock: Clock) -> None:
 def test_accept_encoding_is_read_the_same_the_first_and_the_next_time(
     header: str, gzip: bool
 ) -> None:
-    from edl_api.feeds.serving import accepts_gzip
+    from edl_api.feeds.http import accepts_gzip
 
     assert accepts_gzip(header) is gzip
     assert accepts_gzip(header) is gzip  # the remembered answer
