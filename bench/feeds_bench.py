@@ -81,16 +81,14 @@ def write_run(out_dir: Path, lines: list[str], source: str = "bench") -> None:
                                      "tags": [], "confidence": 50}, separators=(",", ":")) + "\n")
 
 
-WORKER = "bench:0:0"
-
-
-async def new_run(session: Any, pipeline_id: int) -> PipelineRun:
-    """A run row as the dispatcher claims it (running, owned by WORKER)."""
+async def new_run(session: Any, pipeline_id: int, worker: str) -> PipelineRun:
+    """A run row as the dispatcher claims it (running, owned by the app's dispatcher, so
+    its recovery leaves the run alone)."""
     pipeline = await session.get(Pipeline, pipeline_id)
     run = PipelineRun(
         pipeline_id=pipeline_id, profile_id=pipeline.profile_id,
         profile_config_id=pipeline.profile_config_id, config_version=1, config_snapshot=YAML,
-        state="running", trigger="api", mode="full", worker=WORKER,
+        state="running", trigger="api", mode="full", worker=worker,
     )
     session.add(run)
     await session.flush()
@@ -100,20 +98,22 @@ async def new_run(session: Any, pipeline_id: int) -> PipelineRun:
 async def publish(app: Any, pipeline_id: int, out_dir: Path) -> tuple[float, float, int]:
     """As the dispatcher publishes (`feeds.publish.publish`: feeds committed live, then
     the indicator store). Returns (seconds until live, seconds in all, run id)."""
-    async with AppState.of(app).sessionmaker() as session:
-        run = await new_run(session, pipeline_id)
+    state = AppState.of(app)
+    worker = state.dispatcher.identity
+    async with state.sessionmaker() as session:
+        run = await new_run(session, pipeline_id, worker)
         await session.commit()
         run_id = run.id
     assert run_id is not None
-    started = time.perf_counter()
     outcome = await publish_run(
-        AppState.of(app).sessionmaker, run_id, out_dir, owner=WORKER,
-        options=PublishOptions(max_shrink_percent=100), keep_runs=1_000_000,
+        state.sessionmaker, run_id, out_dir, owner=worker,
+        options=PublishOptions(max_shrink_percent=100),
+        keep_runs=state.settings.artifact_keep_runs,
     )
-    total = time.perf_counter() - started
+    total = outcome.seconds  # pruning, which follows, is not publishing
     assert outcome.owned
     assert not outcome.errors, outcome.errors
-    async with AppState.of(app).sessionmaker() as session, session.begin():
+    async with state.sessionmaker() as session, session.begin():
         finished = await session.get(PipelineRun, run_id)
         finished.state = "succeeded"
     live = outcome.live_after_seconds if outcome.live_after_seconds is not None else total

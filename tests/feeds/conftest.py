@@ -56,7 +56,10 @@ def entry(kind: str, value: str, sources: list[str] | None = None, **extra: Any)
             "tags": extra.get("tags", []), "confidence": extra.get("confidence", 50)}
 
 
-TEST_WORKER = "tests:0:0"
+def owner(app: Any) -> str:
+    """The app's own dispatcher identity: recovery leaves runs it owns alone (a made-up
+    worker would look dead and have its run interrupted mid-test)."""
+    return AppState.of(app).dispatcher.identity
 
 
 def publish_options(yaml: str) -> PublishOptions:
@@ -83,7 +86,7 @@ async def prepare_run(
             pipeline_id=pipeline_id, profile_id=pipeline.profile_id,
             profile_config_id=config.id, config_version=config.version,
             config_snapshot=snapshot, state=RunState.RUNNING, trigger="api", mode=mode,
-            worker=TEST_WORKER,
+            worker=owner(app),
         )
         session.add(run)
         await session.commit()
@@ -108,7 +111,7 @@ async def publish_prepared(
 ) -> PublishOutcome:
     """`feeds.publish.publish`, production's path, as the dispatcher calls it."""
     return await publish_run_output(
-        AppState.of(app).sessionmaker, run_id, out_dir, owner=TEST_WORKER,
+        AppState.of(app).sessionmaker, run_id, out_dir, owner=owner(app),
         options=publish_options(snapshot), keep_runs=AppState.of(app).settings.artifact_keep_runs,
     )
 

@@ -108,7 +108,7 @@ async def test_an_older_run_never_writes_over_a_newer_runs_indicators(
         older = PipelineRun(
             pipeline_id=t.pipeline_id, profile_id=t.profile_id, profile_config_id=config.id,
             config_version=config.version, config_snapshot=config.yaml, state="running",
-            trigger="api", mode="full", worker="tests:0:0",
+            trigger="api", mode="full", worker=AppState.of(app).dispatcher.identity,
         )
         session.add(older)
         await session.flush()
