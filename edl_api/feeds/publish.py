@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -77,16 +78,22 @@ async def publish(
     outcome = PublishOutcome()
     stage = on_stage or _no_stage
     pending: PendingIndicators | None = None
+    render_drops: dict[str, Any] = {}
+    held: list[str] = []
+    pipeline_id: int | None = None
 
     async def go_live(session: AsyncSession, run: PipelineRun) -> None:
-        nonlocal pending
+        nonlocal pending, pipeline_id
+        pipeline_id = run.pipeline_id
         pending = await store_and_repoint(session, run, out_dir, options)
         if pending is not None:
             run.progress = {**run.progress, "stage": "indexing"}
         if run.mode == "full":  # a guard that held a feed is news to the operator
-            for kind, feed in (run.counts.get("feeds") or {}).items():
-                if not feed.get("published") and feed.get("reason"):
-                    outcome.errors.append(f"{kind} feed not published: {feed['reason']}")
+            held[:] = [
+                f"{kind} feed not published: {feed['reason']}"
+                for kind, feed in (run.counts.get("feeds") or {}).items()
+                if not feed.get("published") and feed.get("reason")
+            ]
 
     async def index(session: AsyncSession, run: PipelineRun) -> None:
         assert pending is not None
@@ -103,15 +110,15 @@ async def publish(
         outcome.errors.append(f"publishing failed: {_describe(exc)}")
         outcome.seconds = time.monotonic() - started
         return outcome
+    outcome.errors.extend(held)  # only once that transaction committed
     if pending is not None:
         outcome.live_after_seconds = time.monotonic() - started
         await stage("indexing", f"feeds live after {outcome.live_after_seconds:.1f} s; "
                     "updating the indicator store")
         # What each vendor format leaves out, known before any firewall polls (run
         # detail); computed once the feeds are live, outside any transaction.
-        prepared = pending.prepared
         render_drops = await asyncio.to_thread(
-            drop_reports, {kind: feed.lines for kind, feed in prepared.items()}
+            drop_reports, {kind: feed.lines for kind, feed in pending.prepared.items()}
         )
         try:
             if not await _as_owner(sessionmaker, run_id, owner, index):
@@ -123,7 +130,8 @@ async def publish(
                 "(search shows the previous run's entries until the next run)"
             )
     outcome.seconds = time.monotonic() - started
-    await _prune(sessionmaker, run_id, keep_runs)
+    if pipeline_id is not None:
+        await _prune(sessionmaker, run_id, pipeline_id, keep_runs)
     return outcome
 
 
@@ -152,17 +160,13 @@ def _describe(exc: Exception) -> str:
 
 
 async def _prune(
-    sessionmaker: async_sessionmaker[AsyncSession], run_id: int, keep_runs: int
+    sessionmaker: async_sessionmaker[AsyncSession], run_id: int, pipeline_id: int,
+    keep_runs: int,
 ) -> None:
     """Drop old runs' artifact bytes (its own transaction: a failure is logged and never
     changes the run's outcome)."""
     try:
         async with sessionmaker() as session, session.begin():
-            pipeline_id = (await session.execute(
-                select(col(PipelineRun.pipeline_id)).where(col(PipelineRun.id) == run_id)
-            )).scalar_one_or_none()
-            if pipeline_id is None:
-                return
             pruned = await prune_artifacts(session, pipeline_id, keep_runs)
     except Exception:
         logger.exception("run %s: pruning old artifacts failed", run_id)

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from edl_api import idempotency, metrics
-from edl_api.feeds.publish import PublishOptions, publish
+from edl_api.feeds.publish import PublishOptions, PublishOutcome, publish
 from edl_api.models import PipelineRun, utcnow
 from edl_api.runs.child import EngineChild, RunControl, engine_settings
 from edl_api.runs.claim import claim_runs, owned_run
@@ -184,12 +184,13 @@ class Dispatcher:
         returncode: int | None = None
         failure: str | None = None
         time_limit = self.settings.run_timeout_seconds
+        persist = False
         try:
             async with self.sessionmaker() as session:
                 run = await session.get(PipelineRun, run_id)
                 if run is None:  # deleted with its pipeline: nothing to run or record
                     raise _RunGone
-                snapshot = run.config_snapshot
+                snapshot, persist = run.config_snapshot, run.persist
                 time_limit = self._time_limit(run)
                 await run_log.note(
                     f"{run.trigger} run, mode={run.mode}, persist={run.persist}, "
@@ -215,7 +216,7 @@ class Dispatcher:
         try:
             if failure != "gone":
                 await self._finish(control, returncode, failure, workdir / "out", run_log,
-                                   time_limit)
+                                   time_limit, persist)
         except Exception:
             logger.exception("run %s: could not record the outcome", run_id)
         finally:
@@ -278,19 +279,14 @@ class Dispatcher:
 
     async def _finish(
         self, control: RunControl, returncode: int | None, failure: str | None,
-        out_dir: Path, run_log: RunLog, time_limit: float,
+        out_dir: Path, run_log: RunLog, time_limit: float, persist: bool,
     ) -> None:
-        run_id = control.run_id
+        """Decide the outcome, publish a succeeded run, record. Whether this worker still
+        owns the run is checked where it writes (`publish`, `_record`)."""
         report = await asyncio.to_thread(read_report, out_dir)
         state, errors = outcome(control.reason, failure, returncode, report)
         if state is RunState.TIMED_OUT:
             errors.append(f"timed out after {time_limit:g} s")
-        async with self.sessionmaker() as session:
-            run = await owned_run(session, run_id, self.identity)
-            persist = run is not None and run.persist
-        if run is None:
-            await run_log.note("no longer owned by this worker; not recorded")
-            return
         if state is RunState.SUCCEEDED and persist:
             published = await self._publish(control, run_log, out_dir, report)
             if published is None:
@@ -300,7 +296,7 @@ class Dispatcher:
 
     async def _publish(
         self, control: RunControl, run_log: RunLog, out_dir: Path, report: dict[str, Any]
-    ) -> Any:
+    ) -> PublishOutcome | None:
         async def on_stage(stage: str, note: str) -> None:
             control.stage = stage
             await run_log.note(note)
