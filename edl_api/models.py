@@ -74,6 +74,30 @@ class Profile(SQLModel, table=True):
     key_hash: str = Field(max_length=200)
     created_by_admin_id: int | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Set by rotation or revocation of the profile key (`POST|DELETE /profiles/{id}/key`);
+    # `previous_key_id` lets every process drop the old key from its verified-key cache.
+    key_rotated_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    previous_key_id: str | None = Field(default=None, max_length=32)
+    # Private destinations a super-admin granted this profile alone (on top of the global
+    # EDL_SSRF_ALLOW_*, which every tenant gets).
+    ssrf_allow_cidrs: list[str] = _json(list)
+    ssrf_allow_hosts: list[str] = _json(list)
+
+
+class ProfileSecret(SQLModel, table=True):
+    """One named secret of one profile: a value encrypted at rest, or a grant of a named
+    EDL_SECRET_* variable of the service's environment (super-admin only)."""
+
+    __tablename__ = "profile_secrets"
+    __table_args__ = (sa.UniqueConstraint("profile_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    profile_id: int = Field(foreign_key="profiles.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=64)
+    ciphertext: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    from_env: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class AdminProfileLink(SQLModel, table=True):
