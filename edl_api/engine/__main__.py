@@ -6,9 +6,9 @@
 `run` writes DIR/<type>.txt (plain), DIR/entries.jsonl and DIR/report.json and exits
 0 on success, 2 when the engine result is not ok, 1 on a crash. Its settings come from
 the `--settings` JSON file alone (the run layer's one channel: SSRF grants, source
-folder, deadline, the run's secrets); the environment is read only by `run-local`.
-Its stdout is the run log: progress as typed events (`engine.progress`), other lines
-as text, never a header value or secret.
+folder, deadline, the run's secrets, its memory limit and byte budget); the environment
+is read only by `run-local`. Its stdout is the run log: progress as typed events
+(`engine.progress`), other lines as text, never a header value or secret.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 from edl_api.engine.config import ConfigError, PipelineConfig, load_config
 from edl_api.engine.entries import FeedEntry
+from edl_api.engine.limits import apply_memory_limit, memory_error
 from edl_api.engine.pipeline import (
     EngineResult,
     EngineSettings,
@@ -57,8 +58,9 @@ def _split(value: str | None) -> tuple[str, ...]:
 
 
 def settings_from_env() -> EngineSettings:
-    """`run-local`'s settings: EDL_SSRF_ALLOW_*, EDL_SOURCE_DIR, EDL_RUN_TIMEOUT_SECONDS and
-    the EDL_SECRET_* variables of the environment."""
+    """`run-local`'s settings: EDL_SSRF_ALLOW_*, EDL_SOURCE_DIR (read as the folder itself:
+    offline there is no profile), EDL_RUN_TIMEOUT_SECONDS, and `${secret:NAME}` from the
+    environment's EDL_SECRET_NAME (the operator's own shell, not a tenant's run)."""
     deadline = os.environ.get("EDL_RUN_TIMEOUT_SECONDS")
     return EngineSettings(
         ssrf_allow_cidrs=_split(os.environ.get("EDL_SSRF_ALLOW_CIDRS")),
@@ -67,7 +69,10 @@ def settings_from_env() -> EngineSettings:
         total_deadline_seconds=(
             float(deadline) if deadline else EngineSettings.total_deadline_seconds
         ),
-        secrets={k: v for k, v in os.environ.items() if k.startswith(SECRET_PREFIX)},
+        secrets={
+            k.removeprefix(SECRET_PREFIX): v
+            for k, v in os.environ.items() if k.startswith(SECRET_PREFIX)
+        },
     )
 
 
@@ -90,6 +95,10 @@ def settings_from_json(text: str) -> EngineSettings:
             values[key] = tuple(str(v) for v in values[key])
     if "total_deadline_seconds" in values:
         values["total_deadline_seconds"] = float(values["total_deadline_seconds"])
+    for key in ("memory_mb", "max_run_bytes"):
+        value = values.get(key)
+        if value is not None and (type(value) is not int or value < 1):
+            raise ValueError(f"{key} must be a positive integer or null")
     secrets = values.get("secrets", {})
     if not isinstance(secrets, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()
@@ -197,6 +206,8 @@ def run_main(
         result = asyncio.run(run_pipeline(config, settings, progress))
         result.report["options"] = effective_options(config, settings)
         write_outputs(result, Path(out_dir))
+    except MemoryError:
+        return _memory_failure(config, settings, out_dir)
     except Exception as exc:  # noqa: BLE001 - the run log must say why, then exit 1
         log(f"engine crashed: {exc.__class__.__name__}")
         for line in traceback.format_exc().splitlines()[-8:]:
@@ -207,6 +218,23 @@ def run_main(
     for warning in result.warnings:
         log(f"warning: {warning}")
     return EXIT_OK if result.ok else EXIT_NOT_OK
+
+
+def _memory_failure(config: PipelineConfig, settings: EngineSettings, out_dir: str) -> int:
+    """The run's one clear error when an allocation failed (the memory limit): what was
+    allocated is released by now, so a small report can still be written."""
+    message = memory_error(settings.memory_mb)
+    log(f"error: {message}")
+    report: dict[str, Any] = {
+        "ok": False, "sources": [], "feeds": {}, "errors": [message], "warnings": [],
+        "options": effective_options(config, settings),
+    }
+    try:
+        write_outputs(EngineResult(feeds={}, report=report, errors=[message], ok=False),
+                      Path(out_dir))
+    except (MemoryError, OSError):
+        return EXIT_CRASH
+    return EXIT_NOT_OK
 
 
 def run_local_main(path: str, out_dir: str) -> int:
@@ -239,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, TypeError) as exc:
         log(f"bad settings: {exc}")
         return EXIT_CRASH
+    # Before any work: the whole run, parsing included, lives under the limit.
+    apply_memory_limit(settings.memory_mb)
     return run_main(args.config, args.out, settings, _emit_event)
 
 

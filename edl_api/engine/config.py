@@ -13,7 +13,7 @@ import jmespath
 import jmespath.exceptions
 import pydantic
 import re2
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from edl_api.engine.document import (
@@ -23,8 +23,11 @@ from edl_api.engine.document import (
     problem,
     translate_error,
 )
+from edl_api.engine.limits import describe_bytes
 
 SECTIONS: tuple[str, ...] = ("sources", "augment", "rules", "pipeline")
+# The validation context key of the service's run byte budget (config writes only).
+MAX_RUN_BYTES_CONTEXT = "max_run_bytes"
 
 IndicatorType = Literal["ipv4", "ipv6", "cidr", "fqdn", "url"]
 OutputType = Literal["ipv4", "ipv6", "cidr", "fqdn", "url", "ip"]
@@ -33,7 +36,15 @@ OUTPUT_TYPES: tuple[OutputType, ...] = (*INDICATOR_TYPES, "ip")
 
 
 _SECRET_REF = re.compile(r"\$\{([^}]*)\}")
-_SECRET_NAME = re.compile(r"EDL_SECRET_[A-Z0-9_]+")
+# A profile secret's name, and how a header references it: `${secret:NAME}`.
+SECRET_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+SECRET_PREFIX = "secret:"
+# The old global form; refused now, `edl-api migrate-secrets` rewrites it.
+LEGACY_SECRET_REF = re.compile(r"\$\{EDL_SECRET_([A-Z0-9_]+)\}")
+MIGRATE_HINT = (
+    "reference a secret of this profile as ${secret:%s} instead "
+    "(PUT /profiles/{id}/secrets/%s, or `edl-api migrate-secrets` for existing configs)"
+)
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
 # Headers the fetcher owns: letting a config set them would desync framing or the Host check.
 _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
@@ -127,7 +138,7 @@ class SourceConfig(_Strict):
             raise ValueError("must name a host")
         if parsed.username is not None or parsed.password is not None:
             raise ValueError(
-                "must not contain credentials; use headers with ${EDL_SECRET_*} instead"
+                "must not contain credentials; use headers with ${secret:NAME} instead"
             )
         if port == 0:
             raise ValueError("port must be 1-65535")
@@ -141,7 +152,7 @@ class SourceConfig(_Strict):
         if not path or _CONTROL.search(path) or len(path) > 1024:
             raise ValueError("must be a non-empty relative path without control characters")
         if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
-            raise ValueError("must be relative to EDL_SOURCE_DIR")
+            raise ValueError("must be relative to the profile's source folder")
         if any(part == ".." for part in re.split(r"[/\\]", path)):
             raise ValueError("must not contain '..'")
         return path
@@ -164,14 +175,37 @@ class SourceConfig(_Strict):
             if _CONTROL.search(value.replace("\t", " ")) or len(value) > 8192:
                 raise ValueError(f"header {name}: value must be one line of at most 8192 chars")
             for ref in _SECRET_REF.findall(value):
-                if not _SECRET_NAME.fullmatch(ref):
+                legacy = LEGACY_SECRET_REF.fullmatch("${" + ref + "}")
+                if legacy is not None:
+                    raise ValueError(
+                        f"header {name}: ${{{ref}}} is no longer supported; "
+                        + MIGRATE_HINT % (legacy.group(1), legacy.group(1))
+                    )
+                if not (
+                    ref.startswith(SECRET_PREFIX)
+                    and SECRET_NAME.fullmatch(ref.removeprefix(SECRET_PREFIX))
+                ):
                     # Never echo the value: it may hold a literal credential.
                     raise ValueError(
-                        f"header {name}: only ${{EDL_SECRET_*}} references may be used"
+                        f"header {name}: only ${{secret:NAME}} references may be used "
+                        "(NAME: A-Z, 0-9 and _, starting with a letter)"
                     )
             if "${" in _SECRET_REF.sub("", value):
                 raise ValueError(f"header {name}: unterminated ${{...}} reference")
         return headers
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _within_run_budget(cls, max_bytes: int, info: ValidationInfo) -> int:
+        # The service passes its EDL_RUN_MAX_BYTES as context when a config is written;
+        # the default max_bytes is not checked (the budget caps it at run time anyway).
+        budget = (info.context or {}).get(MAX_RUN_BYTES_CONTEXT)
+        if budget is not None and max_bytes > budget:
+            raise ValueError(
+                f"must not exceed the run byte budget of {describe_bytes(budget)} "
+                "(EDL_RUN_MAX_BYTES), shared by all sources of a run"
+            )
+        return max_bytes
 
     @field_validator("delimiter")
     @classmethod
@@ -376,22 +410,33 @@ class PipelineConfig(_Strict):
             seen.add(source.name)
         return self
 
+    def secret_references(self) -> dict[str, list[str]]:
+        """Each `${secret:NAME}` the headers use → the fields that use it (in order)."""
+        refs: dict[str, list[str]] = {}
+        for index, source in enumerate(self.sources):
+            for header, value in source.headers.items():
+                for ref in _SECRET_REF.findall(value):
+                    field = f"sources.{index}.headers.{header}"
+                    refs.setdefault(ref.removeprefix(SECRET_PREFIX), []).append(field)
+        return refs
+
 
 def validate_config_document(
-    doc: dict[str, Any], line_map: LineMap | None = None
+    doc: dict[str, Any], line_map: LineMap | None = None, *, max_run_bytes: int | None = None
 ) -> PipelineConfig:
-    """Validate a plain config dict; every problem names its field (and line when known)."""
+    """Validate a plain config dict; every problem names its field (and line when known).
+    `max_run_bytes`: the service's run byte budget, which no source's max_bytes may exceed."""
     if not isinstance(doc, dict):
         raise ConfigError([problem(None, "", "config must be a mapping")])
     try:
-        return PipelineConfig.model_validate(doc)
+        return PipelineConfig.model_validate(doc, context={MAX_RUN_BYTES_CONTEXT: max_run_bytes})
     except pydantic.ValidationError as exc:
         problems = [translate_error(doc, err, line_map) for err in exc.errors()]
         problems.sort(key=lambda p: (p.line is None, p.line or 0, p.field))
         raise ConfigError(problems) from None
 
 
-def load_config(text: str) -> PipelineConfig:
+def load_config(text: str, *, max_run_bytes: int | None = None) -> PipelineConfig:
     """Parse and validate a YAML config; problems carry YAML line numbers."""
     doc, lines = compose(text)
-    return validate_config_document(doc, lines)
+    return validate_config_document(doc, lines, max_run_bytes=max_run_bytes)

@@ -52,6 +52,26 @@ _PORT_RE = re.compile(r"[0-9]{1,5}")
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ftp": 21}
 _URL_SCHEMES: Final = frozenset(_DEFAULT_PORTS)
 
+# Characters no entry may hold (`control_character`): C0 controls (TAB, CR, ESC, ...), DEL,
+# C1 controls (NEL U+0085), the line/paragraph separators U+2028/U+2029 and every bidi
+# control (ALM, LRM, RLM, U+202A-U+202E, U+2066-U+2069). A consumer splitting on Unicode
+# line breaks would read `a.example/x<NEL>0.0.0.0/0` as a `0.0.0.0/0` line; a bidi
+# override shows an entry as another. Renderers check published lines with the same set.
+CONTROL_CHARACTERS: Final = (
+    r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+)
+_CONTROL_RE = re.compile(f"[{CONTROL_CHARACTERS}]")
+# What trimming an entry removes: plain whitespace, never a line break other than the
+# `\r\n` of a CRLF line (str.strip() would also eat U+0085/U+2028 at the ends).
+TRIM: Final = " \t\r\n\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u202f\u205f\u3000"
+
+
+def has_control(text: str) -> bool:
+    """Whether `text` holds a control, Unicode line break or bidi control character."""
+    # isprintable() is one C pass and true for nearly every entry; the regex decides the
+    # rest (a non-printable character such as ZWJ or NBSP is not a control).
+    return not text.isprintable() and _CONTROL_RE.search(text) is not None
+
 
 # --------------------------------------------------------------------------- addresses
 
@@ -321,6 +341,8 @@ def classify_parts(token: str, not_ipv4: bool = False) -> Parts | str:
         return "empty"
     if len(token) > MAX_TOKEN_CHARS:
         return "too_long"
+    if not token.isprintable() and _CONTROL_RE.search(token) is not None:  # has_control()
+        return "control_character"
     if not not_ipv4:
         value4 = ipv4_to_int(token)
         if value4 is not None:
@@ -411,7 +433,7 @@ class Classified:
 
 def classify(token: str) -> Classified:
     """Classify and normalise one token (see CONFIG.md)."""
-    parts = classify_parts(token.strip())
+    parts = classify_parts(token.strip(TRIM))
     if isinstance(parts, str):
         return Classified((), parts)
     return Classified(tuple(Indicator(KIND_TYPE[k], key_to_text(k, key)) for k, key in parts))

@@ -19,7 +19,7 @@ import jmespath.exceptions
 import re2
 
 from edl_api.engine.config import SourceConfig, re2_options
-from edl_api.engine.indicators import classify_parts
+from edl_api.engine.indicators import TRIM, classify_parts
 
 MAX_LINE_CHARS = 8192
 HTML_MEDIA_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -72,11 +72,13 @@ def parse_text(text: str, stats: ParseStats) -> list[str]:
         if len(line) > MAX_LINE_CHARS:
             too_long += 1
             continue
-        token = line.strip()
+        # TRIM, not strip(): a U+0085 or U+2028 is part of the entry (and makes it invalid),
+        # and only a space or tab starts the ignored rest of a line, as documented.
+        token = line.strip(TRIM)
         if not token or token[0] == "#" or token[0] == ";":
             continue
         if " " in token or "\t" in token:
-            token = token.split(None, 1)[0]
+            token = token.replace("\t", " ", 1).split(" ", 1)[0]
         if "#" in token:
             token = token.split("#", 1)[0]
             if not token:
@@ -90,7 +92,8 @@ def parse_text(text: str, stats: ParseStats) -> list[str]:
 def _csv_row(line: str, delimiter: str) -> list[str]:
     try:
         return [
-            f.strip() for f in next(csv.reader([line], delimiter=delimiter, skipinitialspace=True))
+            f.strip(TRIM)
+            for f in next(csv.reader([line], delimiter=delimiter, skipinitialspace=True))
         ]
     except (csv.Error, StopIteration):
         return []
@@ -117,7 +120,7 @@ def parse_csv(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[st
         if len(line) > MAX_LINE_CHARS:
             stats.invalid["line_too_long"] += 1
             continue
-        stripped = line.strip()
+        stripped = line.strip(TRIM)
         if not stripped:
             continue
         if stripped[0] == "#":
@@ -166,13 +169,13 @@ def parse_csv(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[st
                 header_mode == "auto"
                 and isinstance(column, int)
                 and index < len(row)
-                and isinstance(classify_parts(row[index].strip()), str)
+                and isinstance(classify_parts(row[index].strip(TRIM)), str)
             ):
                 continue
         if index >= len(row):
             stats.invalid["missing_column"] += 1
             continue
-        value = row[index].strip()
+        value = row[index].strip(TRIM)
         if value:
             yield value
 
@@ -182,7 +185,7 @@ def _flatten(value: Any, stats: ParseStats) -> Iterator[str]:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            item = item.strip()
+            item = item.strip(TRIM)
             if item:
                 yield item
         elif isinstance(item, bool) or item is None:
@@ -261,13 +264,13 @@ def parse_stix(text: str, stats: ParseStats) -> Iterator[str]:
             if not isinstance(pattern, str) or obj.get("pattern_type", "stix") != "stix":
                 continue
             for _, value in _STIX_VALUE.findall(pattern):
-                value = value.replace("\\'", "'").replace("\\\\", "\\").strip()
+                value = value.replace("\\'", "'").replace("\\\\", "\\").strip(TRIM)
                 if value:
                     yield value
         elif kind in _STIX_OBJECTS:
             value = obj.get("value")
-            if isinstance(value, str) and value.strip():
-                yield value.strip()
+            if isinstance(value, str) and value.strip(TRIM):
+                yield value.strip(TRIM)
 
 
 def parse_regex(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[str]:
@@ -284,7 +287,7 @@ def parse_regex(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[
             continue
         value = match.group(group)
         if value:
-            value = value.strip()
+            value = value.strip(TRIM)
             if value:
                 yield value
 
@@ -306,6 +309,6 @@ def parse(source: SourceConfig, data: bytes, stats: ParseStats) -> Iterable[str]
 def inline_values(values: list[str], stats: ParseStats) -> Iterator[str]:
     stats.lines += len(values)
     for value in values:
-        value = value.strip()
+        value = value.strip(TRIM)
         if value:
             yield value

@@ -26,6 +26,7 @@ from edl_api.engine.build import (
 )
 from edl_api.engine.config import PipelineConfig, SourceConfig
 from edl_api.engine.entries import FeedEntry
+from edl_api.engine.limits import BudgetExceeded, ByteBudget
 from edl_api.engine.parsers import ParseStats, inline_values, is_html, parse
 from edl_api.engine.progress import ProgressEvent
 from edl_api.engine.rules import Allowlist, Rules
@@ -49,9 +50,14 @@ class EngineSettings:
     ssrf_allow_hosts: tuple[str, ...] = ()
     source_dir: str | None = None
     total_deadline_seconds: float = 600
-    # `${EDL_SECRET_*}` name → value: the only secrets a run's headers may expand.
+    # `${secret:NAME}` NAME → value: the only secrets a run's headers may expand (the run
+    # layer sends exactly those its config references, from the run's own profile).
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     resolver: Resolver | None = None  # tests inject a fake DNS
+    # The child's address-space limit (MiB) and the decoded bytes all sources may fetch
+    # together; None: no limit (in-process callers and tests).
+    memory_mb: int | None = None
+    max_run_bytes: int | None = None
 
 
 @dataclass(repr=False)
@@ -118,7 +124,7 @@ def _redact(text: str, secrets: set[str]) -> str:
 
 async def _fetch_all(
     config: PipelineConfig, settings: EngineSettings, deadline: float, secrets: set[str],
-    notify: Progress,
+    notify: Progress, byte_budget: ByteBudget,
 ) -> list[_Fetch]:
     policy = SsrfPolicy.build(settings.ssrf_allow_cidrs, settings.ssrf_allow_hosts)
     semaphore = asyncio.Semaphore(FETCH_CONCURRENCY)
@@ -146,16 +152,20 @@ async def _fetch_all(
                     if source.url is not None:
                         fetched = await fetch_url(
                             client, source, policy, settings.resolver, settings.secrets,
-                            secrets,
+                            secrets, byte_budget,
                         )
                     else:
-                        fetched = await asyncio.to_thread(read_path, source, settings.source_dir)
+                        fetched = await asyncio.to_thread(
+                            read_path, source, settings.source_dir, byte_budget
+                        )
                 result.data, result.status = fetched.data, fetched.status
                 result.content_type = fetched.content_type
-            except SourceError as exc:
+            except (SourceError, BudgetExceeded) as exc:
                 result.error = str(exc)
             except TimeoutError:
                 result.error = f"timed out after {round(budget, 1):g}s"
+            except MemoryError:
+                raise  # the run's memory limit: the whole run fails (engine.__main__)
             except Exception as exc:  # noqa: BLE001 - one broken source must not kill the run
                 result.error = f"unexpected {exc.__class__.__name__}"
             result.seconds = time.monotonic() - started
@@ -183,8 +193,14 @@ async def run_pipeline(
     stages: dict[str, float] = {}
 
     notify(ProgressEvent("stage", {"stage": "fetch", "sources": len(config.sources)}))
-    fetches = await _fetch_all(config, settings, deadline, secrets, notify)
+    byte_budget = ByteBudget(settings.max_run_bytes)
+    fetches = await _fetch_all(config, settings, deadline, secrets, notify, byte_budget)
     stages["fetch"] = time.monotonic() - started
+    if (over_budget := byte_budget.error()) is not None:
+        errors.append(over_budget)  # optional sources too: the run as a whole was too big
+        for fetched in fetches:  # the run fails anyway: do not parse what did arrive
+            if fetched.error is None and fetched.data is not None:
+                fetched.data, fetched.error = None, "not parsed: the run byte budget was spent"
 
     # Millions of long-lived small objects make each generational GC pass rescan them
     # all; nothing below creates reference cycles, so pause the collector meanwhile.
@@ -254,6 +270,8 @@ def _process(
                     )
             except _NotAList as exc:
                 fetched.error = str(exc)
+            except MemoryError:
+                raise
             except Exception as exc:  # noqa: BLE001 - parsers must not raise; be safe anyway
                 fetched.error = f"parse failed: {exc.__class__.__name__}"
             fetched.data = None  # free the body early

@@ -1,12 +1,14 @@
-"""Fetching sources: `url:` (httpx behind an SSRF guard), `path:` (below EDL_SOURCE_DIR).
+"""Fetching sources: `url:` (httpx behind an SSRF guard), `path:` (below the run's folder).
 
 SSRF guard: the host is resolved once, every address must be global (wrapped IPv4
 forms are unwrapped first) unless an allow CIDR/host says otherwise, and the
 connection goes to the checked address — httpx never does a second lookup. Redirects
 are followed here, at most 5, each one checked again.
 
-Secrets: `${EDL_SECRET_*}` in headers are expanded at fetch time only; errors raised
-here never contain header values (the pipeline also redacts them defensively).
+Secrets: `${secret:NAME}` in headers are expanded at fetch time only, from the run's own
+profile secrets (the run layer sends exactly those); errors raised here never contain
+header values (the pipeline also redacts them defensively). `path:` sources read only
+below `source_dir`, which the run layer sets to the run's profile folder.
 """
 
 from __future__ import annotations
@@ -26,11 +28,15 @@ import httpx
 
 from edl_api.engine.config import SourceConfig
 from edl_api.engine.indicators import cidr_ok, ipv4_to_int, ipv6_to_int
+from edl_api.engine.limits import ByteBudget
 from edl_api.engine.special import RESERVED_V4, RESERVED_V6, IntervalSet, embedded_ipv4
 
 MAX_REDIRECTS = 5
+# Inflate at most this much per step: a bomb's next step is refused before it is made.
+INFLATE_STEP = 1024 * 1024
+GZIP_MAGIC = b"\x1f\x8b"
 USER_AGENT = "edl-api/0.1 (+https://github.com/)"
-_SECRET_REF = re.compile(r"\$\{(EDL_SECRET_[A-Z0-9_]+)\}")
+_SECRET_REF = re.compile(r"\$\{secret:([A-Z][A-Z0-9_]{0,63})\}")
 _NUMERIC_HOST = re.compile(r"[0-9a-fA-FxX.]+")
 
 # resolver(host, port) -> addresses (sync or async); injectable for tests.
@@ -144,14 +150,16 @@ async def resolve_checked(
 def expand_secrets(
     headers: dict[str, str], available: Mapping[str, str], secrets: set[str]
 ) -> dict[str, str]:
-    """Expand `${EDL_SECRET_*}` from the run's own secrets; used values join `secrets`."""
+    """Expand `${secret:NAME}` from the run's own secrets; used values join `secrets`."""
     out = {}
     for name, value in headers.items():
 
         def replace(match: re.Match[str], header: str = name) -> str:
             secret = available.get(match.group(1))
             if secret is None:
-                raise SourceError(f"header {header}: secret {match.group(1)} is not set")
+                raise SourceError(
+                    f"header {header}: secret {match.group(1)} is not set for this profile"
+                )
             if secret:
                 secrets.add(secret)
             return secret
@@ -161,11 +169,17 @@ def expand_secrets(
 
 
 class _BodyDecoder:
-    """Content-Encoding decoding with a hard cap on decoded bytes (gzip bombs stop early)."""
+    """Content-Encoding decoding with a hard cap on decoded bytes (gzip bombs stop early):
+    the source's `max_bytes`, and the run's byte budget shared with its other sources."""
 
-    def __init__(self, encoding: str, max_bytes: int) -> None:
+    def __init__(
+        self, encoding: str, max_bytes: int, budget: ByteBudget | None = None,
+        source: str = "",
+    ) -> None:
         encoding = encoding.strip().lower()
         self.max_bytes = max_bytes
+        self.budget = budget
+        self.source = source
         self.size = 0
         self.parts: list[bytes] = []
         if encoding in ("", "identity"):
@@ -181,37 +195,44 @@ class _BodyDecoder:
         self.size += len(chunk)
         if self.size > self.max_bytes:
             raise SourceError(f"source is larger than max_bytes ({self.max_bytes})")
+        if self.budget is not None:
+            self.budget.charge(len(chunk), self.source)
         self.parts.append(chunk)
+
+    def _inflate(self, inflater: Any, data: bytes, corrupt: str) -> None:
+        try:
+            while True:
+                out = inflater.decompress(data, INFLATE_STEP)
+                self._add(out)
+                data = inflater.unconsumed_tail
+                # A full step may leave output inside zlib even with no input left.
+                if not data and len(out) < INFLATE_STEP:
+                    return
+        except zlib.error:
+            raise SourceError(corrupt) from None
 
     def feed(self, chunk: bytes) -> None:
         if self.inflater is None:
             self._add(chunk)
-            return
-        try:
-            data = chunk
-            while data:
-                out = self.inflater.decompress(data, self.max_bytes - self.size + 1)
-                self._add(out)
-                data = self.inflater.unconsumed_tail
-        except zlib.error:
-            raise SourceError("corrupt compressed body") from None
+        else:
+            self._inflate(self.inflater, chunk, "corrupt compressed body")
 
     def finish(self) -> bytes:
-        return maybe_gunzip(b"".join(self.parts), self.max_bytes)
+        return maybe_gunzip(b"".join(self.parts), self.max_bytes, self.budget, self.source)
 
 
-def maybe_gunzip(data: bytes, max_bytes: int) -> bytes:
-    """A `.gz` file served as-is (no Content-Encoding) is unpacked, still capped."""
-    if not data.startswith(b"\x1f\x8b"):
+def maybe_gunzip(
+    data: bytes, max_bytes: int, budget: ByteBudget | None = None, source: str = ""
+) -> bytes:
+    """A `.gz` file served as-is (no Content-Encoding) is unpacked, still capped (its
+    inflated bytes are charged to the budget, its compressed ones given back after)."""
+    if not data.startswith(GZIP_MAGIC):
         return data
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        out = inflater.decompress(data, max_bytes + 1)
-    except zlib.error:
-        raise SourceError("corrupt gzip data") from None
-    if len(out) > max_bytes:
-        raise SourceError(f"source is larger than max_bytes ({max_bytes})")
-    return out
+    inner = _BodyDecoder("", max_bytes, budget, source)
+    inner._inflate(zlib.decompressobj(wbits=31), data, "corrupt gzip data")
+    if budget is not None:
+        budget.refund(len(data))
+    return b"".join(inner.parts)
 
 
 @dataclass
@@ -244,6 +265,7 @@ async def fetch_url(
     resolver: Resolver | None,
     available: Mapping[str, str],
     secrets: set[str],
+    budget: ByteBudget | None = None,
 ) -> Fetched:
     assert source.url is not None
     headers = expand_secrets(source.headers, available, secrets)
@@ -308,7 +330,10 @@ async def fetch_url(
                 continue
             if not 200 <= response.status_code < 300:
                 raise SourceError(f"HTTP {response.status_code}")
-            decoder = _BodyDecoder(response.headers.get("content-encoding", ""), source.max_bytes)
+            decoder = _BodyDecoder(
+                response.headers.get("content-encoding", ""), source.max_bytes, budget,
+                source.name,
+            )
             try:
                 async for chunk in response.aiter_raw():
                     decoder.feed(chunk)
@@ -324,25 +349,33 @@ async def fetch_url(
     raise SourceError(f"more than {MAX_REDIRECTS} redirects")
 
 
-def read_path(source: SourceConfig, source_dir: str | None) -> Fetched:
-    """Read a file source strictly below `source_dir` (symlinks resolved before the check)."""
+def read_path(
+    source: SourceConfig, source_dir: str | None, budget: ByteBudget | None = None
+) -> Fetched:
+    """Read a file source strictly below `source_dir` (the run's profile folder; symlinks
+    are resolved before the check, so one pointing at another profile's files is refused)."""
     assert source.path is not None
     if not source_dir:
         raise SourceError("file sources need EDL_SOURCE_DIR to be set")
     base = os.path.realpath(source_dir)
     target = os.path.realpath(os.path.join(base, source.path))
     if os.path.commonpath([base, target]) != base or target == base:
-        raise SourceError("path escapes EDL_SOURCE_DIR")
+        raise SourceError("path escapes the profile's source folder")
     try:
         with open(target, "rb") as handle:
             if not os.path.isfile(target):
                 raise SourceError("path is not a regular file")
-            data = handle.read(source.max_bytes + 1)
+            # Never read more than the budget has left (+1 to see it is over).
+            left = budget.remaining() if budget is not None else None
+            cap = source.max_bytes if left is None else min(source.max_bytes, left)
+            data = handle.read(cap + 1)
     except OSError as exc:
         raise SourceError(f"cannot read file: {exc.strerror or exc.__class__.__name__}") from None
     if len(data) > source.max_bytes:
         raise SourceError(f"source is larger than max_bytes ({source.max_bytes})")
-    return Fetched(maybe_gunzip(data, source.max_bytes))
+    if budget is not None:
+        budget.charge(len(data), source.name)
+    return Fetched(maybe_gunzip(data, source.max_bytes, budget, source.name))
 
 
 def _safe(text: str, secrets: set[str]) -> str:

@@ -28,7 +28,7 @@ sources:
     optional: false
     timeout_seconds: 30
     max_bytes: 52428800
-    headers: {Authorization: "Bearer ${EDL_SECRET_FEODO}"}
+    headers: {Authorization: "Bearer ${secret:FEODO}"}
   - name: threatfox
     url: https://example.org/threatfox.csv
     format: csv
@@ -92,7 +92,8 @@ def test_full_example_from_config_md_loads() -> None:
         "ours",
         "local-file",
     ]
-    assert config.sources[0].headers == {"Authorization": "Bearer ${EDL_SECRET_FEODO}"}
+    assert config.sources[0].headers == {"Authorization": "Bearer ${secret:FEODO}"}
+    assert config.secret_references() == {"FEODO": ["sources.0.headers.Authorization"]}
     assert config.sources[1].csv_column == "ioc_value"
     assert config.sources[4].values == ["203.0.113.7", "*.bad.example", "http://evil.example/a?b=c"]
     assert config.pipeline.max_entries == {"ip": 150000}
@@ -160,13 +161,23 @@ def test_unknown_keys_and_missing_fields() -> None:
         ("values: [a.example]\n    confidence: 101", "sources.0.confidence", "100"),
         ("values: [a.example]\n    types: [ip]", "sources.0.types.0", "Input should be"),
         ("url: https://u:p@a.example/", "sources.0.url", "credentials"),
-        ("url: 'https://a.example/${EDL_SECRET_X}'", "sources.0.url", "only appear in headers"),
+        ("url: 'https://a.example/${secret:X}'", "sources.0.url", "only appear in headers"),
         ("path: ../etc/passwd", "sources.0.path", ".."),
         ("path: /etc/passwd", "sources.0.path", "relative"),
         (
             "url: https://a.example/\n    headers: {X-Key: '${HOME}'}",
             "sources.0.headers",
-            "EDL_SECRET_",
+            "only ${secret:NAME} references",
+        ),
+        (
+            "url: https://a.example/\n    headers: {X-Key: '${secret:lower}'}",
+            "sources.0.headers",
+            "only ${secret:NAME} references",
+        ),
+        (  # the old global form says how to migrate
+            "url: https://a.example/\n    headers: {X-Key: 'k ${EDL_SECRET_ACME}'}",
+            "sources.0.headers",
+            "no longer supported; reference a secret of this profile as ${secret:ACME}",
         ),
         ("values: [a.example]\n    headers: {X: y}", "sources.0.headers", "only apply to url"),
         (

@@ -271,20 +271,20 @@ def test_secrets_expand_and_never_leak(
         {
             "name": "a",
             "url": "http://feeds.test:PORT/auth",
-            "headers": {"Authorization": "Bearer ${EDL_SECRET_FEED}", "X-Plain": "v"},
+            "headers": {"Authorization": "Bearer ${secret:FEED}", "X-Plain": "v"},
         },
         {
             "name": "b",
             "url": "http://feeds.test:PORT/fail",
-            "headers": {"X-Key": "${EDL_SECRET_FEED}"},
+            "headers": {"X-Key": "${secret:FEED}"},
         },
         {
             "name": "c",
             "url": "http://feeds.test:PORT/fail",
-            "headers": {"X-Key": "${EDL_SECRET_MISSING}"},
+            "headers": {"X-Key": "${secret:MISSING}"},
         },
     ]
-    result = _run(feed_server, sources, secrets={"EDL_SECRET_FEED": secret})
+    result = _run(feed_server, sources, secrets={"FEED": secret})
     by_path = dict(feed_server.requests)
     first, redirected, failed = by_path["/auth"], by_path["/spamhaus_drop.txt"], by_path["/fail"]
     assert len(feed_server.requests) == 3  # source c never sent a request
@@ -293,7 +293,7 @@ def test_secrets_expand_and_never_leak(
     assert failed["X-Key"] == secret
     assert result.errors == [
         "source b: HTTP 500",
-        "source c: header X-Key: secret EDL_SECRET_MISSING is not set",
+        "source c: header X-Key: secret MISSING is not set for this profile",
     ]
     assert secret not in json.dumps(result.report)
     assert secret not in repr(result)
