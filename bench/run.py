@@ -471,6 +471,9 @@ def part_pg(figs: Figures, mode: dict[str, Any], log: Path, pg_url: str) -> None
         h = {"X-API-Key": key}
         with httpx.Client(base_url=base, timeout=30, headers=h) as client:
             profile = client.post("/profiles", json={"name": "bench"}).json()["profile"]
+            # `path:` sources read the profile's own folder: the file goes where the API says.
+            folder = Path(client.get(f"/profiles/{profile['id']}").json()["source_dir"])
+            (work / "sources" / "bulk.txt").rename(folder / "bulk.txt")
             config = client.post(f"/profiles/{profile['id']}/configs",
                                  json={"name": "bulk", "yaml": PG_YAML}).json()
             pipelines = []

@@ -103,6 +103,10 @@ async def scenario(base: str, args: argparse.Namespace, deadline: float) -> dict
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         profile = (await client.post("/profiles", json={"name": "bench"}, headers=h)).json()
         pid = profile["profile"]["id"]
+        # `path:` sources read the profile's own folder: the file goes where the API says.
+        folder = (await client.get(f"/profiles/{pid}", headers=h)).json()["source_dir"]
+        for staged in Path(folder).parent.glob("*.txt"):
+            staged.rename(Path(folder) / staged.name)
         pipelines = {}
         for name, yaml in (("small", SMALL_YAML), ("big", BIG_YAML)):
             config = (await client.post(f"/profiles/{pid}/configs",

@@ -15,18 +15,20 @@ from edl_api.auth.deps import legacy_principals
 from edl_api.auth.revocation import RevocationWatcher
 from edl_api.auth.router import router as admin_router
 from edl_api.db import create_engine, create_sessionmaker, ensure_schema
-from edl_api.errors import install_error_handlers
+from edl_api.errors import document_errors, install_error_handlers
 from edl_api.feeds import hooks as feed_hooks
 from edl_api.feeds.fastpath import FeedFastPath
 from edl_api.feeds.router import router as feeds_router
 from edl_api.health import metrics_router
 from edl_api.health import router as health_router
 from edl_api.logging_setup import configure_logging
-from edl_api.middleware import AccessLog, BodySizeLimit, FeedRequestCounter
+from edl_api.middleware import AccessLog, BodySizeLimit, FeedRequestCounter, UnexpectedErrors
+from edl_api.pagination import document_page_max
 from edl_api.pipelines.router import router as pipelines_router
 from edl_api.profiles.router import router as profiles_router
 from edl_api.runs import background
 from edl_api.runs.router import router as runs_router
+from edl_api.secrets.router import router as secrets_router
 from edl_api.settings import Settings
 from edl_api.state import AppState, Running
 
@@ -44,6 +46,15 @@ class EdlApp(FastAPI):
     def __init__(self, state: AppState, **options: Any) -> None:
         super().__init__(**options)
         state.attach(self)
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema plus what it cannot see: the body errors every body-taking
+        operation can answer, and the configured page size bound."""
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            document_errors(schema)
+            document_page_max(schema, AppState.of(self).settings.page_max)
+        return self.openapi_schema  # type: ignore[return-value]
 
     def build_middleware_stack(self) -> ASGIApp:
         state = AppState.of(self)
@@ -79,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await background.stop(dispatcher, scheduler)
             state.running = None
             await revocations.stop()
+            state.verifier.close()
             await engine.dispose()
             logger.info("edl-api stopped")
 
@@ -96,6 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outside BodySizeLimit (whose own signal exceptions pass through the app).
+    app.add_middleware(UnexpectedErrors)
     app.add_middleware(AccessLog)
     app.add_middleware(FeedRequestCounter)
     for router in (
@@ -103,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics_router,
         admin_router,
         profiles_router,
+        secrets_router,
         pipelines_router,
         runs_router,
         feeds_router,

@@ -1,4 +1,5 @@
-"""`edl-api serve | worker | migrate | create-admin | check-config | run-local`."""
+"""`edl-api serve | worker | migrate | create-admin | migrate-secrets | rotate-secrets-key |
+check-config | run-local`."""
 
 from __future__ import annotations
 
@@ -119,6 +120,37 @@ def _create_admin_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _secrets_command(settings: Settings, args: argparse.Namespace) -> list[str]:
+    from edl_api.db import create_engine, create_sessionmaker, ensure_schema
+    from edl_api.secrets import maintenance
+
+    engine = create_engine(settings)
+    try:
+        await ensure_schema(engine)
+        maker = create_sessionmaker(engine)
+        if args.command == "rotate-secrets-key":
+            count, what = await maintenance.rotate_master_key(settings, maker)
+            return [f"{count} secret value(s) re-encrypted: {what}"]
+        report = await maintenance.migrate_legacy_references(maker, dry_run=args.dry_run)
+        lines = report.lines() or ["no config references ${EDL_SECRET_*}: nothing to do"]
+        return [*lines, "(dry run: nothing changed)"] if args.dry_run else lines
+    finally:
+        await engine.dispose()
+
+
+def _secrets_cmd(args: argparse.Namespace) -> int:
+    from edl_api.secrets.crypto import SecretsKeyError
+
+    try:
+        lines = asyncio.run(_secrets_command(Settings(), args))
+    except SecretsKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
 def _check_config_cmd(args: argparse.Namespace) -> int:
     from edl_api.engine.__main__ import check_config_main
 
@@ -157,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--role", choices=["operator", "reader"], default="operator")
     admin.add_argument("--super", action="store_true", help="make it a super-admin")
     admin.set_defaults(func=_create_admin_cmd)
+
+    migrate_secrets = sub.add_parser(
+        "migrate-secrets",
+        help="turn ${EDL_SECRET_X} in configs into per-profile grants ${secret:X}",
+    )
+    migrate_secrets.add_argument("--dry-run", action="store_true", help="change nothing")
+    migrate_secrets.set_defaults(func=_secrets_cmd)
+
+    rotate = sub.add_parser(
+        "rotate-secrets-key", help="re-encrypt every profile secret under a new master key"
+    )
+    rotate.set_defaults(func=_secrets_cmd, dry_run=False)
 
     check = sub.add_parser("check-config", help="validate a pipeline config file")
     check.add_argument("file")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
+import secrets
+import traceback
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
+
+from edl_api.logging_setup import escape_log
 
 logger = logging.getLogger("edl_api")
 
@@ -56,6 +64,17 @@ class Unprocessable(AppError):
     status_code = 422
 
 
+class TooManyRequests(AppError):
+    """Over a quota for now; answered with Retry-After (seconds)."""
+
+    code = "too_many_requests"
+    status_code = 429
+
+    def __init__(self, detail: Any = None, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(detail, code=code)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class ServiceUnavailable(AppError):
     """Not available yet or for a moment; subclasses say when to retry (Retry-After)."""
 
@@ -92,6 +111,85 @@ _STATUS_CODES = {
 }
 
 
+# Path parameters declared with a range (`schemas.PathId`): a value outside it names no
+# object, so it answers like a missing id.
+_OUT_OF_RANGE = frozenset({"greater_than_equal", "less_than_equal", "greater_than", "less_than"})
+
+
+def _path_out_of_range(errors: Sequence[Any]) -> bool:
+    return any(
+        err.get("type") in _OUT_OF_RANGE and tuple(err.get("loc", ()))[:1] == ("path",)
+        for err in errors
+    )
+
+
+def _leaf_routes(routes: Sequence[Any]) -> Iterator[Any]:
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is None:
+            yield route
+        else:
+            yield from _leaf_routes(included.routes)
+
+
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """Every method some route of `app` answers at `path` (Starlette's own 405 names only
+    the first route matching the path: `/profiles` said POST although GET is served)."""
+    scope: Scope = {"type": "http", "path": path, "root_path": "", "method": "OPTIONS"}
+    methods: set[str] = set()
+    for route in _leaf_routes(app.router.routes):
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(dict(scope))[0] != Match.NONE:
+            methods |= route_methods
+    return sorted(methods)
+
+
+# Driver messages may quote a parameter ("invalid input for query argument $1: <value>").
+_DRIVER_ARGUMENT = re.compile(r"(query argument \$\d+)[^\n]*")
+
+
+def _where(exc: BaseException) -> str:
+    """The innermost frame of our own code: enough to find the bug without a traceback."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/edl_api/" in f.filename]
+    if not frames:
+        return "outside edl_api"
+    frame = frames[-1]
+    where = frame.filename[frame.filename.rfind("/edl_api/") + 1:]
+    return f"{where}:{frame.lineno} in {frame.name}"
+
+
+def _summary(exc: BaseException) -> str:
+    # SQLAlchemy's str() carries the whole statement (searches made it thousands of lines);
+    # the driver's exception (`orig`) says what went wrong in one line.
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip().split("\n", 1)[0][:300]
+    text = _DRIVER_ARGUMENT.sub(r"\1: ***", text)
+    name = type(exc).__name__
+    if cause is not exc:
+        name = f"{name} ({type(cause).__module__}.{type(cause).__name__})"
+    return f"{name}: {text}" if text else name
+
+
+def log_unexpected(exc: BaseException, scope: Scope) -> str:
+    """Log an unexpected error as ONE line (an id, the request, the error, our innermost
+    frame; the traceback only at DEBUG, escaped into the same line) and return the id the
+    500 body carries. Never SQL parameters: the engine hides them (`db.create_engine`)."""
+    error_id = secrets.token_hex(6)
+    logger.error(
+        "unexpected error %s: %s %s: %s at %s", error_id, scope.get("method", "-"),
+        escape_log(str(scope.get("path", ""))), _summary(exc), _where(exc),
+        exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
+    )
+    return error_id
+
+
+def internal_error_body(error_id: str) -> dict[str, Any]:
+    return {
+        "error": "internal", "detail": "internal server error; the log has this error_id",
+        "error_id": error_id,
+    }
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
@@ -101,23 +199,30 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        if _path_out_of_range(exc.errors()):
+            return JSONResponse(error_body("not_found", "not found"), status_code=404)
         return JSONResponse(
             error_body("validation_error", _clean_validation_errors(exc.errors())),
             status_code=422,
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else code
-        return JSONResponse(
-            error_body(code, detail), status_code=exc.status_code, headers=exc.headers
-        )
+        headers = exc.headers
+        if exc.status_code == 405:
+            # OPTIONS included: no CORS layer answers it, so it is a method like any other.
+            methods = allowed_methods(request.app, request.scope["path"])
+            if methods:
+                headers = {**(headers or {}), "Allow": ", ".join(methods)}
+        return JSONResponse(error_body(code, detail), status_code=exc.status_code, headers=headers)
 
+    # The catch-all (`middleware.UnexpectedErrors`) answers first; this one only sees an
+    # error raised outside it, and Starlette re-raises after it (uvicorn logs that too).
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error: %s", type(exc).__name__)
-        return JSONResponse(error_body("internal_error", "internal server error"), 500)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(internal_error_body(log_unexpected(exc, request.scope)), 500)
 
 
 class ErrorBody(BaseModel):
@@ -129,17 +234,44 @@ class ErrorBody(BaseModel):
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the error statuses a route can answer."""
-    descriptions = {
-        401: "missing or unknown key (WWW-Authenticate set)",
-        403: "the key is known but may not do this",
-        404: "no such object in your scope (identical to a missing id)",
-        409: "conflicts with the object's state",
-        410: "gone: the object's bytes were pruned (its metadata remains)",
-        413: "request body too large",
-        422: "validation failed (unknown fields, bad values, invalid config)",
-        503: "not available yet or for a moment; retry after Retry-After seconds",
-    }
-    return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}
+    return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in statuses}
+
+
+_DESCRIPTIONS = {
+    400: "the request body could not be read (not UTF-8 / not JSON at all)",
+    401: "missing or unknown key (WWW-Authenticate set)",
+    403: "the key is known but may not do this",
+    404: "no such object in your scope (identical to a missing id)",
+    409: "conflicts with the object's state",
+    410: "gone: the object's bytes were pruned (its metadata remains)",
+    413: "request body too large",
+    415: "unsupported request content type",
+    422: "validation failed (unknown fields, bad values, invalid config, JSON nested "
+    "deeper than 32 levels)",
+    429: "over a quota for now; retry after Retry-After seconds",
+    503: "not available yet or for a moment; retry after Retry-After seconds",
+}
 
 
 API_ERRORS = error_responses(401, 403, 404, 422)
+
+
+_ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def document_errors(schema: dict[str, Any]) -> None:
+    """Complete FastAPI's schema: 400 (unreadable body) and 413 (too large) on every
+    operation that takes a body, as BodySizeLimit and the body parser answer them before
+    any route runs; and error bodies as JSON everywhere (FastAPI files them under a text
+    route's own media type: /metrics and the feeds said text/plain)."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                for status in (400, 413):
+                    responses.setdefault(str(status), {"description": _DESCRIPTIONS[status]})
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400:
+                    response["content"] = {"application/json": {"schema": _ERROR_SCHEMA}}

@@ -50,6 +50,9 @@ async def readyz(engine: EngineDep) -> Readiness | JSONResponse:
 @metrics_router.get(
     "/metrics",
     summary="Prometheus metrics (admin key; tenant figures limited to its scope)",
+    description="Database figures (`edl_runs`, `edl_queue_depth`, `edl_published_entries`) "
+    "cover the caller's profiles; this process's counters (feed requests, finished runs, "
+    "source failures of every tenant) are shown only to super-admins and legacy global keys.",
     response_class=PlainTextResponse,
     responses=error_responses(401, 403),
 )

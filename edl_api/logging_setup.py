@@ -16,6 +16,32 @@ _AUTH_RE = re.compile(
 )
 
 
+# Characters that end a line for some reader or rewrite what a terminal shows: C0 and C1
+# controls (tab included; C1 holds U+0085 NEXT LINE), DEL, the Unicode line and paragraph
+# separators, and the bidi controls (U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return _SHORT.get(char) or f"\\u{ord(char):04x}"
+
+
+def escape_log(text: str) -> str:
+    """`text` on one line that shows as written: a request's path, query, user agent or a
+    name cannot forge a log line (`/healthz%0a2026-... FAKE`) or recolour a terminal."""
+    return _UNSAFE.sub(_escape_char, text)
+
+
+class EscapingFormatter(logging.Formatter):
+    """Every record is exactly one line: the whole formatted text (message, traceback) is
+    escaped, whatever a caller passed in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_log(super().format(record))
+
+
 class RedactingFilter(logging.Filter):
     """Scrubs API keys, legacy keys and credential-looking values from every record."""
 
@@ -53,7 +79,7 @@ def configure_logging(settings: Settings) -> None:
             root.removeHandler(handler)
             handler.close()
     redactor = RedactingFilter([secret for secret, _ in settings.legacy_keys()])
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    formatter = EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     file_handler = logging.handlers.RotatingFileHandler(
         settings.log_dir / "api.log", maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8"
     )

@@ -4,6 +4,10 @@ Counters and histograms that only this process sees (feed requests, run duration
 failures) live in one registry; figures that belong to the whole deployment (runs by
 state, queue depth, published entries) are read from the database at scrape time, so every
 process reports the same truth however many share the database.
+
+Who sees what: the database figures are filtered by the caller's scope; the process-wide
+counters count every tenant's feed polls, runs and sources, so only a caller that may read
+every profile (a super-admin, a legacy global key) gets them.
 """
 
 from __future__ import annotations
@@ -70,6 +74,11 @@ SOURCE_FETCH_FAILURES = Counter(
     "Sources that failed to fetch or parse in runs of this process",
     registry=PROCESS_REGISTRY,
 )
+SCHEDULED_RUNS_SKIPPED = Counter(
+    "edl_scheduled_runs_skipped",
+    "Due scheduled runs this process did not queue: the profile's queue was full",
+    registry=PROCESS_REGISTRY,
+)
 
 
 class _Snapshot(Collector):
@@ -121,7 +130,14 @@ async def _database_families(
     return [runs, queue, entries]
 
 
+def sees_process_counters(principal: Principal) -> bool:
+    return principal.profile_ids is None
+
+
 async def render(session: AsyncSession, principal: Principal) -> bytes:
     registry = CollectorRegistry()
     registry.register(_Snapshot(await _database_families(session, principal)))
-    return generate_latest(registry) + generate_latest(PROCESS_REGISTRY)
+    scoped = generate_latest(registry)
+    if not sees_process_counters(principal):
+        return scoped
+    return scoped + generate_latest(PROCESS_REGISTRY)

@@ -4,17 +4,48 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from urllib.parse import parse_qs
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edl_api import metrics
+from edl_api.errors import internal_error_body, log_unexpected
 from edl_api.feeds.render import FORMATS
+from edl_api.logging_setup import escape_log
+
+MAX_JSON_NESTING = 32
+# A JSON string (skipped whole, escapes included) or a bracket: the regex engine walks the
+# body, Python sees only brackets and strings.
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_OPENERS = (ord("["), ord("{"))
+
+
+def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_NESTING) -> bool:
+    """Whether `body` nests arrays/objects deeper than `limit`, found without parsing it
+    (the parsers and validators recurse: `rules.allow` nested 400 deep was a 500)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # cannot be deeper than its number of openers
+    depth = 0
+    for match in _JSON_TOKEN.finditer(body):
+        token = match.group()
+        if len(token) != 1:
+            continue  # a string
+        if token[0] in _OPENERS:
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 class BodySizeLimit:
-    """413 for a request body over the cap, whether Content-Length is honest or not."""
+    """413 for a request body over the cap, whether Content-Length is honest or not; 422 for
+    a body nested deeper than MAX_JSON_NESTING, checked once the last chunk is in and before
+    the app reads it (so before any parser recursion)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -34,42 +65,77 @@ class BodySizeLimit:
                     await self._reject(send)
                     return
         received = 0
-        too_large = False
+        chunks: list[bytes] = []
 
         async def limited_receive() -> Message:
-            nonlocal received, too_large
+            nonlocal received
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                # HTTPExceptions: FastAPI's body reader re-raises those (any other error
+                # would become its 400) and the app's handler renders them.
                 if received > self.max_bytes:
-                    too_large = True
-                    raise _TooLarge
+                    raise _TooLarge(413, f"request body over {self.max_bytes} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False) and json_depth_exceeds(b"".join(chunks)):
+                    raise _TooDeep(422, f"JSON nested deeper than {MAX_JSON_NESTING} levels")
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
             await self._reject(send)
+        except _TooDeep as exc:  # raised where no handler renders it
+            await _send_json(send, 422, {"error": "validation_error", "detail": exc.detail})
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {"error": "payload_too_large", "detail": f"request body over {self.max_bytes} bytes"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, 413, {
+            "error": "payload_too_large", "detail": f"request body over {self.max_bytes} bytes"
+        })
 
 
-class _TooLarge(Exception):
+async def _send_json(send: Send, status: int, payload: object) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(HTTPException):
     pass
+
+
+class _TooDeep(HTTPException):
+    pass
+
+
+class UnexpectedErrors:
+    """An error no handler knew: one log line with an id (`errors.log_unexpected`) and a 500
+    that carries the id. Starlette's own last handler logs, then re-raises to the server,
+    which logged the traceback a second time (with the SQL parameters)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            error_id = log_unexpected(exc, scope)
+            if not started:  # else the server drops the half-sent response
+                await _send_json(send, 500, internal_error_body(error_id))
 
 
 class _StatusSeen:
@@ -97,7 +163,7 @@ def log_access(scope: Scope, status: int, started: float) -> None:
     ACCESS_LOGGER.info(
         "%s %s %s %.1fms",
         scope.get("method"),
-        path,
+        escape_log(path),  # the path is percent-decoded: `%0a` is a newline here
         status,
         (time.perf_counter() - started) * 1000,
     )

@@ -10,6 +10,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from edl_api.errors import AppError
+from edl_api.schemas import MAX_DB_ID
 from edl_api.state import AppState
 
 T = TypeVar("T")
@@ -41,7 +42,8 @@ class PageTooLarge(AppError):
 def page_params(
     request: Request,
     limit: Annotated[int, Query(ge=1, description="page size")] = 50,
-    offset: Annotated[int, Query(ge=0, description="items to skip")] = 0,
+    # No table holds more rows than an id can number; a larger offset overflowed SQLite.
+    offset: Annotated[int, Query(ge=0, le=MAX_DB_ID, description="items to skip")] = 0,
 ) -> PageParams:
     page_max = AppState.of(request.app).settings.page_max
     if limit > page_max:
@@ -58,6 +60,16 @@ def page_params(
 
 
 PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+def document_page_max(schema: dict[str, Any], page_max: int) -> None:
+    """The schema's `limit` says `maximum: page_max` (a setting, so unknown when routes are
+    declared); `page_params` enforces it."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for param in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                if param.get("in") == "query" and param.get("name") == "limit":
+                    param.setdefault("schema", {})["maximum"] = page_max
 
 
 async def paginate(

@@ -17,6 +17,7 @@ def _split_csv(value: object) -> object:
 
 
 MIN_LEGACY_KEY_LENGTH = 16
+DEFAULT_MAX_QUEUED_RUNS_PER_PROFILE = 50
 PLACEHOLDER_KEYS = {"change-me", "changeme", "change-me-please", "secret", "password", "admin"}
 
 
@@ -37,10 +38,20 @@ class Settings(BaseSettings):
     auto_refresh_minutes: float = 0.0
     max_concurrent_runs_total: int = Field(default=4, ge=1)
     max_concurrent_runs_per_profile: int = Field(default=2, ge=1)
+    # Queued (not running) runs one profile may have: beyond it POST /runs answers 429 and
+    # the scheduler skips the profile, so one tenant cannot bury the queue.
+    max_queued_runs_per_profile: int = Field(default=DEFAULT_MAX_QUEUED_RUNS_PER_PROFILE, ge=1)
+    # Each engine child's address-space limit (RLIMIT_AS), and the bytes all sources of one
+    # run may fetch together (decoded: a gzip bomb counts at its inflated size).
+    run_memory_mb: int = Field(default=2048, ge=256, le=1024 * 1024)
+    run_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
 
     ssrf_allow_cidrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
     ssrf_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     source_dir: Path | None = None
+    # Master key(s) of the profile secrets (Fernet, comma-separated; the first encrypts).
+    # Unset: generated once into EDL_DATA_DIR/secrets.key (mode 0600).
+    secrets_key: SecretStr | None = None
 
     # Limits that keep one caller from exhausting the service.
     page_max: int = Field(default=500, ge=1)
@@ -53,6 +64,13 @@ class Settings(BaseSettings):
     key_reject_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
     # How often each process checks for keys revoked or re-scoped by another process.
     key_revocation_poll_seconds: float = Field(default=2.0, gt=0)
+    # bcrypt runs on its own pool of this many threads, at most `bcrypt_max_pending`
+    # verifications queued or running (beyond: 401 at once); after `key_max_failures`
+    # failures within a minute a key id answers 401 without bcrypt for the cool-down.
+    bcrypt_workers: int = Field(default=2, ge=1, le=64)
+    bcrypt_max_pending: int = Field(default=16, ge=1, le=10_000)
+    key_max_failures: int = Field(default=5, ge=1, le=1000)
+    key_failure_cooldown_seconds: float = Field(default=60.0, ge=0, le=3600)
 
     # Hosted feeds: bytes of rendered feeds kept in memory per process, and how often a
     # process re-reads which artifact each feed points at (another process may publish).
@@ -90,6 +108,26 @@ class Settings(BaseSettings):
                     f"legacy keys must be at least {MIN_LEGACY_KEY_LENGTH} characters and not "
                     "a placeholder (try: openssl rand -hex 24)"
                 )
+        return value
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        from cryptography.fernet import Fernet
+
+        parts = [p.strip() for p in value.get_secret_value().split(",") if p.strip()]
+        if not parts:
+            return None
+        for part in parts:
+            try:
+                Fernet(part.encode("ascii"))
+            except (ValueError, UnicodeError):
+                raise ValueError(
+                    "each key must be a Fernet key (python -c 'from cryptography.fernet "
+                    "import Fernet; print(Fernet.generate_key().decode())')"
+                ) from None
         return value
 
     @field_validator("auto_refresh_minutes")

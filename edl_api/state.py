@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from edl_api.auth.keys import CachedPrincipals, RejectedKeyCache, VerifiedKeyCache
 from edl_api.auth.principal import Principal
+from edl_api.auth.verifier import FailureLimiter, KeyVerifier
 from edl_api.feeds.cache import FeedCache
 from edl_api.settings import Settings
 
@@ -45,6 +46,7 @@ class AppState:
     rejected_keys: RejectedKeyCache
     principals: CachedPrincipals  # legacy keys + `key_cache`, one digest per lookup
     feed_cache: FeedCache
+    verifier: KeyVerifier  # bcrypt's own pool (closed at shutdown) and its failure limiter
     running: Running | None = None
 
     @classmethod
@@ -61,6 +63,16 @@ class AppState:
             principals=CachedPrincipals(key_cache, legacy),
             feed_cache=FeedCache(
                 max_bytes=settings.feed_cache_bytes, ttl_seconds=settings.feed_pointer_ttl_seconds
+            ),
+            verifier=KeyVerifier(
+                workers=settings.bcrypt_workers,
+                max_pending=settings.bcrypt_max_pending,
+                limiter=FailureLimiter(
+                    settings.key_max_failures,
+                    settings.key_failure_cooldown_seconds,
+                    settings.key_cache_size,
+                ),
+                dummy_rounds=settings.bcrypt_rounds,
             ),
         )
 

@@ -57,6 +57,16 @@ TABLE: dict[tuple[str, str], tuple[Call, ...]] = {
         Call(body=lambda t, a: {"name": "x", "yaml": MINIMAL_YAML}),
     ),
     ("GET", "/profiles/{profile_id}/configs"): (Call(),),
+    # a profile's reach: its SSRF grants (super-only) and its secrets
+    ("PATCH", "/profiles/{profile_id}"): (
+        Call(body=lambda t, a: {"ssrf_allow_cidrs": ["10.0.0.0/8"]}),
+    ),
+    ("PUT", "/profiles/{profile_id}/secrets/{name}"): (Call(body=lambda t, a: {"value": "v"}),),
+    ("GET", "/profiles/{profile_id}/secrets"): (Call(),),
+    ("DELETE", "/profiles/{profile_id}/secrets/{name}"): (Call(),),
+    # the profile key's rotation and revocation
+    ("POST", "/profiles/{profile_id}/key"): (Call(),),
+    ("DELETE", "/profiles/{profile_id}/key"): (Call(),),
     ("GET", "/profiles/{profile_id}/configs/{config_id}"): (Call(), Call(own=PROFILE)),
     ("PATCH", "/profiles/{profile_id}/configs/{config_id}"): (
         NAMED, Call(body=NAMED.body, own=PROFILE),
@@ -163,7 +173,7 @@ async def _ids(client: httpx.AsyncClient, tenant: Tenant) -> tuple[Ids, str]:
 
 
 def _request(method: str, path: str, call: Call, ids: Ids, own: Ids) -> dict[str, Any]:
-    values = {"version": 1, "indicator_type": "ipv4"} | ids
+    values = {"version": 1, "indicator_type": "ipv4", "name": "TOKEN"} | ids
     values |= {name: own[name] for name in call.own}
     return {
         "method": method, "url": path.format(**values),

@@ -55,3 +55,33 @@ async def test_full_flow_leaves_no_secret_in_the_log(
     ]
     for secret in secrets:
         assert secret not in log  # …their keys are not
+
+
+def test_escape_log_keeps_every_record_on_one_line() -> None:
+    from edl_api.logging_setup import escape_log
+
+    assert escape_log("/healthz\n2026-01-01 FAKE") == "/healthz\\n2026-01-01 FAKE"
+    assert escape_log("a\rb\x1b[31mc") == "a\\rb\\u001b[31mc"
+    assert escape_log("x\u2028y\u2029z\u0085w") == "x\\u2028y\\u2029z\\u0085w"
+    assert escape_log("evil\u202etxt.exe\u2066") == "evil\\u202etxt.exe\\u2066"
+    assert escape_log("plain ascii, ünïcödé") == "plain ascii, ünïcödé"
+
+
+async def test_request_fields_cannot_forge_log_lines(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    for forged in ("%0a2026-01-01 FAKE LINE", "%0d2026-01-01 FAKE", "%1b[31mred", "%e2%80%a8x"):
+        await client.get(f"/healthz{forged}")
+    # A name is logged by nobody today, but the formatter escapes any message.
+    logging.getLogger("edl_api").info("admin %s created", "mallory\n2026-01-01 FAKE")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    log = (AppState.of(app).settings.log_dir / "api.log").read_text()
+    assert not any(line.startswith("2026-01-01 FAKE") for line in log.splitlines())
+    assert "GET /healthz\\n2026-01-01 FAKE LINE 404" in log
+    assert "/healthz\\r2026-01-01 FAKE" in log
+    assert "/healthz\\u001b[31mred" in log
+    assert "/healthz\\u2028x" in log
+    assert "mallory\\n2026-01-01 FAKE" in log
+    assert "\x1b" not in log
+    assert "\u2028" not in log

@@ -55,3 +55,35 @@ async def test_metrics_report_runs_queue_and_feeds_in_scope(
     assert f'pipeline_id="{b.pipeline_id}"' not in scoped
     assert (await client.get("/metrics", headers=h(a.profile_key))).status_code == 403
     assert (await client.get("/metrics")).status_code == 401
+
+
+PROCESS_SERIES = ("edl_feed_requests", "edl_runs_finished", "edl_run_duration_seconds",
+                  "edl_source_fetch_failures")
+
+
+def _families(text: str) -> set[str]:
+    """Family names as declared (`# TYPE`), counters without the `_total` suffix."""
+    return {line.split()[2].removesuffix("_total")
+            for line in text.splitlines() if line.startswith("# TYPE ")}
+
+
+async def test_process_wide_counters_are_only_for_callers_who_see_every_tenant(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    a, b = world.a, world.b
+    assert (await run_to_end(client, b.pipeline_id, b.profile_key, persist=True))["state"] \
+        == "succeeded"
+    assert (await client.get(f"/pipelines/{b.pipeline_id}/edl/fqdn",
+                             headers=h(b.profile_key))).status_code == 200
+    everything = (await client.get("/metrics", headers=h(SUPER_KEY))).text
+    assert set(PROCESS_SERIES) <= _families(everything)
+    assert 'edl_feed_requests_total{format="plain",status="200"}' in everything
+    # A's operator and reader: their scope's database figures, no process counter (those
+    # count B's polls, runs and sources too).
+    for key in (a.operator_key, a.reader_key):
+        scoped = await client.get("/metrics", headers=h(key))
+        assert scoped.status_code == 200
+        assert _families(scoped.text) == {"edl_runs", "edl_queue_depth", "edl_published_entries"}
+        assert "edl_runs{" not in scoped.text  # A ran nothing: B's run is not counted
+        assert f'pipeline_id="{b.pipeline_id}"' not in scoped.text
+        assert "edl_feed_requests" not in scoped.text

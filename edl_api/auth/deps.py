@@ -6,10 +6,9 @@ fails on any route without one (deny by default).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import select
@@ -18,6 +17,7 @@ from sqlmodel import col
 
 from edl_api.auth import keys
 from edl_api.auth.principal import Principal, Role
+from edl_api.auth.verifier import Attempt, Refused
 from edl_api.errors import Forbidden, Unauthorized
 from edl_api.models import AdminAccount, AdminProfileLink, FeedToken, Profile
 from edl_api.settings import Settings
@@ -54,7 +54,23 @@ def legacy_principals(settings: Settings) -> list[tuple[str, Principal]]:
     return principals
 
 
-async def _load_principal(session: AsyncSession, parsed: keys.ParsedKey) -> Principal | None:
+class _Hashed(Protocol):
+    key_hash: str
+
+
+H = TypeVar("H", bound=_Hashed)
+
+
+async def _checked(attempt: Attempt, secret: str, row: H | None) -> H | None:
+    """`row` if `secret` matches its hash. A missing row (unknown or revoked id) costs the
+    same one bcrypt, against a dummy hash, so timing does not tell which ids exist."""
+    return row if await attempt.check(secret, None if row is None else row.key_hash) else None
+
+
+async def _load_principal(
+    session: AsyncSession, parsed: keys.ParsedKey, attempt: Attempt
+) -> Principal | None:
+    """Who the key is, or None; every outcome costs one bcrypt (`_checked`)."""
     if parsed.prefix == keys.ADMIN_PREFIX:
         account = (
             await session.execute(
@@ -64,9 +80,8 @@ async def _load_principal(session: AsyncSession, parsed: keys.ParsedKey) -> Prin
                 )
             )
         ).scalar_one_or_none()
-        if account is None or not await asyncio.to_thread(
-            keys.verify_secret, parsed.secret, account.key_hash
-        ):
+        account = await _checked(attempt, parsed.secret, account)
+        if account is None:
             return None
         if account.is_super_admin:
             profile_ids: frozenset[int] | None = None
@@ -90,12 +105,10 @@ async def _load_principal(session: AsyncSession, parsed: keys.ParsedKey) -> Prin
         profile = (
             await session.execute(select(Profile).where(col(Profile.key_id) == parsed.key_id))
         ).scalar_one_or_none()
-        if (
-            profile is None
-            or profile.id is None
-            or not await asyncio.to_thread(keys.verify_secret, parsed.secret, profile.key_hash)
-        ):
+        profile = await _checked(attempt, parsed.secret, profile)
+        if profile is None:
             return None
+        assert profile.id is not None
         return Principal(
             "profile",
             "profile",
@@ -110,9 +123,8 @@ async def _load_principal(session: AsyncSession, parsed: keys.ParsedKey) -> Prin
             )
         )
     ).scalar_one_or_none()
-    if token is None or not await asyncio.to_thread(
-        keys.verify_secret, parsed.secret, token.key_hash
-    ):
+    token = await _checked(attempt, parsed.secret, token)
+    if token is None:
         return None
     return Principal(
         "feed_token",
@@ -135,8 +147,15 @@ async def authenticate(request: Request, *, allow_basic: bool = False) -> Princi
     parsed = keys.parse_key(key)
     if parsed is None or state.rejected_keys.rejected(key):
         raise Unauthorized(basic=allow_basic)
-    async with state.sessionmaker() as session:
-        principal = await _load_principal(session, parsed)
+    try:
+        attempt = state.verifier.admit(
+            f"{parsed.prefix}_{parsed.key_id}", state.key_cache.digest(key)
+        )
+    except Refused:  # cooling down or queue full: not remembered as rejected (may be right)
+        raise Unauthorized(basic=allow_basic) from None
+    with attempt:
+        async with state.sessionmaker() as session:
+            principal = await _load_principal(session, parsed, attempt)
     if principal is None:
         state.rejected_keys.reject(key)
         raise Unauthorized(basic=allow_basic)

@@ -18,7 +18,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -85,8 +85,18 @@ def generate_key(prefix: str, rounds: int = DEFAULT_ROUNDS) -> NewKey:
     if prefix not in PREFIXES:
         raise ValueError(f"unknown key prefix {prefix!r}")
     key_id, secret = _random(_ID_LEN), _random(_SECRET_LEN)
+    return NewKey(format_key(prefix, key_id, secret), key_id, hash_secret(secret, rounds))
+
+
+def format_key(prefix: str, key_id: str, secret: str) -> str:
+    """The key for these parts, checksum appended (what `parse_key` splits again)."""
     body = f"{prefix}_{key_id}{secret}"
-    return NewKey(body + _checksum(body), key_id, hash_secret(secret, rounds))
+    return body + _checksum(body)
+
+
+def random_secret() -> str:
+    """A secret part of the issued length and alphabet."""
+    return _random(_SECRET_LEN)
 
 
 def parse_key(key: str) -> ParsedKey | None:
@@ -188,6 +198,12 @@ class VerifiedKeyCache(Generic[V]):
     def drop_key_id(self, key_id: str) -> None:
         with self._lock:
             for digest in [d for d, (_, kid, _) in self._entries.items() if kid == key_id]:
+                del self._entries[digest]
+
+    def drop_matching(self, predicate: Callable[[V], bool]) -> None:
+        """Forget every entry whose value matches (e.g. all keys of one rotated profile)."""
+        with self._lock:
+            for digest in [d for d, (_, _, v) in self._entries.items() if predicate(v)]:
                 del self._entries[digest]
 
 

@@ -15,7 +15,7 @@ from sqlmodel import col
 
 from edl_api.auth.keys import VerifiedKeyCache
 from edl_api.auth.principal import Principal
-from edl_api.models import AdminAccount, FeedToken, utcnow
+from edl_api.models import AdminAccount, FeedToken, Profile, utcnow
 
 logger = logging.getLogger("edl_api.auth")
 
@@ -35,6 +35,21 @@ async def changed_key_ids(session: AsyncSession, since: datetime) -> set[str]:
     return set(admins.scalars()) | set(tokens.scalars())
 
 
+async def rotated_profile_ids(session: AsyncSession, since: datetime) -> set[int]:
+    """Profiles whose key was rotated or revoked since then. Their cached principals are
+    dropped by profile, not by `previous_key_id`: two rotations within one poll leave only
+    the last old key id in the row, and the first old key must stop working too."""
+    rows = await session.execute(
+        select(col(Profile.id)).where(col(Profile.key_rotated_at) >= since)
+    )
+    return {profile_id for profile_id in rows.scalars() if profile_id is not None}
+
+
+def _drop_profiles(cache: VerifiedKeyCache[Principal], profile_ids: set[int]) -> None:
+    if profile_ids:
+        cache.drop_matching(lambda p: p.kind == "profile" and p.id in profile_ids)
+
+
 async def watch(
     maker: async_sessionmaker[AsyncSession],
     cache: VerifiedKeyCache[Principal],
@@ -48,6 +63,7 @@ async def watch(
             async with maker() as session:
                 for key_id in await changed_key_ids(session, since):
                     cache.drop_key_id(key_id)
+                _drop_profiles(cache, await rotated_profile_ids(session, since))
             since = started - CLOCK_MARGIN
         except Exception:  # a database hiccup must not end the watcher
             logger.warning("revocation poll failed; retrying", exc_info=True)

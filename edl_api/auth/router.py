@@ -14,9 +14,10 @@ from edl_api.auth.schemas import (
 )
 from edl_api.db import SessionDep
 from edl_api.deps import SettingsDep
-from edl_api.errors import API_ERRORS
+from edl_api.errors import API_ERRORS, error_responses
 from edl_api.idempotency import IdempotencyHeader
 from edl_api.pagination import Page, PageDep
+from edl_api.schemas import PathId
 
 router = APIRouter(tags=["admin"], responses=API_ERRORS)
 
@@ -53,7 +54,7 @@ async def list_accounts(
     summary="Revoke an admin account; its key stops working at once",
 )
 async def revoke_account(
-    account_id: int, _: SuperAdmin, session: SessionDep
+    account_id: PathId, _: SuperAdmin, session: SessionDep
 ) -> AdminAccountPublic:
     return await service.revoke_account(session, account_id)
 
@@ -62,9 +63,10 @@ async def revoke_account(
     "/admin/accounts/{account_id}/profiles/{profile_id}",
     response_model=AdminProfileLinkPublic,
     summary="Link an admin account to a profile",
+    responses=error_responses(409),  # `account_revoked`
 )
 async def link_profile(
-    account_id: int, profile_id: int, _: SuperAdmin, session: SessionDep
+    account_id: PathId, profile_id: PathId, _: SuperAdmin, session: SessionDep
 ) -> AdminProfileLinkPublic:
     return await service.set_link(session, account_id, profile_id, True)
 
@@ -75,7 +77,7 @@ async def link_profile(
     summary="Unlink an admin account from a profile",
 )
 async def unlink_profile(
-    account_id: int, profile_id: int, _: SuperAdmin, session: SessionDep
+    account_id: PathId, profile_id: PathId, _: SuperAdmin, session: SessionDep
 ) -> AdminProfileLinkPublic:
     return await service.set_link(session, account_id, profile_id, False)
 

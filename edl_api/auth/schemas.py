@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictBool
 
 from edl_api.schemas import Name, RequestModel, ResponseModel
 
@@ -15,7 +15,7 @@ class AdminAccountCreate(RequestModel):
 
     name: Name
     role: Literal["operator", "reader"]
-    is_super_admin: bool = False
+    is_super_admin: StrictBool = False
     idempotency_key: str | None = Field(default=None, max_length=200)
 
 

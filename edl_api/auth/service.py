@@ -17,7 +17,7 @@ from edl_api.auth.schemas import (
     Me,
 )
 from edl_api.errors import Conflict, NotFound
-from edl_api.feeds.hooks import drop_key_after_commit
+from edl_api.feeds.hooks import drop_key_after_commit, drop_unions_after_commit
 from edl_api.models import AdminAccount, AdminProfileLink, Profile, utcnow
 from edl_api.pagination import Page, PageParams, paginate
 
@@ -92,8 +92,10 @@ async def set_link(
         )
     account.scope_changed_at = utcnow()  # other processes drop their cached scope
     await session.flush()
-    # A cached principal carries its profile scope: a link change must take effect now.
+    # A cached principal carries its profile scope: a link change must take effect now,
+    # and so must the global feed members cached for the scopes it changes.
     drop_key_after_commit(session, account.key_id)
+    drop_unions_after_commit(session)
     return AdminProfileLinkPublic(admin_id=account_id, profile_id=profile_id, linked=linked)
 
 

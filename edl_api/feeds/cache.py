@@ -9,7 +9,9 @@ A poll must be a dictionary lookup. Three maps, all bounded:
   published or deleted; polls meanwhile keep the old pointer for at most
   `REFRESH_GRACE_SECONDS` more) and dropped at once when this app commits a change
   (`feeds.hooks`);
-- `unions`: the members of a caller's global feed `(scope, profile filter, type)`.
+- `unions`: the members of a caller's global feed `(scope, profile filter, type)`, keyed
+  by the scope itself (profile and pipeline ids), never by who asks, and dropped when this
+  app commits a link change (`feeds.hooks.drop_unions_after_commit`).
 """
 
 from __future__ import annotations
@@ -196,6 +198,10 @@ class FeedCache:
         if len(self._unions) >= self.max_pointers:
             self._unions.clear()
         self._unions[key] = _Timed(time.monotonic() + self.ttl, members)
+
+    def drop_unions(self) -> None:
+        """Forget every global feed's members (an admin's profile links changed)."""
+        self._unions.clear()
 
     def invalidate(self, pipeline_ids: Iterable[int]) -> None:
         """Forget what these pipelines serve (and every global feed: membership may move)."""

@@ -1,7 +1,8 @@
 """After-commit side effects, queued on the session and applied in one place.
 
-Services queue what a commit changes (`mark_changed`, `drop_key_after_commit`); the
-listeners below apply it once the transaction commits, and forget it on rollback. They
+Services queue what a commit changes (`mark_changed`, `drop_key_after_commit`,
+`drop_unions_after_commit`); the listeners below apply it once the transaction commits,
+and forget it on rollback. They
 are registered on one app's session factory (`session_factory`), whose sessions carry
 that app's caches in `Session.info`: no process-wide listeners or cache registries. A
 session made elsewhere (a worker process, the CLI) has no caches and applies nothing.
@@ -24,6 +25,7 @@ from edl_api.models import Pipeline
 _CACHES = "edl_caches"
 _CHANGED = "edl_feeds_changed_pipelines"
 _DROPPED = "edl_dropped_key_ids"
+_UNIONS = "edl_drop_unions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,12 @@ def drop_key_after_commit(session: AsyncSession | Session, key_id: str) -> None:
     session.info.setdefault(_DROPPED, set()).add(key_id)
 
 
+def drop_unions_after_commit(session: AsyncSession | Session) -> None:
+    """After commit, this process forgets every global feed's members (a profile link
+    changed: who may read which profile's entries)."""
+    session.info[_UNIONS] = True
+
+
 def _note_pipeline_changes(session: Session, _context: Any) -> None:
     # A pipeline deleted or deactivated in this process stops being served at commit.
     for obj in list(session.dirty) + list(session.deleted):
@@ -67,9 +75,12 @@ def _note_pipeline_changes(session: Session, _context: Any) -> None:
 def _apply_changes(session: Session) -> None:
     changed = session.info.pop(_CHANGED, None)
     dropped = session.info.pop(_DROPPED, ())
+    unions = session.info.pop(_UNIONS, False)
     caches: _Caches | None = session.info.get(_CACHES)
     if caches is None:
         return
+    if unions:
+        caches.feeds.drop_unions()
     if changed:
         caches.feeds.invalidate(changed)
     for key_id in dropped:
@@ -79,3 +90,4 @@ def _apply_changes(session: Session) -> None:
 def _forget_changes(session: Session) -> None:
     session.info.pop(_CHANGED, None)
     session.info.pop(_DROPPED, None)
+    session.info.pop(_UNIONS, None)

@@ -14,6 +14,7 @@ from edl_api.engine.entries import FEED_TYPES
 from edl_api.errors import AppError, NotFound, ServiceUnavailable, Unprocessable
 from edl_api.feeds.cache import FeedBody, FeedPointer
 from edl_api.feeds.render import FORMATS, takes_ports_option
+from edl_api.schemas import MAX_DB_ID
 
 
 class UnknownFeedType(NotFound):
@@ -84,7 +85,11 @@ _GLOBAL_FEED = re.compile(r"^/edl/([^/]+)$")
 
 
 def _number(raw: str) -> int | None:
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+    """An id the database can hold (`schemas.MAX_DB_ID`), or None."""
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10):
+        return None
+    number = int(raw)
+    return number if 1 <= number <= MAX_DB_ID else None
 
 
 PORTS_CHOICES = ("drop", "strip")
@@ -127,7 +132,8 @@ def parse_feed_request(path: str, query: Mapping[str, str]) -> FeedRequest:
     profile_id = _number(raw_profile)
     if profile_id is None:
         raise Unprocessable(
-            [{"loc": ["query", "profile_id"], "msg": "must be an integer", "type": "int_parsing"}],
+            [{"loc": ["query", "profile_id"], "msg": f"must be an integer from 1 to {MAX_DB_ID}",
+              "type": "int_parsing"}],
             code="validation_error",
         )
     return FeedRequest(kind, fmt, None, profile_id, strip_ports)

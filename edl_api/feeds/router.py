@@ -17,6 +17,7 @@ from edl_api.errors import API_ERRORS, ErrorBody, error_responses
 from edl_api.feeds import http as feed_http
 from edl_api.feeds import service, serving, tokens
 from edl_api.feeds.cache import FeedBody, FeedCache
+from edl_api.feeds.render import FORMATS
 from edl_api.feeds.schemas import (
     ActivePipelines,
     FeedTokenCreate,
@@ -26,6 +27,7 @@ from edl_api.feeds.schemas import (
 )
 from edl_api.idempotency import IdempotencyHeader
 from edl_api.pagination import Page, PageDep
+from edl_api.schemas import DbId, PathId
 
 router = APIRouter(tags=["feeds"], responses=API_ERRORS)
 
@@ -54,12 +56,16 @@ def _get_and_head(
 
     return register
 
+# The enums are documented, not validated here: `feed_http.parse_feed_request` answers a
+# wrong value exactly as the fast path does.
 FormatQuery = Annotated[
-    str, Query(alias="format", description="plain|panos|fortinet|checkpoint|csv|json|cisco")
+    str, Query(alias="format", description="the vendor format of the list",
+               json_schema_extra={"enum": list(FORMATS)})
 ]
 PortsQuery = Annotated[
-    str, Query(alias="ports", description="drop|strip: a URL with a port, which `panos` "
-               "and `cisco` cannot load, is dropped (counted) or published as host/path")
+    str, Query(alias="ports", description="a URL with a port, which `panos` and `cisco` "
+               "cannot load, is dropped (counted) or published as host/path",
+               json_schema_extra={"enum": list(feed_http.PORTS_CHOICES)})
 ]
 
 
@@ -123,7 +129,7 @@ _MD5_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses={**_PIPELINE_FEED_ERRORS, **_MD5_RESPONSES},
 )
 async def pipeline_feed_md5(
-    pipeline_id: int, indicator_type: str, request: Request, principal: FeedReader,
+    pipeline_id: PathId, indicator_type: str, request: Request, principal: FeedReader,
     session: SessionDep, cache: FeedCacheDep, fmt: FormatQuery = "plain",
     ports: PortsQuery = "drop",
 ) -> Response:
@@ -138,7 +144,7 @@ async def pipeline_feed_md5(
 async def global_feed_md5(
     indicator_type: str, request: Request, principal: FeedReader, session: SessionDep,
     cache: FeedCacheDep, fmt: FormatQuery = "plain", ports: PortsQuery = "drop",
-    profile_id: Annotated[int | None, Query()] = None,
+    profile_id: Annotated[DbId | None, Query()] = None,
 ) -> Response:
     return await _md5(request, principal, session, cache)
 
@@ -165,7 +171,7 @@ async def _md5(
     responses=_PIPELINE_FEED_ERRORS,
 )
 async def pipeline_feed(
-    pipeline_id: int, indicator_type: str, request: Request, principal: FeedReader,
+    pipeline_id: PathId, indicator_type: str, request: Request, principal: FeedReader,
     session: SessionDep, cache: FeedCacheDep, fmt: FormatQuery = "plain",
     ports: PortsQuery = "drop",
 ) -> Response:
@@ -181,7 +187,7 @@ async def pipeline_feed(
 async def global_feed(
     indicator_type: str, request: Request, principal: FeedReader, session: SessionDep,
     cache: FeedCacheDep, fmt: FormatQuery = "plain", ports: PortsQuery = "drop",
-    profile_id: Annotated[int | None, Query()] = None,
+    profile_id: Annotated[DbId | None, Query()] = None,
 ) -> Response:
     return await _feed(request, principal, session, cache)
 
@@ -200,7 +206,7 @@ async def _feed(
     summary="Create a read-only feed token (shown once)", tags=["profiles"],
 )
 async def create_feed_token(
-    profile_id: int, body: FeedTokenCreate, principal: Writer, session: SessionDep,
+    profile_id: PathId, body: FeedTokenCreate, principal: Writer, session: SessionDep,
     settings: SettingsDep, idempotency_key: IdempotencyHeader = None,
 ) -> FeedTokenCreated:
     idem = idempotency.make_request(
@@ -216,7 +222,7 @@ async def create_feed_token(
     summary="List a profile's feed tokens (no secrets)", tags=["profiles"],
 )
 async def list_feed_tokens(
-    profile_id: int, principal: Writer, session: SessionDep, page: PageDep,
+    profile_id: PathId, principal: Writer, session: SessionDep, page: PageDep,
     include_revoked: Annotated[bool, Query()] = False,
 ) -> Page[FeedTokenPublic]:
     return await tokens.list_tokens(session, principal, profile_id, page, include_revoked)
@@ -227,7 +233,7 @@ async def list_feed_tokens(
     summary="Revoke a feed token (it stops working at once)", tags=["profiles"],
 )
 async def revoke_feed_token(
-    profile_id: int, token_id: int, principal: Writer, session: SessionDep
+    profile_id: PathId, token_id: PathId, principal: Writer, session: SessionDep
 ) -> FeedTokenPublic:
     return await tokens.revoke_token(session, principal, profile_id, token_id)
 
@@ -237,7 +243,7 @@ async def revoke_feed_token(
     summary="Pipelines that host data now, with their feeds and schedule", tags=["profiles"],
 )
 async def active_pipelines(
-    profile_id: int, principal: Caller, session: SessionDep, settings: SettingsDep
+    profile_id: PathId, principal: Caller, session: SessionDep, settings: SettingsDep
 ) -> ActivePipelines:
     return await service.active_pipelines(session, principal, profile_id, settings)
 
@@ -248,7 +254,7 @@ async def active_pipelines(
     tags=["profiles"],
 )
 async def search_indicator(
-    profile_id: int, principal: Caller, session: SessionDep,
+    profile_id: PathId, principal: Caller, session: SessionDep,
     indicator: Annotated[str, Query(min_length=1, max_length=2048)],
 ) -> SearchResult:
     return await service.search(session, principal, profile_id, indicator)
@@ -259,7 +265,7 @@ async def search_indicator(
     summary="Download a run's stored artifact (dry runs included)", tags=["runs"],
 )
 async def run_artifact(
-    run_id: int, indicator_type: str, request: Request, principal: Caller, session: SessionDep
+    run_id: PathId, indicator_type: str, request: Request, principal: Caller, session: SessionDep
 ) -> Response:
     body, artifact = await service.run_artifact(session, principal, run_id, indicator_type)
     response = _answer(request, body)

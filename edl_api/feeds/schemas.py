@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edl_api.schemas import Name, RequestModel
+from edl_api.schemas import DbId, Name, RequestModel
 
 
 class FeedTokenCreate(RequestModel):
@@ -13,7 +13,7 @@ class FeedTokenCreate(RequestModel):
     )
 
     name: Name
-    pipeline_ids: list[int] | None = Field(
+    pipeline_ids: list[DbId] | None = Field(
         default=None, max_length=1000,
         description="pipelines this token may read; omitted or null: all of the profile's",
     )

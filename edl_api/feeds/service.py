@@ -26,6 +26,9 @@ from edl_api.models import Artifact, HostedFeed, Indicator, Pipeline, PipelineRu
 from edl_api.settings import Settings
 
 MAX_SEARCH_MATCHES = 1000
+# Values one search may look up (one UNION ALL branch each): SQLite refuses a compound
+# SELECT of more than 500 terms, and a wide range (`::1-ffff:…:fffe`) expands to thousands.
+MAX_SEARCH_TERMS = 500
 
 
 class ArtifactPruned(AppError):
@@ -162,10 +165,13 @@ async def search(
     # One equality per branch (UNION ALL): each is an index probe whatever the planner's
     # statistics say (an IN list of 33 networks made PostgreSQL scan before ANALYZE).
     wanted = set(candidates)
-    branches = [
-        select(Indicator).where(col(Indicator.value) == value)
-        for value in sorted({v for _, v in candidates})
-    ]
+    values = sorted({v for _, v in candidates})
+    if len(values) > MAX_SEARCH_TERMS:
+        raise InvalidIndicator(
+            f"this search expands into {len(values)} networks and names to look up; at most "
+            f"{MAX_SEARCH_TERMS}: search a narrower range"
+        )
+    branches = [select(Indicator).where(col(Indicator.value) == value) for value in values]
     hits = [
         row for row in (
             await session.execute(select(Indicator).from_statement(union_all(*branches)))

@@ -36,6 +36,7 @@ from edl_api.feeds.render import (
     DEFAULT_OPTIONS,
     FEED_FORMATS,
     RenderOptions,
+    clean_plain,
     render,
 )
 from edl_api.models import Artifact, HostedFeed, Indicator, Pipeline, ProfileConfig
@@ -101,7 +102,9 @@ async def _config_outputs(session: AsyncSession, pipeline_id: int) -> tuple[str,
 
 
 def union_key(principal: Principal, profile_id: int | None, kind: str) -> Hashable:
-    return (principal.scope_key, profile_id, kind)
+    """The caller's scope, not its identity: an admin linked or unlinked since gets a new
+    principal whose key misses the old members (`FeedCache.drop_unions` clears them too)."""
+    return (principal.profile_ids, principal.pipeline_ids, profile_id, kind)
 
 
 async def union_members(
@@ -231,6 +234,21 @@ def _rendered_body(
     )
 
 
+def _plain_body(
+    plain: bytes, count: int, sha: str | None = None, gzipped: bytes | None = None
+) -> FeedBody:
+    """The plain lines as stored (not rendered), after the same last check as `render`."""
+    cleaned = clean_plain(plain)
+    if cleaned is not None:
+        plain, refused = cleaned
+        return FeedBody(feed_content.sha256_hex(plain), plain, feed_content.gzip_bytes(plain),
+                        count - refused, dropped=refused)
+    return FeedBody(
+        sha or feed_content.sha256_hex(plain), plain,
+        feed_content.gzip_bytes(plain) if gzipped is None else gzipped, count,
+    )
+
+
 _STRIP_PORTS = RenderOptions(strip_ports=True)
 
 
@@ -254,7 +272,7 @@ async def pipeline_body(
         )
         sha = pointer.sha256
     if fmt == "plain":
-        body = FeedBody(sha, plain, gzipped, count)
+        body = await asyncio.to_thread(_plain_body, plain, count, sha, gzipped)
     else:
         lines = feed_content.split_lines(plain)
         provenance = await _provenance(session, [pointer], kind, fmt)
@@ -291,11 +309,7 @@ async def union_body(
         contents.append(plain)
     lines = await asyncio.to_thread(_union_lines, contents, kind)
     if fmt == "plain":
-        plain = feed_content.join_lines(lines)
-        body = await asyncio.to_thread(
-            lambda: FeedBody(feed_content.sha256_hex(plain), plain,
-                             feed_content.gzip_bytes(plain), len(lines))
-        )
+        body = await asyncio.to_thread(_plain_body, feed_content.join_lines(lines), len(lines))
     else:
         provenance = await _provenance(session, members.pointers, kind, fmt)
         body = await asyncio.to_thread(

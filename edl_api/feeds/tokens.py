@@ -12,7 +12,7 @@ from edl_api.auth.principal import Principal
 from edl_api.errors import NotFound, Unprocessable
 from edl_api.feeds.hooks import drop_key_after_commit
 from edl_api.feeds.schemas import FeedTokenCreate, FeedTokenCreated, FeedTokenPublic
-from edl_api.models import FeedToken, Pipeline, utcnow
+from edl_api.models import FeedToken, Pipeline, Profile, utcnow
 from edl_api.pagination import Page, PageParams, paginate
 
 
@@ -21,6 +21,10 @@ async def create_token(
     idem: idempotency.IdempotencyRequest | None, rounds: int,
 ) -> FeedTokenCreated:
     principal.require_profile(profile_id, write=True)
+    # A super-admin reaches every profile id, existing or not: the insert's foreign key
+    # would fail (a 500) where a missing profile is a 404.
+    if await session.get(Profile, profile_id) is None:
+        raise NotFound("not found")
 
     async def create() -> FeedTokenCreated:
         pipeline_ids = None

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from edl_api import idempotency
 from edl_api.auth.deps import Caller, Writer
 from edl_api.db import SessionDep
-from edl_api.errors import API_ERRORS
+from edl_api.errors import API_ERRORS, error_responses
 from edl_api.idempotency import IdempotencyHeader
 from edl_api.pagination import Page, PageDep
 from edl_api.pipelines import service
@@ -17,6 +17,7 @@ from edl_api.pipelines.schemas import (
     PipelinePatch,
     PipelinePublic,
 )
+from edl_api.schemas import DbId, PathId
 
 router = APIRouter(tags=["pipelines"], responses=API_ERRORS)
 
@@ -42,8 +43,8 @@ async def list_pipelines(
     principal: Caller,
     session: SessionDep,
     page: PageDep,
-    profile_id: Annotated[int | None, Query()] = None,
-    profile_config_id: Annotated[int | None, Query()] = None,
+    profile_id: Annotated[DbId | None, Query()] = None,
+    profile_config_id: Annotated[DbId | None, Query()] = None,
     active_only: Annotated[bool, Query(description="active, not deleted")] = False,
     include_deleted: Annotated[bool, Query()] = False,
 ) -> Page[PipelinePublic]:
@@ -65,11 +66,11 @@ async def list_pipelines(
     tags=["profiles"],
 )
 async def list_profile_pipelines(
-    profile_id: int,
+    profile_id: PathId,
     principal: Caller,
     session: SessionDep,
     page: PageDep,
-    profile_config_id: Annotated[int | None, Query()] = None,
+    profile_config_id: Annotated[DbId | None, Query()] = None,
     active_only: Annotated[bool, Query()] = False,
     include_deleted: Annotated[bool, Query()] = False,
 ) -> Page[PipelinePublic]:
@@ -86,7 +87,9 @@ async def list_profile_pipelines(
 
 
 @router.get("/pipelines/{pipeline_id}", response_model=PipelinePublic, summary="Get a pipeline")
-async def get_pipeline(pipeline_id: int, principal: Caller, session: SessionDep) -> PipelinePublic:
+async def get_pipeline(
+    pipeline_id: PathId, principal: Caller, session: SessionDep
+) -> PipelinePublic:
     return PipelinePublic.model_validate(
         await service.get_pipeline(session, principal, pipeline_id)
     )
@@ -96,9 +99,10 @@ async def get_pipeline(pipeline_id: int, principal: Caller, session: SessionDep)
     "/pipelines/{pipeline_id}",
     response_model=PipelinePublic,
     summary="Rename, (de)activate or change a pipeline's concurrency limit",
+    responses=error_responses(409),  # `pipeline_deleted`
 )
 async def patch_pipeline(
-    pipeline_id: int, body: PipelinePatch, principal: Writer, session: SessionDep
+    pipeline_id: PathId, body: PipelinePatch, principal: Writer, session: SessionDep
 ) -> PipelinePublic:
     return await service.patch_pipeline(session, principal, pipeline_id, body)
 
@@ -107,9 +111,10 @@ async def patch_pipeline(
     "/pipelines/{pipeline_id}/config",
     response_model=PipelinePublic,
     summary="Point a pipeline at another config of the same profile",
+    responses=error_responses(409),  # `pipeline_deleted`
 )
 async def rebind_config(
-    pipeline_id: int, body: PipelineConfigPatch, principal: Writer, session: SessionDep
+    pipeline_id: PathId, body: PipelineConfigPatch, principal: Writer, session: SessionDep
 ) -> PipelinePublic:
     return await service.rebind_config(session, principal, pipeline_id, body)
 
@@ -120,6 +125,6 @@ async def rebind_config(
     summary="Soft-delete a pipeline; its feeds stop being served",
 )
 async def delete_pipeline(
-    pipeline_id: int, principal: Writer, session: SessionDep
+    pipeline_id: PathId, principal: Writer, session: SessionDep
 ) -> PipelinePublic:
     return await service.delete_pipeline(session, principal, pipeline_id)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictBool
 
-from edl_api.schemas import Name, RequestModel, ResponseModel
+from edl_api.schemas import DbId, Name, RequestModel, ResponseModel
 
 
 class PipelineCreate(RequestModel):
@@ -14,17 +14,17 @@ class PipelineCreate(RequestModel):
         }
     )
 
-    profile_config_id: int
+    profile_config_id: DbId
     name: Name
     concurrency_limit: int = Field(default=1, ge=1, le=64)
-    is_active: bool = True
+    is_active: StrictBool = True
     idempotency_key: str | None = Field(default=None, max_length=200)
 
 
 class PipelineConfigPatch(RequestModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"profile_config_id": 2}]})
 
-    profile_config_id: int
+    profile_config_id: DbId
 
 
 class PipelinePatch(RequestModel):
@@ -32,7 +32,7 @@ class PipelinePatch(RequestModel):
 
     name: Name | None = None
     concurrency_limit: int | None = Field(default=None, ge=1, le=64)
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
 
 
 class PipelinePublic(ResponseModel):

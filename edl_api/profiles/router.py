@@ -2,16 +2,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from edl_api import idempotency
 from edl_api.auth.deps import AdminCaller, Caller, ProfileCreator, Writer
 from edl_api.db import SessionDep
-from edl_api.deps import SettingsDep
+from edl_api.deps import AppStateDep, SettingsDep
 from edl_api.errors import API_ERRORS
 from edl_api.idempotency import IdempotencyHeader
 from edl_api.pagination import Page, PageDep
-from edl_api.profiles import service
+from edl_api.profiles import keys as profile_keys
+from edl_api.profiles import reach, service
 from edl_api.profiles.schemas import (
     ConfigCreate,
     ConfigPatch,
@@ -20,9 +21,12 @@ from edl_api.profiles.schemas import (
     ConfigWithUsage,
     ProfileBootstrapResponse,
     ProfileCreate,
-    ProfilePublic,
+    ProfileDetail,
+    ProfileKeyRotated,
+    ProfilePatch,
     ProfileSummary,
 )
+from edl_api.schemas import DbId, PathId
 
 router = APIRouter(tags=["profiles"], responses=API_ERRORS)
 
@@ -38,7 +42,7 @@ async def create_profile(
     principal: ProfileCreator,
     session: SessionDep,
     settings: SettingsDep,
-    owner_admin_id: Annotated[int | None, Query(description="admin account to link")] = None,
+    owner_admin_id: Annotated[DbId | None, Query(description="admin account to link")] = None,
     idempotency_key: IdempotencyHeader = None,
 ) -> ProfileBootstrapResponse:
     idem = idempotency.make_request(
@@ -58,9 +62,25 @@ async def list_profiles(
     return await service.list_profiles(session, principal, page)
 
 
-@router.get("/profiles/{profile_id}", response_model=ProfilePublic, summary="Get a profile")
-async def get_profile(profile_id: int, principal: Caller, session: SessionDep) -> ProfilePublic:
-    return ProfilePublic.model_validate(await service.get_profile(session, principal, profile_id))
+@router.get(
+    "/profiles/{profile_id}", response_model=ProfileDetail,
+    summary="Get a profile, with its folder for file sources and the files in it",
+)
+async def get_profile(
+    profile_id: PathId, principal: Caller, session: SessionDep, settings: SettingsDep
+) -> ProfileDetail:
+    return await reach.profile_detail(session, principal, settings, profile_id)
+
+
+@router.patch(
+    "/profiles/{profile_id}", response_model=ProfileDetail,
+    summary="Grant the profile its own private destinations (super-admin only)",
+)
+async def patch_profile(
+    profile_id: PathId, body: ProfilePatch, principal: Caller, session: SessionDep,
+    settings: SettingsDep,
+) -> ProfileDetail:
+    return await reach.patch_profile(session, principal, settings, profile_id, body)
 
 
 @router.post(
@@ -71,16 +91,19 @@ async def get_profile(profile_id: int, principal: Caller, session: SessionDep) -
     tags=["configs"],
 )
 async def create_config(
-    profile_id: int,
+    profile_id: PathId,
     body: ConfigCreate,
     principal: Writer,
     session: SessionDep,
+    settings: SettingsDep,
     idempotency_key: IdempotencyHeader = None,
 ) -> ConfigPublic:
     idem = idempotency.make_request(
         principal, "configs.create", idempotency_key, body, {"profile_id": profile_id}
     )
-    return await service.create_config(session, principal, profile_id, body, idem)
+    return await service.create_config(
+        session, principal, profile_id, body, idem, settings.run_max_bytes
+    )
 
 
 @router.get(
@@ -90,7 +113,7 @@ async def create_config(
     tags=["configs"],
 )
 async def list_configs(
-    profile_id: int, principal: Caller, session: SessionDep, page: PageDep
+    profile_id: PathId, principal: Caller, session: SessionDep, page: PageDep
 ) -> Page[ConfigWithUsage]:
     return await service.list_configs(session, principal, profile_id, page)
 
@@ -102,7 +125,7 @@ async def list_configs(
     tags=["configs"],
 )
 async def get_config(
-    profile_id: int, config_id: int, principal: Caller, session: SessionDep
+    profile_id: PathId, config_id: PathId, principal: Caller, session: SessionDep
 ) -> ConfigPublic:
     return ConfigPublic.model_validate(
         await service.get_config(session, principal, profile_id, config_id)
@@ -116,9 +139,12 @@ async def get_config(
     tags=["configs"],
 )
 async def patch_config(
-    profile_id: int, config_id: int, body: ConfigPatch, principal: Writer, session: SessionDep
+    profile_id: PathId, config_id: PathId, body: ConfigPatch, principal: Writer,
+    session: SessionDep, settings: SettingsDep,
 ) -> ConfigPublic:
-    return await service.patch_config(session, principal, profile_id, config_id, body)
+    return await service.patch_config(
+        session, principal, profile_id, config_id, body, settings.run_max_bytes
+    )
 
 
 @router.get(
@@ -128,7 +154,7 @@ async def patch_config(
     tags=["configs"],
 )
 async def list_versions(
-    profile_id: int, config_id: int, principal: Caller, session: SessionDep, page: PageDep
+    profile_id: PathId, config_id: PathId, principal: Caller, session: SessionDep, page: PageDep
 ) -> Page[ConfigVersionPublic]:
     return await service.list_versions(session, principal, profile_id, config_id, page)
 
@@ -140,6 +166,31 @@ async def list_versions(
     tags=["configs"],
 )
 async def get_version(
-    profile_id: int, config_id: int, version: int, principal: Caller, session: SessionDep
+    profile_id: PathId, config_id: PathId, version: PathId, principal: Caller, session: SessionDep
 ) -> ConfigVersionPublic:
     return await service.get_version(session, principal, profile_id, config_id, version)
+
+
+@router.post(
+    "/profiles/{profile_id}/key",
+    status_code=201,
+    response_model=ProfileKeyRotated,
+    summary="Rotate the profile key: a new key, shown once; the old one answers 401 at once",
+)
+async def rotate_key(
+    profile_id: PathId, principal: Writer, session: SessionDep, state: AppStateDep
+) -> ProfileKeyRotated:
+    return await profile_keys.rotate_key(
+        session, principal, profile_id, state.verifier, state.settings.bcrypt_rounds
+    )
+
+
+@router.delete(
+    "/profiles/{profile_id}/key",
+    status_code=204,
+    response_class=Response,
+    summary="Revoke the profile key without a replacement (admin keys still reach it)",
+)
+async def revoke_key(profile_id: PathId, principal: Writer, session: SessionDep) -> Response:
+    await profile_keys.revoke_key(session, principal, profile_id)
+    return Response(status_code=204)

@@ -30,6 +30,43 @@ class ProfilePublic(ResponseModel):
     name: str
     description: str | None
     created_at: datetime
+    key_rotated_at: datetime | None = Field(
+        default=None,
+        description="when the profile key was last rotated or revoked (null: never)",
+    )
+    # Private destinations a super-admin granted this profile (on top of the global ones).
+    ssrf_allow_cidrs: list[str] = Field(default_factory=list)
+    ssrf_allow_hosts: list[str] = Field(default_factory=list)
+
+
+class ProfileDetail(ProfilePublic):
+    """`GET /profiles/{id}`: the profile and its folder for `path:` sources."""
+
+    source_dir: str | None = Field(
+        description="EDL_SOURCE_DIR/<id>: the only folder its file sources read (null: "
+        "EDL_SOURCE_DIR is unset, file sources are refused)"
+    )
+    source_files: list[str] = Field(description="files in it (relative paths, sorted)")
+    source_files_truncated: bool = Field(description="more files than listed (1000 shown)")
+
+
+class ProfilePatch(RequestModel):
+    """Super-admin only: the profile's own private destinations (each list given
+    replaces the stored one; [] clears it)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"ssrf_allow_cidrs": ["10.20.0.0/16"],
+                          "ssrf_allow_hosts": ["intel.corp.example"]}]
+        }
+    )
+
+    ssrf_allow_cidrs: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        default=None, max_length=100
+    )
+    ssrf_allow_hosts: list[Annotated[str, Field(max_length=253)]] | None = Field(
+        default=None, max_length=100
+    )
 
 
 class ProfileBootstrapResponse(ResponseModel):
@@ -123,3 +160,9 @@ class ConfigVersionPublic(ResponseModel):
     yaml: str
     refresh_interval_minutes: float | None
     created_at: datetime
+
+
+class ProfileKeyRotated(ResponseModel):
+    profile_id: int
+    api_key: str = Field(description="the new profile key: shown only in this response")
+    key_rotated_at: datetime

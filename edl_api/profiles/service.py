@@ -37,18 +37,31 @@ from edl_api.profiles.schemas import (
     ProfilePublic,
     ProfileSummary,
 )
+from edl_api.secrets import service as secrets_service
 
 
 class InvalidConfig(Unprocessable):
     code = "invalid_config"
 
 
-def validate_yaml(text: str) -> engine_config.PipelineConfig:
-    """The engine's own model validates what the API stores: one language, one checker."""
+def validate_yaml(text: str, max_run_bytes: int | None = None) -> engine_config.PipelineConfig:
+    """The engine's own model validates what the API stores: one language, one checker.
+    `max_run_bytes` (EDL_RUN_MAX_BYTES): no source's max_bytes may exceed it."""
     try:
-        return engine_config.load_config(text)
+        return engine_config.load_config(text, max_run_bytes=max_run_bytes)
     except engine_config.ConfigError as exc:
         raise InvalidConfig([p.model_dump() for p in exc.problems]) from exc
+
+
+async def validate_for_profile(
+    session: AsyncSession, profile_id: int, text: str, max_run_bytes: int | None = None
+) -> engine_config.PipelineConfig:
+    """`validate_yaml`, and every `${secret:NAME}` must be a secret of this profile."""
+    config = validate_yaml(text, max_run_bytes)
+    problems = await secrets_service.missing_references(session, profile_id, config)
+    if problems:
+        raise InvalidConfig(problems)
+    return config
 
 
 # --- profiles -------------------------------------------------------------------------
@@ -170,6 +183,7 @@ async def get_profile(session: AsyncSession, principal: Principal, profile_id: i
     return profile
 
 
+
 # --- configs --------------------------------------------------------------------------
 
 
@@ -191,12 +205,13 @@ async def create_config(
     profile_id: int,
     body: ConfigCreate,
     idem: idempotency.IdempotencyRequest | None,
+    max_run_bytes: int | None = None,
 ) -> ConfigPublic:
     await get_profile(session, principal, profile_id)
     principal.require_profile(profile_id, write=True)
 
     async def create() -> ConfigPublic:
-        validate_yaml(body.yaml)
+        await validate_for_profile(session, profile_id, body.yaml, max_run_bytes)
         config = ProfileConfig(
             profile_id=profile_id,
             name=body.name,
@@ -246,6 +261,7 @@ async def patch_config(
     profile_id: int,
     config_id: int,
     body: ConfigPatch,
+    max_run_bytes: int | None = None,
 ) -> ConfigPublic:
     config = await get_config(session, principal, profile_id, config_id)
     principal.require_profile(profile_id, write=True)
@@ -270,7 +286,7 @@ async def patch_config(
                 document[name] = value
         text = engine_document.dump_config_document(document)
     if "yaml" in changes or sections:
-        validate_yaml(text)
+        await validate_for_profile(session, profile_id, text, max_run_bytes)
     config.yaml = text
     if "name" in changes:
         config.name = changes["name"]

@@ -1,12 +1,13 @@
 """The engine child of one run: its settings, its process group, its output.
 
-The run layer is the only place that turns service `Settings` into `EngineSettings`
-(`engine_settings`): SSRF grants, the source folder, the run's secrets and a deadline
-a little inside the run's own time limit. They reach the child in one file
-(`settings.json`, mode 0600, in the run's work folder); its environment carries no
-`EDL_*` variable at all. The child's stdout is parsed line by line: typed progress
-events (`engine.progress`) update the run's progress and become readable log lines;
-anything else is logged as it is, after the sanitiser.
+The run layer is the only place that turns service `Settings` and the run's `RunReach`
+(`reach.py`: its profile's secrets, SSRF grants and folder) into `EngineSettings`
+(`engine_settings`), with a deadline a little inside the run's own time limit. They
+reach the child in one file (`settings.json`, mode 0600, in the run's work folder); its
+environment is a minimal allowlist (`child_env`), nothing else of the parent's. The
+child's stdout is parsed line by line: typed progress events (`engine.progress`) update
+the run's progress and become readable log lines; anything else is logged as it is,
+after the sanitiser (which also redacts the run's own secret values).
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edl_api.engine.__main__ import SECRET_PREFIX, settings_to_json
+from edl_api.engine.__main__ import settings_to_json
 from edl_api.engine.pipeline import EngineSettings
 from edl_api.engine.progress import ProgressState, describe, parse_event
+from edl_api.logging_setup import RedactingFilter
 from edl_api.runs.logs import RunLog, Sanitiser
+from edl_api.runs.reach import RunReach
 from edl_api.settings import Settings
 
 # The child command; tests may point it at a stand-in engine.
@@ -47,24 +51,56 @@ def engine_deadline(time_limit: float) -> float:
     return max(time_limit - min(DEADLINE_MARGIN_SECONDS, time_limit * 0.1), 0.1)
 
 
-def engine_settings(settings: Settings, time_limit: float) -> EngineSettings:
-    """Everything the engine child may use, from the service settings and the run."""
-    source_dir = settings.source_dir
+def engine_settings(
+    settings: Settings, time_limit: float, reach: RunReach | None = None
+) -> EngineSettings:
+    """Everything the engine child may use: the run's reach (no reach: the global SSRF
+    grants only, no files, no secrets) and its deadline."""
+    reach = reach or RunReach(tuple(settings.ssrf_allow_cidrs), tuple(settings.ssrf_allow_hosts))
     return EngineSettings(
-        ssrf_allow_cidrs=tuple(settings.ssrf_allow_cidrs),
-        ssrf_allow_hosts=tuple(settings.ssrf_allow_hosts),
-        source_dir=str(source_dir.resolve()) if source_dir is not None else None,
+        ssrf_allow_cidrs=reach.ssrf_allow_cidrs,
+        ssrf_allow_hosts=reach.ssrf_allow_hosts,
+        source_dir=reach.source_dir,
         total_deadline_seconds=engine_deadline(time_limit),
-        secrets={k: v for k, v in os.environ.items() if k.startswith(SECRET_PREFIX)},
+        secrets=dict(reach.secrets),
+        memory_mb=settings.run_memory_mb,
+        max_run_bytes=settings.run_max_bytes,
     )
 
 
+# What of the parent's environment the child gets: how to find Python and its packages,
+# locale and time zone. Anything else (keys, database URL, EDL_SECRET_*, a variable some
+# other part of the host set) stays out; what the engine needs is in its settings file.
+CHILD_ENV_NAMES = frozenset({
+    "PATH", "LANG", "LANGUAGE", "TZ", "HOME", "TMPDIR", "VIRTUAL_ENV",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUTF8",
+    "PYTHONDONTWRITEBYTECODE", "PYTHONSAFEPATH",
+})
+
+
 def child_env() -> dict[str, str]:
-    """The parent's environment without any EDL_* variable (keys, database URL, secrets:
-    what the engine needs comes through its settings file)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDL_")}
+    """The engine child's whole environment (an allowlist, not a denylist)."""
+    env = {
+        k: v for k, v in os.environ.items() if k in CHILD_ENV_NAMES or k.startswith("LC_")
+    }
     env["PYTHONUNBUFFERED"] = "1"
+    # The child runs under RLIMIT_AS (EDL_RUN_MEMORY_MB), which counts address space:
+    # glibc reserves 64 MiB per malloc arena, up to 8 per core; two are plenty here.
+    env["MALLOC_ARENA_MAX"] = "2"
     return env
+
+
+class RunSanitiser(Sanitiser):
+    """The service's sanitiser, also redacting the values of this run's own secrets (the
+    engine never prints them; this holds even if an upstream echoes one back)."""
+
+    def __init__(self, base: Sanitiser, secrets: Iterable[str]) -> None:
+        self._base = base
+        self._run_redactor = RedactingFilter([s for s in secrets if s])
+
+    def line(self, raw: bytes | str) -> str:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        return self._base.line(self._run_redactor.redact(text))
 
 
 @dataclass

@@ -4,14 +4,22 @@ One short transaction counts the running runs and flips chosen queued rows to
 `running` with a conditional update (`WHERE state = 'queued'`), so a run cancelled
 in the same instant is never started. On PostgreSQL a transaction-scoped advisory
 lock serialises claim decisions across processes (the total, per-profile and
-per-pipeline caps hold between API and worker processes) and candidates are read
+per-pipeline caps hold between API and worker processes) and candidates are locked
 `FOR UPDATE SKIP LOCKED` (a row another transaction is touching is skipped, never
 waited on). SQLite is one process: its dispatcher is the only claimer.
+
+Fair across profiles: the candidates are only runs that fit the caps — per pipeline its
+oldest queued runs up to its free slots, then per profile the oldest of those up to the
+profile's free slots — taken round-robin (every profile's first, then every second…),
+oldest first within a round. However many runs one profile queues, they fill only that
+profile's slots, never the window another profile's run is looked for in.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from typing import Any
+
+from sqlalchemy import Select, Subquery, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -20,7 +28,79 @@ from edl_api.models import Pipeline, PipelineRun, utcnow
 from edl_api.runs.state import RunState, check_transition
 from edl_api.settings import Settings
 
-CLAIM_BATCH = 200
+# Queued runs of deleted pipelines cancelled per claim (the rest on the next ones).
+ORPHAN_BATCH = 200
+
+
+def _running_by(column: Any) -> Subquery:
+    return (
+        select(column.label("key"), func.count().label("running"))
+        .where(col(PipelineRun.state) == RunState.RUNNING)
+        .group_by(column)
+        .subquery()
+    )
+
+
+def _candidates(settings: Settings, free_total: int) -> Select[Any]:
+    """Queued runs that fit the per-pipeline and per-profile caps, in claim order."""
+    by_pipeline = _running_by(col(PipelineRun.pipeline_id))
+    by_profile = _running_by(col(PipelineRun.profile_id))
+    age = (col(PipelineRun.created_at), col(PipelineRun.id))
+    limit = col(Pipeline.concurrency_limit)
+    in_pipeline = (
+        select(
+            col(PipelineRun.id).label("id"), col(PipelineRun.profile_id).label("profile_id"),
+            col(PipelineRun.created_at).label("created_at"),
+            func.row_number().over(
+                partition_by=col(PipelineRun.pipeline_id), order_by=age
+            ).label("rank"),
+            (case((limit < 1, 1), else_=limit) - func.coalesce(by_pipeline.c.running, 0))
+            .label("free"),
+        )
+        .join(Pipeline, col(Pipeline.id) == col(PipelineRun.pipeline_id))
+        .outerjoin(by_pipeline, by_pipeline.c.key == col(PipelineRun.pipeline_id))
+        .where(col(PipelineRun.state) == RunState.QUEUED, col(Pipeline.deleted_at).is_(None))
+        .subquery()
+    )
+    in_profile = (
+        select(
+            in_pipeline.c.id, in_pipeline.c.profile_id, in_pipeline.c.created_at,
+            func.row_number().over(
+                partition_by=in_pipeline.c.profile_id,
+                order_by=(in_pipeline.c.created_at, in_pipeline.c.id),
+            ).label("rank"),
+        )
+        .where(in_pipeline.c.rank <= in_pipeline.c.free)
+        .subquery()
+    )
+    return (
+        select(in_profile.c.id)
+        .outerjoin(by_profile, by_profile.c.key == in_profile.c.profile_id)
+        .where(in_profile.c.rank <= settings.max_concurrent_runs_per_profile
+               - func.coalesce(by_profile.c.running, 0))
+        .order_by(in_profile.c.rank, in_profile.c.created_at, in_profile.c.id)
+        .limit(free_total)
+    )
+
+
+async def _cancel_orphans(session: AsyncSession) -> None:
+    """Queued runs of a deleted pipeline never start: cancel them."""
+    orphaned = (
+        await session.execute(
+            select(col(PipelineRun.id))
+            .join(Pipeline, col(Pipeline.id) == col(PipelineRun.pipeline_id))
+            .where(col(PipelineRun.state) == RunState.QUEUED, col(Pipeline.deleted_at).is_not(None))
+            .limit(ORPHAN_BATCH)
+            .with_for_update(skip_locked=True, of=PipelineRun)  # type: ignore[arg-type]
+        )
+    ).scalars().all()
+    if orphaned:
+        await session.execute(
+            update(PipelineRun)
+            .where(col(PipelineRun.id).in_(orphaned), col(PipelineRun.state) == RunState.QUEUED)
+            .values(state=RunState.CANCELLED, finished_at=utcnow(),
+                    errors=["the pipeline was deleted before the run started"])
+        )
 
 
 async def claim_runs(
@@ -29,63 +109,34 @@ async def claim_runs(
     """Flip as many queued runs to running as the caps allow; return their ids."""
     async with sessionmaker() as session, session.begin():
         await serialize_claims(session)
+        await _cancel_orphans(session)
         running = (
             await session.execute(
-                select(col(PipelineRun.profile_id), col(PipelineRun.pipeline_id), func.count())
+                select(func.count()).select_from(PipelineRun)
                 .where(col(PipelineRun.state) == RunState.RUNNING)
-                .group_by(col(PipelineRun.profile_id), col(PipelineRun.pipeline_id))
             )
-        ).all()
-        total = sum(int(n) for _, _, n in running)
-        if total >= settings.max_concurrent_runs_total:
+        ).scalar_one()
+        free_total = settings.max_concurrent_runs_total - int(running)
+        if free_total <= 0:
             return []
-        per_profile: dict[int, int] = {}
-        per_pipeline: dict[int, int] = {}
-        for profile_id, pipeline_id, count in running:
-            per_profile[profile_id] = per_profile.get(profile_id, 0) + int(count)
-            per_pipeline[pipeline_id] = per_pipeline.get(pipeline_id, 0) + int(count)
-        candidates = (
-            await session.execute(
-                select(
-                    col(PipelineRun.id), col(PipelineRun.profile_id),
-                    col(PipelineRun.pipeline_id), col(Pipeline.concurrency_limit),
-                    col(Pipeline.deleted_at),
+        ranked = (await session.execute(_candidates(settings, free_total))).scalars().all()
+        if not ranked:
+            return []
+        # PostgreSQL takes no row locks in a query with window functions: lock here.
+        lockable = set(
+            (
+                await session.execute(
+                    select(col(PipelineRun.id))
+                    .where(col(PipelineRun.id).in_(ranked),
+                           col(PipelineRun.state) == RunState.QUEUED)
+                    .with_for_update(skip_locked=True)
                 )
-                .join(Pipeline, col(Pipeline.id) == col(PipelineRun.pipeline_id))
-                .where(col(PipelineRun.state) == RunState.QUEUED)
-                .order_by(col(PipelineRun.created_at), col(PipelineRun.id))
-                .limit(CLAIM_BATCH)
-                .with_for_update(skip_locked=True, of=PipelineRun)  # type: ignore[arg-type]
-            )
-        ).all()
-        chosen: list[int] = []
-        orphaned: list[int] = []
-        for row_id, profile_id, pipeline_id, limit, deleted_at in candidates:
-            run_id = int(row_id or 0)
-            if deleted_at is not None:
-                orphaned.append(run_id)
-                continue
-            if total >= settings.max_concurrent_runs_total:
-                break
-            if per_profile.get(profile_id, 0) >= settings.max_concurrent_runs_per_profile:
-                continue
-            if per_pipeline.get(pipeline_id, 0) >= max(1, limit):
-                continue
-            chosen.append(run_id)
-            total += 1
-            per_profile[profile_id] = per_profile.get(profile_id, 0) + 1
-            per_pipeline[pipeline_id] = per_pipeline.get(pipeline_id, 0) + 1
-        now = utcnow()
-        if orphaned:
-            await session.execute(
-                update(PipelineRun)
-                .where(col(PipelineRun.id).in_(orphaned),
-                       col(PipelineRun.state) == RunState.QUEUED)
-                .values(state=RunState.CANCELLED, finished_at=now,
-                        errors=["the pipeline was deleted before the run started"])
-            )
+            ).scalars()
+        )
+        chosen = [run_id for run_id in ranked if run_id in lockable]
         if not chosen:
             return []
+        now = utcnow()
         claimed = (
             await session.execute(
                 update(PipelineRun)

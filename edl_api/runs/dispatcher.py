@@ -27,10 +27,12 @@ from sqlmodel import col
 from edl_api import idempotency, metrics
 from edl_api.feeds.publish import PublishOptions, PublishOutcome, publish
 from edl_api.models import PipelineRun, utcnow
-from edl_api.runs.child import EngineChild, RunControl, engine_settings
+from edl_api.runs.child import EngineChild, RunControl, RunSanitiser, engine_settings
 from edl_api.runs.claim import claim_runs, owned_run
 from edl_api.runs.logs import RunLog, Sanitiser
+from edl_api.runs.reach import ReachError, load_reach
 from edl_api.runs.recovery import interrupt_dead_runs, worker_identity
+from edl_api.runs.service import public_worker_name
 from edl_api.runs.state import RunState, check_transition, outcome
 from edl_api.settings import Settings
 
@@ -195,14 +197,19 @@ class Dispatcher:
                 await run_log.note(
                     f"{run.trigger} run, mode={run.mode}, persist={run.persist}, "
                     f"config {run.profile_config_id} v{run.config_version}, "
-                    f"worker {self.identity}, time limit {time_limit:g} s"
+                    f"worker {public_worker_name(self.identity)}, time limit {time_limit:g} s"
                 )
-            child = EngineChild(control, run_log, self.sanitiser)
-            proc = await child.start(
-                workdir, snapshot, engine_settings(self.settings, time_limit)
+                # Its profile's secrets, grants and folder: nothing of another profile's.
+                reach = await load_reach(session, self.settings, run.profile_id, snapshot)
+            if reach.secrets:
+                await run_log.note(f"secrets: {', '.join(sorted(reach.secrets))}")
+            sanitiser = RunSanitiser(self.sanitiser, reach.secrets.values())
+            child = EngineChild(control, run_log, sanitiser)
+            await child.start(
+                workdir, snapshot, engine_settings(self.settings, time_limit, reach)
             )
             await self._record_pid(control)
-            await run_log.note(f"engine started (pid {proc.pid})")
+            await run_log.note("engine started")
             returncode = await child.wait(time_limit)
             await run_log.note(f"engine exited with code {returncode}")
         except asyncio.CancelledError:
@@ -210,6 +217,9 @@ class Dispatcher:
             failure = "the dispatcher stopped before the run finished"
         except _RunGone:
             failure = "gone"
+        except ReachError as exc:
+            failure = str(exc)
+            await run_log.note(f"not started: {failure}")
         except Exception as exc:
             logger.exception("run %s: dispatcher error", run_id)
             failure = f"dispatcher error: {type(exc).__name__}"

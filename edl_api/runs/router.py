@@ -23,24 +23,30 @@ from edl_api.runs.schemas import (
     RunSummary,
 )
 from edl_api.runs.state import FINISHED, RunState
+from edl_api.schemas import DbId, PathId
 
 router = APIRouter(tags=["runs"], responses=API_ERRORS)
 CONFLICT = error_responses(409)
+LAUNCH = error_responses(409, 429)
 
 TAIL_MAX = 100_000
 
 
 @router.post(
-    "/runs", status_code=202, response_model=RunCreated, responses=CONFLICT,
+    "/runs", status_code=202, response_model=RunCreated, responses=LAUNCH,
     summary="Queue a run of a pipeline (idempotent with Idempotency-Key)",
-    description="409 `pipeline_inactive` / `pipeline_deleted` for a pipeline that cannot run.",
+    description="409 `pipeline_inactive` / `pipeline_deleted` for a pipeline that cannot run; "
+    "429 `queue_full` (with `Retry-After`) when the profile already has "
+    "`EDL_MAX_QUEUED_RUNS_PER_PROFILE` runs waiting.",
 )
 async def create_run(
     body: RunCreate, principal: Writer, session: SessionDep, dispatcher: DispatcherDep,
-    background: BackgroundTasks, idempotency_key: IdempotencyHeader = None,
+    background: BackgroundTasks, settings: SettingsDep, idempotency_key: IdempotencyHeader = None,
 ) -> RunCreated:
     idem = idempotency.make_request(principal, "runs.create", idempotency_key, body)
-    created = await service.create_run(session, principal, body, idem)
+    created = await service.create_run(
+        session, principal, body, idem, max_queued=settings.max_queued_runs_per_profile
+    )
     # Runs after the response, i.e. after the commit: the dispatcher sees the row.
     background.add_task(dispatcher.wake)
     return created
@@ -51,7 +57,7 @@ async def create_run(
     summary="Cancel a queued run at once, or stop a running one within seconds",
 )
 async def cancel_run(
-    run_id: int, principal: Writer, session: SessionDep, dispatcher: DispatcherDep,
+    run_id: PathId, principal: Writer, session: SessionDep, dispatcher: DispatcherDep,
     background: BackgroundTasks,
 ) -> RunCancelled:
     cancelled = await service.cancel_run(session, principal, run_id)
@@ -63,8 +69,8 @@ async def cancel_run(
 async def list_runs(
     principal: Caller, session: SessionDep, page: PageDep,
     state: Annotated[RunState | None, Query()] = None,
-    profile_id: Annotated[int | None, Query()] = None,
-    pipeline_id: Annotated[int | None, Query()] = None,
+    profile_id: Annotated[DbId | None, Query()] = None,
+    pipeline_id: Annotated[DbId | None, Query()] = None,
     trigger: Annotated[str | None, Query(pattern="^(api|schedule)$")] = None,
 ) -> Page[RunSummary]:
     return await service.list_runs(
@@ -74,7 +80,7 @@ async def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail, summary="A run with its report")
-async def get_run(run_id: int, principal: Caller, session: SessionDep) -> RunDetail:
+async def get_run(run_id: PathId, principal: Caller, session: SessionDep) -> RunDetail:
     return await service.run_detail(session, principal, run_id)
 
 
@@ -84,7 +90,7 @@ async def get_run(run_id: int, principal: Caller, session: SessionDep) -> RunDet
     responses={200: {"content": {"text/plain": {}}}},
 )
 async def run_logs(
-    run_id: int, principal: Caller, session: SessionDep, request: Request,
+    run_id: PathId, principal: Caller, session: SessionDep, request: Request,
     settings: SettingsDep, maker: SessionmakerDep,
     tail: Annotated[int | None, Query(ge=0, le=TAIL_MAX)] = None,
     follow: Annotated[bool, Query()] = False,
@@ -113,6 +119,6 @@ async def run_logs(
 @router.get("/jobs", response_model=JobList, summary="Queued and running runs in scope")
 async def list_jobs(
     principal: Caller, session: SessionDep,
-    profile_id: Annotated[int | None, Query()] = None,
+    profile_id: Annotated[DbId | None, Query()] = None,
 ) -> JobList:
     return await service.list_jobs(session, principal, profile_id=profile_id)

@@ -21,10 +21,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from edl_api import metrics
 from edl_api.models import Pipeline, PipelineRun, ProfileConfig, utcnow
 from edl_api.runs.service import new_run
-from edl_api.runs.state import ACTIVE
-from edl_api.settings import Settings
+from edl_api.runs.state import ACTIVE, RunState
+from edl_api.settings import DEFAULT_MAX_QUEUED_RUNS_PER_PROFILE, Settings
 
 logger = logging.getLogger("edl_api.scheduler")
 JOB_ID = "edl-refresh"
@@ -97,14 +98,34 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-async def tick(sessionmaker: async_sessionmaker[AsyncSession], now: datetime | None = None
-               ) -> list[int]:
-    """One scheduler pass; returns the ids of the runs it created."""
+async def _queued_by_profile(session: AsyncSession, profile_ids: set[int]) -> dict[int, int]:
+    rows = await session.execute(
+        select(col(PipelineRun.profile_id), func.count())
+        .where(col(PipelineRun.profile_id).in_(profile_ids),
+               col(PipelineRun.state) == RunState.QUEUED)
+        .group_by(col(PipelineRun.profile_id))
+    )
+    return {int(profile_id): int(count) for profile_id, count in rows.all()}
+
+
+async def tick(
+    sessionmaker: async_sessionmaker[AsyncSession], now: datetime | None = None, *,
+    max_queued_per_profile: int = DEFAULT_MAX_QUEUED_RUNS_PER_PROFILE,
+) -> list[int]:
+    """One scheduler pass; returns the ids of the runs it created. A profile with
+    `max_queued_per_profile` queued runs gets none (counted and logged): its due
+    pipelines are due again next tick."""
     now = now or utcnow()
     async with sessionmaker() as session:
         due = await _due(session, now)
+        queued = await _queued_by_profile(session, {p.profile_id for p, _, _ in due}) if due else {}
     created: list[int] = []
+    skipped: dict[int, int] = {}
     for pipeline, config, slot in due:
+        profile_id = pipeline.profile_id
+        if queued.get(profile_id, 0) >= max_queued_per_profile:
+            skipped[profile_id] = skipped.get(profile_id, 0) + 1
+            continue
         run = new_run(pipeline, config, trigger="schedule", schedule_slot=slot.key,
                       reason=f"scheduled every {config.refresh_interval_minutes:g} min")
         # One short transaction per run: a conflict (another scheduler won the slot)
@@ -118,6 +139,13 @@ async def tick(sessionmaker: async_sessionmaker[AsyncSession], now: datetime | N
                 continue
         assert run.id is not None
         created.append(run.id)
+        queued[profile_id] = queued.get(profile_id, 0) + 1
+    for profile_id, count in skipped.items():
+        metrics.SCHEDULED_RUNS_SKIPPED.inc(count)
+        logger.warning(
+            "scheduler skipped %d due run(s) of profile %s: %d runs queued, the most "
+            "EDL_MAX_QUEUED_RUNS_PER_PROFILE allows", count, profile_id, queued.get(profile_id, 0),
+        )
     if created:
         logger.info("scheduler queued %d run(s): %s", len(created), created)
     return created
@@ -175,7 +203,10 @@ class RefreshScheduler:
 
     async def _run_tick(self) -> None:
         try:
-            created = await tick(self.sessionmaker)
+            created = await tick(
+                self.sessionmaker,
+                max_queued_per_profile=self.settings.max_queued_runs_per_profile,
+            )
         except Exception:
             logger.exception("scheduler tick failed")
             return

@@ -3,10 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictBool
 
 from edl_api.runs.state import RunState
-from edl_api.schemas import RequestModel, ResponseModel
+from edl_api.schemas import DbId, RequestModel, ResponseModel
 
 
 class RunCreate(RequestModel):
@@ -16,10 +16,10 @@ class RunCreate(RequestModel):
          "reason": "check the new allowlist"},
     ]})
 
-    pipeline_id: int
+    pipeline_id: DbId
     mode: Literal["full", "dry_run"] = "full"
     timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
-    persist: bool = True
+    persist: StrictBool = True
     reason: str | None = Field(default=None, max_length=500)
     idempotency_key: str | None = Field(default=None, max_length=200)
 
@@ -101,7 +101,10 @@ class RunDetail(RunSummary):
     metadata: RunMetadata
     diff: dict[str, Any]
     progress: dict[str, Any]
-    worker: str | None
+    worker: str | None = Field(description=(
+        "The process running it: `worker-<hex>` for tenants; its `host:pid:start` identity "
+        "for callers that see every profile (super-admins, legacy global keys)"
+    ))
 
 
 class Job(ResponseModel):
@@ -113,8 +116,8 @@ class Job(ResponseModel):
     created_at: datetime
     started_at: datetime | None
     cancel_requested: bool
-    worker: str | None
-    pid: int | None
+    worker: str | None = Field(description="As in run detail: `worker-<hex>` for tenants")
+    pid: int | None = Field(description="The engine child's host pid; null for tenants")
     progress: dict[str, Any]
 
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from edl_api import idempotency
 from edl_api.auth.principal import Principal
-from edl_api.errors import Conflict, NotFound
+from edl_api.errors import Conflict, NotFound, TooManyRequests
 from edl_api.feeds.provenance import PROVENANCE
-from edl_api.models import Artifact, Pipeline, PipelineRun, ProfileConfig, utcnow
+from edl_api.models import Artifact, Pipeline, PipelineRun, Profile, ProfileConfig, utcnow
 from edl_api.pagination import Page, PageParams, paginate
 from edl_api.pipelines.service import get_pipeline
 from edl_api.runs.schemas import (
@@ -30,6 +31,8 @@ from edl_api.runs.schemas import (
 from edl_api.runs.state import ACTIVE, RunState, check_transition
 
 JOBS_LIMIT = 500
+# A full queue drains at the pace of runs; a client should not retry every second.
+QUEUE_FULL_RETRY_SECONDS = 30
 
 
 class PipelineNotLaunchable(Conflict):
@@ -38,6 +41,27 @@ class PipelineNotLaunchable(Conflict):
 
 class RunFinished(Conflict):
     code = "run_finished"
+
+
+def worker_name(worker: str | None, principal: Principal) -> str | None:
+    """What a caller is shown of the process that runs a run.
+
+    Callers that see every profile (super-admins, legacy global keys) get its identity
+    (`host:pid:start`, what recovery and the logs use); a tenant gets `worker-<8 hex>`,
+    the same for every run of that process and nothing of the host, pid or start time (32
+    bits of a hash: far too few to recover them from)."""
+    if worker is None or principal.profile_ids is None:
+        return worker
+    return public_worker_name(worker)
+
+
+def public_worker_name(worker: str) -> str:
+    """`worker-<8 hex>`: how tenants (run detail, /jobs, run logs) name a worker."""
+    return "worker-" + hashlib.sha256(worker.encode()).hexdigest()[:8]
+
+
+class QueueFull(TooManyRequests):
+    code = "queue_full"
 
 
 def new_run(
@@ -56,6 +80,29 @@ def new_run(
     )
 
 
+async def queued_runs(session: AsyncSession, profile_id: int) -> int:
+    """How many runs of the profile wait for a slot (running ones do not count)."""
+    count = await session.execute(
+        select(func.count()).select_from(PipelineRun)
+        .where(col(PipelineRun.profile_id) == profile_id,
+               col(PipelineRun.state) == RunState.QUEUED)
+    )
+    return int(count.scalar_one())
+
+
+async def refuse_full_queue(session: AsyncSession, profile_id: int, max_queued: int) -> None:
+    """Call after flushing the new run: it counts itself. PostgreSQL: the profile row is
+    locked first, so concurrent launches of one profile count one at a time; SQLite: the
+    flush took the database's one write lock."""
+    queued = await queued_runs(session, profile_id)
+    if queued > max_queued:
+        raise QueueFull(
+            f"profile {profile_id} already has {queued - 1} queued runs, the most it may "
+            f"have (EDL_MAX_QUEUED_RUNS_PER_PROFILE={max_queued}); retry once some started",
+            retry_after=QUEUE_FULL_RETRY_SECONDS,
+        )
+
+
 def refuse_unlaunchable(pipeline: Pipeline) -> None:
     if pipeline.deleted_at is not None:
         raise PipelineNotLaunchable("the pipeline is deleted", code="pipeline_deleted")
@@ -65,7 +112,7 @@ def refuse_unlaunchable(pipeline: Pipeline) -> None:
 
 async def create_run(
     session: AsyncSession, principal: Principal, body: RunCreate,
-    idem: idempotency.IdempotencyRequest | None,
+    idem: idempotency.IdempotencyRequest | None, *, max_queued: int,
 ) -> RunCreated:
     pipeline = await get_pipeline(session, principal, body.pipeline_id, write=True)
 
@@ -81,8 +128,13 @@ async def create_run(
             pipeline, config, trigger="api", mode=body.mode, persist=body.persist,
             timeout_seconds=body.timeout_seconds, reason=body.reason, overrides=overrides,
         )
+        await session.execute(
+            select(col(Profile.id)).where(col(Profile.id) == pipeline.profile_id)
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE: foreign-key checks go on
+        )
         session.add(run)
         await session.flush()
+        await refuse_full_queue(session, pipeline.profile_id, max_queued)
         return RunCreated.model_validate(run)
 
     # A replay answers even if the pipeline was deactivated since: the run exists.
@@ -187,7 +239,7 @@ async def run_detail(session: AsyncSession, principal: Principal, run_id: int) -
             options=options if isinstance(options, dict) else {},
             render_drops=render_drops if isinstance(render_drops, dict) else {},
         ),
-        diff=run.diff, progress=run.progress, worker=run.worker,
+        diff=run.diff, progress=run.progress, worker=worker_name(run.worker, principal),
     )
 
 
@@ -212,7 +264,8 @@ async def list_jobs(
                 run_id=r.id, pipeline_id=r.pipeline_id, profile_id=r.profile_id,  # type: ignore[arg-type]
                 state=r.state, trigger=r.trigger, created_at=r.created_at,
                 started_at=r.started_at, cancel_requested=r.cancel_requested,
-                worker=r.worker, pid=r.pid, progress=r.progress,
+                worker=worker_name(r.worker, principal),
+                pid=r.pid if principal.profile_ids is None else None, progress=r.progress,
             )
             for r in rows
         ]

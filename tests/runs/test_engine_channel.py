@@ -11,6 +11,7 @@ import pytest
 
 from edl_api.engine.__main__ import settings_from_json, settings_to_json
 from edl_api.runs.child import child_env, engine_deadline, engine_settings
+from edl_api.runs.reach import RunReach
 from edl_api.settings import Settings
 from tests.conftest import make_settings
 from tests.factories import make_pipeline, make_profile
@@ -50,12 +51,18 @@ def test_engine_settings_are_the_one_channel(
     settings: Settings = make_settings(
         tmp_path, None, ssrf_allow_cidrs="10.0.0.0/8", source_dir=tmp_path
     )
-    engine = engine_settings(settings, 1800)
-    assert engine.ssrf_allow_cidrs == ("10.0.0.0/8",)
-    assert engine.source_dir == str(tmp_path.resolve())
+    # the run's reach (its profile's secrets, grants, folder): nothing of the environment
+    reach = RunReach(("10.0.0.0/8", "10.9.0.0/16"), (), str(tmp_path / "7"), {"FEED": "s3cr3t"})
+    engine = engine_settings(settings, 1800, reach)
+    assert engine.ssrf_allow_cidrs == ("10.0.0.0/8", "10.9.0.0/16")
+    assert engine.source_dir == str(tmp_path / "7")
     assert engine.total_deadline_seconds == 1790
-    assert engine.secrets == {"EDL_SECRET_FEED": "s3cr3t"}
+    assert engine.secrets == {"FEED": "s3cr3t"}
     assert "s3cr3t" not in repr(engine)
+    assert "s3cr3t" not in repr(reach)
+    # no reach: the global grants only, no files, no secrets (never EDL_SECRET_* of the env)
+    bare = engine_settings(settings, 1800)
+    assert (bare.ssrf_allow_cidrs, bare.source_dir, bare.secrets) == (("10.0.0.0/8",), None, {})
     # what the child reads back is what the run layer built
     assert settings_from_json(settings_to_json(engine)) == engine
     # and its environment holds nothing of ours: no key, no database URL, no secret
