@@ -194,6 +194,22 @@ class PipelineRun(SQLModel, table=True):
     # Refreshed by the owning dispatcher while the run is running; a stale heartbeat
     # means the owner died and the run is interrupted (recovery on any process).
     heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # A run re-queued because this one was interrupted (its process died) names it here.
+    retry_of_run_id: int | None = Field(default=None)
+
+
+class RunLogChunk(SQLModel, table=True):
+    """A run's log as every process can read it: gzip chunks appended as the run goes."""
+
+    __tablename__ = "run_log_chunks"
+    __table_args__ = (sa.UniqueConstraint("run_id", "seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="pipeline_runs.id", ondelete="CASCADE")
+    seq: int
+    lines: int = 0
+    content_gzip: bytes = Field(sa_type=sa.LargeBinary)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class Artifact(SQLModel, table=True):
