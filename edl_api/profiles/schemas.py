@@ -91,8 +91,10 @@ class ConfigCreate(RequestModel):
                     "name": "c2-block",
                     "refresh_interval_minutes": 60,
                     "yaml": (
+                        # A reserved name (RFC 2606): the schema's example is fuzzed by
+                        # tests/test_schemathesis.py, which must not reach a real host.
                         "sources:\n  - name: feodo\n"
-                        "    url: https://feodotracker.abuse.ch/downloads/ipblocklist.txt\n"
+                        "    url: https://feeds.example/feodo/ipblocklist.txt\n"
                         "    tags: [c2]\nrules:\n  exclude_reserved: true\n"
                     ),
                 }
