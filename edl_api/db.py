@@ -36,9 +36,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+CONNECT_TIMEOUT_SECONDS = 5
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     """`hide_parameters`: a database error's text never carries the values bound to its
-    statement (a token's key id and bcrypt hash reached api.log in one)."""
+    statement (a token's key id and bcrypt hash reached api.log in one). PostgreSQL:
+    `pool_pre_ping` replaces connections an outage killed, so the app recovers by itself."""
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -51,6 +55,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # indicator table, PostgreSQL over-estimates them and JIT-compiles each one: a
         # 33-network IP search took 28 ms in the server instead of 3 ms.
         connect_args["server_settings"] = {"jit": "off"}
+        # asyncpg waits 60 s for a server that does not answer: during an outage a request
+        # (and a stale feed's retry) should fail fast into 503 `database_unavailable`.
+        connect_args["timeout"] = CONNECT_TIMEOUT_SECONDS
     return create_async_engine(
         url, pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args=connect_args,
         hide_parameters=True,

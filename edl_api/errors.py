@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import sqlite3
+import time
 import traceback
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -13,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
@@ -80,6 +84,128 @@ class ServiceUnavailable(AppError):
 
     code = "service_unavailable"
     status_code = 503
+
+
+DATABASE_RETRY_SECONDS = 5
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be reached right now (outage, restart, connections refused)."""
+
+    code = "database_unavailable"
+    headers = {"Retry-After": str(DATABASE_RETRY_SECONDS)}  # noqa: RUF012 - read-only
+
+    def __init__(self, detail: Any = None) -> None:
+        super().__init__(
+            detail or f"the database is unavailable; retry after {DATABASE_RETRY_SECONDS} s"
+        )
+
+
+# PostgreSQL SQLSTATE classes that mean "cannot reach / use the server now", not "your query
+# is wrong": 08 connection exception, 53 insufficient resources (too many connections, disk
+# full), 57P operator intervention (admin shutdown, crash, cannot connect now), 3D000 no
+# such database. 55000 is also "not currently accepting connections" (ALLOW_CONNECTIONS off).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "3D000")
+_DRIVER_MODULES = ("/sqlalchemy/", "/asyncpg/", "/aiosqlite/")
+_SQLITE_UNAVAILABLE = (
+    "unable to open database file", "database is locked", "database table is locked",
+    "disk I/O error", "database or disk is full", "attempt to write a readonly database",
+)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it wraps (the driver's error last), each once."""
+    seen: set[int] = set()
+    todo: deque[BaseException | None] = deque([exc])
+    while todo:
+        current = todo.popleft()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo.extend((getattr(current, "orig", None), current.__cause__, current.__context__))
+
+
+def _raised_by_driver(exc: BaseException) -> bool:
+    return any(
+        any(m in frame.filename for m in _DRIVER_MODULES)
+        for frame in traceback.extract_tb(exc.__traceback__)
+    )
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError):
+        return True  # TimeoutError: no pooled connection came free in time
+    # SQLAlchemy's OperationalError alone says little (SQLite's "no such table" is one, a
+    # bug): the driver's error underneath decides.
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.InterfaceError):
+        return str(exc).startswith(_SQLITE_UNAVAILABLE)
+    if type(exc).__module__.startswith("psycopg") and type(exc).__name__ == "OperationalError":
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and (
+        sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+        or (sqlstate == "55000" and "accepting connections" in str(exc))
+    ):
+        return True
+    if type(exc).__module__.startswith("asyncpg") and type(exc).__name__ in (
+        "InterfaceError", "ConnectionDoesNotExistError", "ConnectionFailureError",
+    ):
+        return True
+    # Refused / unreachable / timed out while connecting: only when the driver raised it,
+    # so a file error of our own never reads as a database outage.
+    return isinstance(exc, OSError | TimeoutError) and _raised_by_driver(exc)
+
+
+def database_unavailable(exc: BaseException) -> str | None:
+    """A one-line reason when `exc` says the database cannot be reached or used right now
+    (then the answer is 503 `database_unavailable`, not 500), else None. Never SQL: the
+    reason is the driver's own first line."""
+    found = [e for e in _chain(exc) if _is_unavailable(e)]
+    if not found:
+        return None
+    innermost = found[-1]
+    text = str(innermost).strip().split("\n", 1)[0]
+    text = _DRIVER_ARGUMENT.sub(r"\1: ***", text)
+    text = re.sub(r"^\([\w.]+\)\s*", "", text)  # SQLAlchemy's "(module.Class) " prefix
+    return (text or type(innermost).__name__)[:160]
+
+
+class Throttled:
+    """A warning that would repeat on every request (an outage, a stale feed): logged at
+    most once per `interval` seconds, with how many were left out since."""
+
+    def __init__(self, log: logging.Logger, interval: float = 30.0) -> None:
+        self._log = log
+        self._interval = interval
+        self._next = 0.0
+        self._skipped = 0
+
+    def warning(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._skipped += 1
+            return
+        skipped, self._skipped, self._next = self._skipped, 0, now + self._interval
+        suffix = f" ({skipped} more like it since the last line)" if skipped else ""
+        self._log.warning(message + suffix, *args)
+
+
+_OUTAGE_LOG = Throttled(logger)
+
+
+def database_unavailable_answer(exc: BaseException, scope: Scope) -> DatabaseUnavailable | None:
+    """The 503 for an unexpected error that is a database outage (logged, throttled)."""
+    reason = database_unavailable(exc)
+    if reason is None:
+        return None
+    _OUTAGE_LOG.warning(
+        "database unavailable (%s %s answered 503 database_unavailable): %s",
+        scope.get("method", "-"), escape_log(str(scope.get("path", ""))), escape_log(reason),
+    )
+    return DatabaseUnavailable()
 
 
 def error_body(code: str, detail: Any) -> dict[str, Any]:
@@ -222,7 +348,20 @@ def install_error_handlers(app: FastAPI) -> None:
     # error raised outside it, and Starlette re-raises after it (uvicorn logs that too).
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(internal_error_body(log_unexpected(exc, request.scope)), 500)
+        status, body, headers = unexpected_answer(exc, request.scope)
+        return JSONResponse(body, status, headers=headers)
+
+
+def unexpected_answer(
+    exc: BaseException, scope: Scope
+) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+    """(status, body, headers) for an error no handler knew: 503 `database_unavailable`
+    when the database cannot be reached (a client retries; nothing is broken here), else a
+    500 whose id is in the log line."""
+    unavailable = database_unavailable_answer(exc, scope)
+    if unavailable is not None:
+        return 503, error_body(unavailable.code, unavailable.detail), unavailable.headers
+    return 500, internal_error_body(log_unexpected(exc, scope)), None
 
 
 class ErrorBody(BaseModel):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -9,7 +11,7 @@ from sqlalchemy import text
 from edl_api.auth.deps import AdminCaller, public
 from edl_api.db import SessionDep
 from edl_api.deps import EngineDep
-from edl_api.errors import ErrorBody, error_responses
+from edl_api.errors import DatabaseUnavailable, ErrorBody, database_unavailable, error_responses
 from edl_api.metrics import render as render_metrics
 
 router = APIRouter(tags=["service"], dependencies=[Depends(public)])
@@ -18,6 +20,9 @@ metrics_router = APIRouter(tags=["service"])
 
 class Health(BaseModel):
     status: str = "ok"
+
+
+READY_TIMEOUT_SECONDS = 5
 
 
 class Readiness(BaseModel):
@@ -34,15 +39,23 @@ async def healthz() -> Health:
     "/readyz",
     summary="Readiness: the database answers",
     response_model=Readiness,
-    responses={503: {"model": ErrorBody, "description": "database unreachable"}},
+    responses={503: {"model": ErrorBody, "description": "`database_unavailable`: the "
+                     "database is unreachable; `database` says why (also in `detail`)"}},
 )
 async def readyz(engine: EngineDep) -> Readiness | JSONResponse:
     try:
-        async with engine.connect() as conn:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS), engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
-    except Exception:
+    except Exception as exc:  # whatever it is, the answer is "not ready, and why"
+        if isinstance(exc, TimeoutError) and database_unavailable(exc) is None:
+            reason = f"no answer within {READY_TIMEOUT_SECONDS} s"
+        else:
+            reason = database_unavailable(exc) or type(exc).__name__
+        database = f"unreachable: {reason}"
         return JSONResponse(
-            {"error": "not_ready", "detail": "database unreachable"}, status_code=503
+            {"status": "unavailable", "database": database,
+             "error": DatabaseUnavailable.code, "detail": f"database {database}"},
+            status_code=503, headers=DatabaseUnavailable.headers,
         )
     return Readiness()
 

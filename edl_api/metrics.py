@@ -55,6 +55,12 @@ FEED_REQUESTS = _FeedRequests()
 PROCESS_REGISTRY.register(FEED_REQUESTS)
 count_feed_request = FEED_REQUESTS.inc
 
+FEED_STALE_SERVES = Counter(
+    "edl_feed_stale_serves",
+    "Feed answers served from the last known pointer because the database could not be "
+    "read (X-EDL-Stale: db-unavailable)",
+    registry=PROCESS_REGISTRY,
+)
 
 RUNS_FINISHED = Counter(
     "edl_runs_finished",
@@ -72,6 +78,12 @@ RUN_DURATION = Histogram(
 SOURCE_FETCH_FAILURES = Counter(
     "edl_source_fetch_failures",
     "Sources that failed to fetch or parse in runs of this process",
+    registry=PROCESS_REGISTRY,
+)
+RUN_LOG_WRITE_FAILURES = Counter(
+    "edl_run_log_write_failures",
+    "Run log writes this process skipped because they failed, by target (file, db)",
+    ["target"],
     registry=PROCESS_REGISTRY,
 )
 SCHEDULED_RUNS_SKIPPED = Counter(

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edl_api import metrics
-from edl_api.errors import internal_error_body, log_unexpected
+from edl_api.errors import unexpected_answer
 from edl_api.feeds.render import FORMATS
 from edl_api.logging_setup import escape_log
 
@@ -95,9 +95,12 @@ class BodySizeLimit:
         })
 
 
-async def _send_json(send: Send, status: int, payload: object) -> None:
+async def _send_json(
+    send: Send, status: int, payload: object, extra: dict[str, str] | None = None
+) -> None:
     body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -112,8 +115,10 @@ class _TooDeep(HTTPException):
 
 class UnexpectedErrors:
     """An error no handler knew: one log line with an id (`errors.log_unexpected`) and a 500
-    that carries the id. Starlette's own last handler logs, then re-raises to the server,
-    which logged the traceback a second time (with the SQL parameters)."""
+    that carries the id; a database outage is a 503 `database_unavailable` with Retry-After
+    (`errors.unexpected_answer`), the connection kept. Starlette's own last handler logs,
+    then re-raises to the server, which logged the traceback a second time (with the SQL
+    parameters)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -133,9 +138,9 @@ class UnexpectedErrors:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
-            error_id = log_unexpected(exc, scope)
+            status, body, headers = unexpected_answer(exc, scope)
             if not started:  # else the server drops the half-sent response
-                await _send_json(send, 500, internal_error_body(error_id))
+                await _send_json(send, status, body, headers)
 
 
 class _StatusSeen:

@@ -18,7 +18,7 @@ from sqlmodel import col
 from edl_api.auth import keys
 from edl_api.auth.principal import Principal, Role
 from edl_api.auth.verifier import Attempt, Refused
-from edl_api.errors import Forbidden, Unauthorized
+from edl_api.errors import Forbidden, Unauthorized, database_unavailable
 from edl_api.models import AdminAccount, AdminProfileLink, FeedToken, Profile
 from edl_api.settings import Settings
 from edl_api.state import AppState
@@ -153,9 +153,16 @@ async def authenticate(request: Request, *, allow_basic: bool = False) -> Princi
         )
     except Refused:  # cooling down or queue full: not remembered as rejected (may be right)
         raise Unauthorized(basic=allow_basic) from None
-    with attempt:
-        async with state.sessionmaker() as session:
-            principal = await _load_principal(session, parsed, attempt)
+    try:
+        with attempt:
+            async with state.sessionmaker() as session:
+                principal = await _load_principal(session, parsed, attempt)
+    except Exception as exc:
+        # The database is down: a key this process verified before keeps its last answer.
+        stale = state.key_cache.get_stale(key) if database_unavailable(exc) else None
+        if stale is None:
+            raise
+        return stale
     if principal is None:
         state.rejected_keys.reject(key)
         raise Unauthorized(basic=allow_basic)

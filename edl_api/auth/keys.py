@@ -180,10 +180,18 @@ class VerifiedKeyCache(Generic[V]):
                 return None
             expires, _key_id, value = entry
             if expires < time.monotonic():
-                del self._entries[digest]
+                # Kept (the LRU bound still holds) for `get_stale` during a database outage.
                 return None
             self._entries.move_to_end(digest)
             return value
+
+    def get_stale(self, key: str) -> V | None:
+        """What `key` last resolved to, however long ago, unless its key id was dropped
+        (revoked or re-scoped): only for when the database cannot be asked (stale-if-error,
+        so a firewall keeps its feed through an outage longer than the TTL)."""
+        with self._lock:
+            entry = self._entries.get(self.digest(key))
+            return None if entry is None else entry[2]
 
     def put(self, key: str, key_id: str, value: V) -> None:
         if self._ttl <= 0:

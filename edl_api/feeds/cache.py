@@ -12,6 +12,10 @@ A poll must be a dictionary lookup. Three maps, all bounded:
 - `unions`: the members of a caller's global feed `(scope, profile filter, type)`, keyed
   by the scope itself (profile and pipeline ids), never by who asks, and dropped when this
   app commits a link change (`feeds.hooks.drop_unions_after_commit`).
+
+While the database cannot be read, the last pointer and members stay in use, marked
+`stale` and re-put for another `ttl` (so the fast path keeps answering from memory and
+one poll per `ttl` retries the database): stale-if-error (`serving.feed_body`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
@@ -43,6 +47,10 @@ class FeedBody:
     not_modified_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     last_modified: datetime | None = None
     quoted_etag: str = ""  # the ETag header's value, for the common exact If-None-Match
+    # True on the copy served while the database cannot refresh the pointer
+    # (`stale_variant`: same bytes and ETag, plus `X-EDL-Stale: db-unavailable`).
+    stale: bool = False
+    stale_copy: FeedBody | None = None
 
     @property
     def size(self) -> int:
@@ -64,11 +72,35 @@ class FeedPointer:
     # The config's outputs, read only for a type with nothing published (sha256 None): it
     # tells "not published yet" (503) from "never published here" (404).
     outputs: tuple[str, ...] | None = None
+    # The last known pointer, kept because the database could not be read to refresh it.
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class UnionMembers:
     pointers: tuple[FeedPointer, ...]
+    stale: bool = False  # as `FeedPointer.stale`
+
+
+STALE_HEADER = (b"x-edl-stale", b"db-unavailable")
+
+
+def stale_variant(body: FeedBody) -> FeedBody:
+    """`body` as served from a pointer the database could not refresh: the same bytes and
+    ETag (a firewall's If-None-Match still answers 304) plus the stale header. Made once
+    per body and kept on it."""
+    if body.stale:
+        return body
+    copy = body.stale_copy
+    if copy is None:
+        copy = replace(
+            body, stale=True, stale_copy=None,
+            identity_headers=[*body.identity_headers, STALE_HEADER],
+            gzip_headers=[*body.gzip_headers, STALE_HEADER],
+            not_modified_headers=[*body.not_modified_headers, STALE_HEADER],
+        )
+        body.stale_copy = copy
+    return copy
 
 
 def http_date(moment: datetime) -> str:
@@ -177,6 +209,11 @@ class FeedCache:
         value: FeedPointer | None = entry.get(poll)
         return value
 
+    def last_pointer(self, pipeline_id: int, indicator_type: str) -> FeedPointer | None:
+        """The pointer last read, however old: what is served while the database is down."""
+        entry = self._pointers.get((pipeline_id, indicator_type))
+        return None if entry is None else entry.value  # type: ignore[no-any-return]
+
     def drop_pointer(self, pipeline_id: int, indicator_type: str) -> None:
         self._pointers.pop((pipeline_id, indicator_type), None)
 
@@ -193,6 +230,10 @@ class FeedCache:
             return None
         value: UnionMembers | None = entry.get(poll)
         return value
+
+    def last_union(self, key: Hashable) -> UnionMembers | None:
+        entry = self._unions.get(key)
+        return None if entry is None else entry.value  # type: ignore[no-any-return]
 
     def put_union(self, key: Hashable, members: UnionMembers) -> None:
         if len(self._unions) >= self.max_pointers:

@@ -87,6 +87,8 @@ class FeedFastPath:
         body = serving.cached_body(self.feed_cache, principal, feed, poll=True)
         if body is None:
             return None
+        if body.stale:  # the database is down: the last known feed (serving.feed_body)
+            metrics.FEED_STALE_SERVES.inc()
         status, reply_headers, payload = feed_http.choose(body, headers, scope["method"] == "HEAD")
         metrics.count_feed_request(status, feed.fmt)
         return status, reply_headers, payload

@@ -16,7 +16,7 @@ from edl_api.deps import FeedCacheDep, SettingsDep
 from edl_api.errors import API_ERRORS, ErrorBody, error_responses
 from edl_api.feeds import http as feed_http
 from edl_api.feeds import service, serving, tokens
-from edl_api.feeds.cache import FeedBody, FeedCache
+from edl_api.feeds.cache import STALE_HEADER, FeedBody, FeedCache
 from edl_api.feeds.render import FORMATS
 from edl_api.feeds.schemas import (
     ActivePipelines,
@@ -162,6 +162,8 @@ async def _md5(
         (b"etag", body.quoted_etag.encode()),
         (b"cache-control", b"no-cache"),
     ]
+    if body.stale:
+        headers.append(STALE_HEADER)
     return FeedResponse(200, headers, b"" if request.method == "HEAD" else digest)
 
 

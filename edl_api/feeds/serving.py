@@ -7,8 +7,10 @@ cache alone, and falls back to the routes (this module) whenever anything is mis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Hashable, Sequence
+import logging
+from collections.abc import Hashable
 from dataclasses import replace
 from typing import Any
 
@@ -16,33 +18,43 @@ from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from edl_api import metrics
 from edl_api.auth.principal import Principal
-from edl_api.engine.aggregate import aggregate_values
 from edl_api.engine.config import OUTPUT_TYPES
 from edl_api.engine.document import ConfigError, load_config_document
-from edl_api.engine.entries import BASE_TYPES, FEED_TYPES, FeedEntry
-from edl_api.engine.indicators import ip_kind
-from edl_api.errors import NotFound
-from edl_api.feeds import content as feed_content
-from edl_api.feeds.cache import FeedBody, FeedCache, FeedPointer, UnionMembers, prepare
+from edl_api.engine.entries import FEED_TYPES
+from edl_api.errors import (
+    AppError,
+    DatabaseUnavailable,
+    NotFound,
+    Throttled,
+    database_unavailable,
+)
+from edl_api.feeds.bodies import (
+    pipeline_body,
+    pipeline_body_key,
+    request_options,
+    union_body,
+    union_body_key,
+)
+from edl_api.feeds.cache import (
+    FeedBody,
+    FeedCache,
+    FeedPointer,
+    UnionMembers,
+    stale_variant,
+)
 from edl_api.feeds.http import (
     NOT_READY_RETRY_SECONDS,
-    FeedBytesGone,
     FeedNotReady,
     FeedRequest,
     not_served,
 )
-from edl_api.feeds.render import (
-    DEFAULT_OPTIONS,
-    FEED_FORMATS,
-    RenderOptions,
-    clean_plain,
-    render,
-)
-from edl_api.models import Artifact, HostedFeed, Indicator, Pipeline, ProfileConfig
+from edl_api.logging_setup import escape_log
+from edl_api.models import HostedFeed, Pipeline, ProfileConfig
 
-EMPTY_SHA = feed_content.sha256_hex(b"")
-_EMPTY_GZIP = feed_content.gzip_bytes(b"")
+# One api.log line per 30 s while feeds are served stale, not one per poll.
+_STALE_LOG = Throttled(logging.getLogger("edl_api.feeds"))
 
 
 def _pointer_query(kind: str) -> Any:
@@ -131,197 +143,6 @@ async def union_members(
     return members
 
 
-# --- bodies ---------------------------------------------------------------------------
-
-
-def pipeline_body_key(
-    pointer: FeedPointer, kind: str, fmt: str, options: RenderOptions = RenderOptions()
-) -> Hashable:
-    # The option's bool, not the dataclass: hashing and comparing a dataclass on every
-    # poll cost the fast path ~1 µs.
-    return ("pipeline", pointer.pipeline_id, kind, fmt, options.strip_ports, pointer.sha256,
-            pointer.run_id, pointer.updated_at)
-
-
-def union_body_key(
-    members: UnionMembers, kind: str, fmt: str, options: RenderOptions = RenderOptions()
-) -> Hashable:
-    return ("union", kind, fmt, options.strip_ports,
-            tuple((p.pipeline_id, p.sha256, p.run_id, p.updated_at) for p in members.pointers))
-
-
-async def _artifact_content(
-    session: AsyncSession, cache: FeedCache, sha: str, artifact_id: int
-) -> tuple[bytes, bytes, int]:
-    key = ("artifact", sha)
-    cached = cache.body(key)
-    if cached is not None:
-        return cached.plain, cached.gzip, cached.count
-    row = (
-        await session.execute(
-            select(col(Artifact.content), col(Artifact.content_gzip), col(Artifact.count),
-                   col(Artifact.pruned_at))
-            .where(col(Artifact.id) == artifact_id)
-        )
-    ).first()
-    if row is None or row[3] is not None:
-        # Deleted, or its bytes pruned, since a (stale, ≤ the pointer TTL) pointer was
-        # read: never serve it empty. The firewall keeps its last list and retries.
-        raise FeedBytesGone("this feed just changed; retry shortly")
-    plain, gzipped, count, _ = row
-    cache.put_body(key, FeedBody(sha, plain, gzipped, count))
-    return plain, gzipped, count
-
-
-async def _provenance(
-    session: AsyncSession, pointers: Sequence[FeedPointer], kind: str, fmt: str
-) -> dict[str, list[Any]]:
-    """value -> [sources, tags, confidence, first_seen, last_seen], merged across pipelines
-    for a global feed; empty (no query) when the format shows no provenance.
-
-    A row present in the feed (run_id NULL) was last seen when its feed was published."""
-    if not FEED_FORMATS[fmt].needs_provenance:
-        return {}
-    seen_at = {p.pipeline_id: p.updated_at for p in pointers}
-    rows = await session.execute(
-        select(col(Indicator.pipeline_id), col(Indicator.value), col(Indicator.sources),
-               col(Indicator.tags), col(Indicator.confidence), col(Indicator.first_seen),
-               col(Indicator.last_seen), col(Indicator.run_id))
-        .where(col(Indicator.pipeline_id).in_(list(seen_at)),
-               col(Indicator.indicator_type).in_(BASE_TYPES[kind]))
-    )
-    merged: dict[str, list[Any]] = {}
-    for pipeline_id, value, sources, tags, confidence, first_seen, last_seen, run_id in rows:
-        published_at = seen_at.get(pipeline_id)
-        if run_id is None and published_at is not None:
-            last_seen = max(last_seen, published_at)
-        known = merged.get(value)
-        if known is None:
-            merged[value] = [set(sources), set(tags), confidence, first_seen, last_seen]
-            continue
-        known[0].update(sources)
-        known[1].update(tags)
-        known[2] = max(known[2], confidence)
-        known[3] = min(known[3], first_seen)
-        known[4] = max(known[4], last_seen)
-    return merged
-
-
-def _feed_entries(kind: str, lines: list[str], provenance: dict[str, list[Any]]) -> list[FeedEntry]:
-    entries = []
-    for line in lines:
-        # The combined `ip` feed holds hosts and networks: each line says which it is.
-        indicator_type = (ip_kind(line) or kind) if kind == "ip" else kind
-        found = provenance.get(line)
-        if found is None:  # not loaded, or a network made by aggregating a global feed
-            entries.append(FeedEntry(line, indicator_type, [], [], 50))
-            continue
-        sources, tags, confidence, first_seen, last_seen = found
-        entries.append(FeedEntry(line, indicator_type, sorted(sources), sorted(tags),
-                                 confidence, first_seen, last_seen))
-    return entries
-
-
-def _rendered_body(
-    kind: str, fmt: str, lines: list[str], provenance: dict[str, list[Any]],
-    options: RenderOptions,
-) -> FeedBody:
-    rendered = render(_feed_entries(kind, lines, provenance), kind, fmt, options)
-    return FeedBody(
-        feed_content.sha256_hex(rendered.body), rendered.body,
-        feed_content.gzip_bytes(rendered.body), rendered.count,
-        media_type=FEED_FORMATS[fmt].content_type.encode(), dropped=rendered.dropped,
-    )
-
-
-def _plain_body(
-    plain: bytes, count: int, sha: str | None = None, gzipped: bytes | None = None
-) -> FeedBody:
-    """The plain lines as stored (not rendered), after the same last check as `render`."""
-    cleaned = clean_plain(plain)
-    if cleaned is not None:
-        plain, refused = cleaned
-        return FeedBody(feed_content.sha256_hex(plain), plain, feed_content.gzip_bytes(plain),
-                        count - refused, dropped=refused)
-    return FeedBody(
-        sha or feed_content.sha256_hex(plain), plain,
-        feed_content.gzip_bytes(plain) if gzipped is None else gzipped, count,
-    )
-
-
-_STRIP_PORTS = RenderOptions(strip_ports=True)
-
-
-def _request_options(feed: FeedRequest) -> RenderOptions:
-    return _STRIP_PORTS if feed.strip_ports else DEFAULT_OPTIONS
-
-
-async def pipeline_body(
-    session: AsyncSession, cache: FeedCache, pointer: FeedPointer, kind: str, fmt: str,
-    options: RenderOptions = RenderOptions(),
-) -> FeedBody:
-    key = pipeline_body_key(pointer, kind, fmt, options)
-    body = cache.body(key)
-    if body is not None:
-        return body
-    if pointer.sha256 is None or pointer.artifact_id is None:
-        plain, gzipped, count, sha = b"", _EMPTY_GZIP, 0, EMPTY_SHA
-    else:
-        plain, gzipped, count = await _artifact_content(
-            session, cache, pointer.sha256, pointer.artifact_id
-        )
-        sha = pointer.sha256
-    if fmt == "plain":
-        body = await asyncio.to_thread(_plain_body, plain, count, sha, gzipped)
-    else:
-        lines = feed_content.split_lines(plain)
-        provenance = await _provenance(session, [pointer], kind, fmt)
-        body = await asyncio.to_thread(_rendered_body, kind, fmt, lines, provenance, options)
-    prepare(body, run_ids=[pointer.run_id] if pointer.run_id else [],
-            last_modified=pointer.updated_at)
-    cache.put_body(key, body)
-    return body
-
-
-def _union_lines(contents: list[bytes], kind: str) -> list[str]:
-    lines: set[str] = set()
-    for plain in contents:
-        lines.update(feed_content.split_lines(plain))
-    if kind in ("cidr", "ip"):
-        return aggregate_values(lines)
-    return feed_content.sorted_lines(lines)
-
-
-async def union_body(
-    session: AsyncSession, cache: FeedCache, members: UnionMembers, kind: str, fmt: str,
-    options: RenderOptions = RenderOptions(),
-) -> FeedBody:
-    """The de-duplicated (IP networks: aggregated) union, built once per member set."""
-    key = union_body_key(members, kind, fmt, options)
-    body = cache.body(key)
-    if body is not None:
-        return body
-    contents = []
-    for pointer in members.pointers:
-        assert pointer.sha256 is not None
-        assert pointer.artifact_id is not None
-        plain, _, _ = await _artifact_content(session, cache, pointer.sha256, pointer.artifact_id)
-        contents.append(plain)
-    lines = await asyncio.to_thread(_union_lines, contents, kind)
-    if fmt == "plain":
-        body = await asyncio.to_thread(_plain_body, feed_content.join_lines(lines), len(lines))
-    else:
-        provenance = await _provenance(session, members.pointers, kind, fmt)
-        body = await asyncio.to_thread(
-            _rendered_body, kind, fmt, lines, provenance, options
-        )
-    updated = [p.updated_at for p in members.pointers if p.updated_at is not None]
-    prepare(body, run_ids=sorted({p.run_id for p in members.pointers if p.run_id}),
-            last_modified=max(updated) if updated else None)
-    cache.put_body(key, body)
-    return body
-
-
 def cached_body(
     cache: FeedCache, principal: Principal, feed: FeedRequest, *, poll: bool = False
 ) -> FeedBody | None:
@@ -335,24 +156,95 @@ def cached_body(
             or not principal.sees_pipeline(pointer.profile_id, feed.pipeline_id)
         ):
             return None
-        return cache.body(
-            pipeline_body_key(pointer, feed.kind, feed.fmt, _request_options(feed))
+        body = cache.body(
+            pipeline_body_key(pointer, feed.kind, feed.fmt, request_options(feed))
         )
+        return stale_variant(body) if body is not None and pointer.stale else body
     if feed.profile_id is not None and not principal.sees_profile(feed.profile_id):
         return None
     members = cache.union(union_key(principal, feed.profile_id, feed.kind), poll=poll)
     if members is None:
         return None
-    return cache.body(union_body_key(members, feed.kind, feed.fmt, _request_options(feed)))
+    body = cache.body(union_body_key(members, feed.kind, feed.fmt, request_options(feed)))
+    return stale_variant(body) if body is not None and members.stale else body
 
 
 async def feed_body(
     session: AsyncSession, cache: FeedCache, principal: Principal, feed: FeedRequest
 ) -> FeedBody:
-    """What the route serves: from the cache, or read and built (and cached) on a miss."""
+    """What the route serves: from the cache, or read and built (and cached) on a miss.
+
+    Stale-if-error: when the database cannot be read to refresh the pointer, the last
+    known pointer and body are served (`X-EDL-Stale: db-unavailable`); with none known in
+    this process, 503 `database_unavailable`."""
     body = cached_body(cache, principal, feed)
     if body is not None:
         return body
+    try:
+        return await _read_feed_body(session, cache, principal, feed)
+    except AppError:
+        raise
+    except Exception as exc:
+        reason = database_unavailable(exc)
+        if reason is None:
+            raise
+        with contextlib.suppress(Exception):  # the request's commit must not trip on it
+            await session.rollback()
+        body = await _stale_body(session, cache, principal, feed, exc)
+        metrics.FEED_STALE_SERVES.inc()
+        _STALE_LOG.warning(
+            "database unavailable (%s): serving the last known %s feed%s (X-EDL-Stale)",
+            escape_log(reason), feed.kind,
+            "" if feed.pipeline_id is None else f" of pipeline {feed.pipeline_id}",
+        )
+        return body
+
+
+async def _stale_body(
+    session: AsyncSession, cache: FeedCache, principal: Principal, feed: FeedRequest,
+    exc: Exception,
+) -> FeedBody:
+    """The last known feed, its pointer re-put (stale) for another TTL: the fast path keeps
+    answering from memory and one poll per TTL tries the database again. Same scope and
+    liveness rules as a fresh pointer."""
+    try:
+        if feed.pipeline_id is None:
+            key = union_key(principal, feed.profile_id, feed.kind)
+            members = cache.last_union(key)
+            if members is None or not members.pointers:
+                raise DatabaseUnavailable() from exc
+            if not members.stale:
+                members = replace(members, stale=True)
+            cache.put_union(key, members)
+            body = await union_body(
+                session, cache, members, feed.kind, feed.fmt, request_options(feed)
+            )
+            return stale_variant(body)
+        pointer = cache.last_pointer(feed.pipeline_id, feed.kind)
+        if pointer is None:
+            raise DatabaseUnavailable() from exc
+        if not pointer.stale:
+            pointer = replace(pointer, stale=True)
+        cache.put_pointer(pointer, feed.kind)
+        if not pointer.live or not principal.sees_pipeline(pointer.profile_id, feed.pipeline_id):
+            raise NotFound("not found")
+        if pointer.sha256 is None:
+            raise not_served(pointer, feed.kind)
+        body = await pipeline_body(
+            session, cache, pointer, feed.kind, feed.fmt, request_options(feed)
+        )
+        return stale_variant(body)
+    except AppError:
+        raise
+    except Exception as error:  # the body was not cached and needs the database too
+        if database_unavailable(error) is None:
+            raise
+        raise DatabaseUnavailable() from error
+
+
+async def _read_feed_body(
+    session: AsyncSession, cache: FeedCache, principal: Principal, feed: FeedRequest
+) -> FeedBody:
     if feed.pipeline_id is None:
         members = await union_members(session, cache, principal, feed.profile_id, feed.kind)
         if not members.pointers:
@@ -361,7 +253,7 @@ async def feed_body(
                 f"retry after {NOT_READY_RETRY_SECONDS} s"
             )
         return await union_body(
-            session, cache, members, feed.kind, feed.fmt, _request_options(feed)
+            session, cache, members, feed.kind, feed.fmt, request_options(feed)
         )
     pointer = await pipeline_pointer(session, cache, feed.pipeline_id, feed.kind)
     if (
@@ -372,7 +264,7 @@ async def feed_body(
     if pointer.sha256 is None:
         raise not_served(pointer, feed.kind)
     return await pipeline_body(
-        session, cache, pointer, feed.kind, feed.fmt, _request_options(feed)
+        session, cache, pointer, feed.kind, feed.fmt, request_options(feed)
     )
 
 
