@@ -29,6 +29,7 @@ from edl_api.engine.progress import ProgressState, describe, parse_event
 from edl_api.logging_setup import RedactingFilter
 from edl_api.runs.logs import RunLog, Sanitiser
 from edl_api.runs.reach import RunReach
+from edl_api.runs.state import error_line
 from edl_api.settings import Settings
 
 # The child command; tests may point it at a stand-in engine.
@@ -112,6 +113,7 @@ class RunControl:
     reason: StopReason | None = None
     lines: int = 0
     last_line: str = ""
+    last_error: str = ""  # the last line that looked like an error (`state.error_line`)
     progress_state: ProgressState = field(default_factory=ProgressState)
     pid: int | None = None
 
@@ -232,6 +234,8 @@ class EngineChild:
             return
         self.control.lines += 1
         self.control.last_line = line[:300]
+        if (error := error_line(line)) is not None:
+            self.control.last_error = error
         await self.run_log.write(line)
 
 

@@ -5,7 +5,9 @@ finding runs whose owner died is `recovery.py`, publishing is `feeds.publish`. A
 run: its engine runs in its own process group, never in the event loop; cancel (seen by
 polling `cancel_requested`, so it works across processes), timeout and shutdown stop
 it. `state.outcome` decides the final state; a succeeded run with `persist` set is
-handed to `feeds.publish.publish`; the dispatcher records what comes back.
+handed to `feeds.publish.publish`; the dispatcher records what comes back, retrying
+until the database takes it (`outcomes.py`: the outcome also waits in a file for a
+restart). A watchdog resolves rows this process owns whose task is gone.
 """
 
 from __future__ import annotations
@@ -24,16 +26,18 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from edl_api import idempotency, metrics
+from edl_api import idempotency
 from edl_api.feeds.publish import PublishOptions, PublishOutcome, publish
 from edl_api.models import PipelineRun, utcnow
+from edl_api.runs import outcomes
 from edl_api.runs.child import EngineChild, RunControl, RunSanitiser, engine_settings
-from edl_api.runs.claim import claim_runs, owned_run
+from edl_api.runs.claim import claim_runs
 from edl_api.runs.logs import RunLog, Sanitiser
+from edl_api.runs.outcomes import Outcome, failure_text
 from edl_api.runs.reach import ReachError, load_reach
-from edl_api.runs.recovery import interrupt_dead_runs, worker_identity
+from edl_api.runs.recovery import interrupt_dead_runs, resolve_orphan_run, worker_identity
 from edl_api.runs.service import public_worker_name
-from edl_api.runs.state import RunState, check_transition, outcome
+from edl_api.runs.state import RunState, outcome
 from edl_api.settings import Settings
 
 logger = logging.getLogger("edl_api.runs")
@@ -42,21 +46,14 @@ POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 2.0
 RECOVERY_SECONDS = 10.0
 HOUSEKEEPING_SECONDS = 600.0  # idempotency records past their retention are deleted
+WATCHDOG_SECONDS = 2.0  # how often rows of ours without a live task are looked for
+# Outcomes retried from memory at once; past this, one waits in its file for the watchdog.
+MAX_PENDING_OUTCOMES = 256
+TICK_FAILURE_LOG_SECONDS = 60.0  # a failing tick (database down) is logged this often
 SHUTDOWN_GRACE_SECONDS = 8.0
 REPORT_MAX_BYTES = 8 * 1024 * 1024
 # Stages whose transaction holds the run row until it commits: no heartbeat meanwhile.
 LOCKED_STAGES = frozenset({"publishing", "indexing"})
-
-
-def _count_finished(run: PipelineRun, report: dict[str, Any]) -> None:
-    """Prometheus: this process's finished runs, their duration, failed sources."""
-    metrics.RUNS_FINISHED.labels(run.state, run.trigger).inc()
-    if run.started_at is not None and run.finished_at is not None:
-        seconds = (run.finished_at - run.started_at).total_seconds()
-        metrics.RUN_DURATION.labels(run.state).observe(max(seconds, 0.0))
-    failed = [s for s in report.get("sources") or [] if isinstance(s, dict) and s.get("error")]
-    if failed:
-        metrics.SOURCE_FETCH_FAILURES.inc(len(failed))
 
 
 def read_report(out_dir: Path) -> dict[str, Any]:
@@ -69,6 +66,11 @@ def read_report(out_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _short(exc: BaseException) -> str:
+    """One line for api.log (no statement: SQLAlchemy's text carries it past line one)."""
+    return f"{type(exc).__name__}: {exc}".split("\n", 1)[0][:300]
 
 
 class _RunGone(Exception):
@@ -93,6 +95,10 @@ class Dispatcher:
         self._last_heartbeat = 0.0
         self._last_recovery = 0.0
         self._last_housekeeping = 0.0
+        self._last_watchdog = 0.0
+        self._pending: set[int] = set()  # runs whose outcome waits for the database
+        self._failing_since: float | None = None
+        self._failure_logged = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -130,8 +136,10 @@ class Dispatcher:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("dispatcher tick failed")
+            except Exception as exc:
+                self._tick_failed(exc)
+            else:
+                self._tick_worked()
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancel that
             # lands as its timeout fires, and stop() then waits on this task forever.
             with contextlib.suppress(TimeoutError):
@@ -139,8 +147,32 @@ class Dispatcher:
                     await self._wake.wait()
             self._wake.clear()
 
+    def _tick_failed(self, exc: Exception) -> None:
+        """Log a failing tick once, then every TICK_FAILURE_LOG_SECONDS (a database outage
+        fails every tick; the loop keeps going and recovers by itself)."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+            logger.error("dispatcher tick failed (retrying every %g s): %s", self.poll_seconds,
+                         f"{type(exc).__name__}: {exc}".split("\n", 1)[0][:300], exc_info=exc)
+            self._failure_logged = now
+        elif now - self._failure_logged >= TICK_FAILURE_LOG_SECONDS:
+            self._failure_logged = now
+            logger.warning("dispatcher tick still failing after %.0f s: %s",
+                           now - self._failing_since,
+                           f"{type(exc).__name__}: {exc}".split("\n", 1)[0][:300])
+
+    def _tick_worked(self) -> None:
+        if self._failing_since is not None:
+            logger.warning("dispatcher tick works again after %.1f s",
+                           time.monotonic() - self._failing_since)
+            self._failing_since = None
+
     async def tick(self) -> None:
         now = time.monotonic()
+        if now - self._last_watchdog >= WATCHDOG_SECONDS:
+            self._last_watchdog = now
+            await self.watchdog()
         if self._controls:
             await self._check_cancels()
             if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
@@ -177,11 +209,24 @@ class Dispatcher:
     def _start_run(self, run_id: int) -> None:
         control = RunControl(run_id)
         self._controls[run_id] = control
-        self._tasks[run_id] = asyncio.create_task(self._execute(control), name=f"run-{run_id}")
+        self._tasks[run_id] = asyncio.create_task(self._guarded(control), name=f"run-{run_id}")
+
+    async def _guarded(self, control: RunControl) -> None:
+        """Whatever happens to the run's task, its slot is freed; a run left without an
+        outcome (a bug escaped `_execute`) is resolved by the watchdog."""
+        try:
+            await self._execute(control)
+        except Exception:
+            logger.exception("run %s: the run's task failed; the watchdog resolves it",
+                             control.run_id)
+        finally:
+            self._controls.pop(control.run_id, None)
+            self._tasks.pop(control.run_id, None)
+            self.wake()  # a slot is free
 
     async def _execute(self, control: RunControl) -> None:
         run_id = control.run_id
-        run_log = RunLog(self.settings, run_id)
+        run_log = RunLog(self.settings, run_id, sessionmaker=self.sessionmaker)
         workdir = (self.settings.data_dir / "work" / f"run-{run_id}-{os.getpid()}").resolve()
         returncode: int | None = None
         failure: str | None = None
@@ -220,22 +265,16 @@ class Dispatcher:
         except ReachError as exc:
             failure = str(exc)
             await run_log.note(f"not started: {failure}")
-        except Exception as exc:
-            logger.exception("run %s: dispatcher error", run_id)
-            failure = f"dispatcher error: {type(exc).__name__}"
+        except Exception as exc:  # a full disk, the database gone: said without SQL
+            failure = f"dispatcher error: {failure_text(exc, run_id, 'starting the run')}"
         try:
             if failure != "gone":
                 await self._finish(control, returncode, failure, workdir / "out", run_log,
                                    time_limit, persist)
-        except Exception:
-            logger.exception("run %s: could not record the outcome", run_id)
         finally:
             run_log.close()
             # The out dir can hold hundreds of MB: unlink off the event loop.
             await asyncio.to_thread(shutil.rmtree, workdir, True)
-            self._controls.pop(run_id, None)
-            self._tasks.pop(run_id, None)
-            self.wake()  # a slot is free
 
     async def _record_pid(self, control: RunControl) -> None:
         run_id, pid = control.run_id, control.pid
@@ -294,7 +333,8 @@ class Dispatcher:
         """Decide the outcome, publish a succeeded run, record. Whether this worker still
         owns the run is checked where it writes (`publish`, `_record`)."""
         report = await asyncio.to_thread(read_report, out_dir)
-        state, errors = outcome(control.reason, failure, returncode, report)
+        state, errors = outcome(control.reason, failure, returncode, report,
+                                control.last_error or None)
         if state is RunState.TIMED_OUT:
             errors.append(f"timed out after {time_limit:g} s")
         if state is RunState.SUCCEEDED and persist:
@@ -326,29 +366,46 @@ class Dispatcher:
         self, control: RunControl, state: RunState, errors: list[str], report: dict[str, Any],
         run_log: RunLog,
     ) -> None:
-        """Commit the run's final state (the run log says it first: whoever sees the final
-        state, GET logs or follow, sees the notes)."""
-        async with self.sessionmaker() as session:
-            run = await owned_run(session, control.run_id, self.identity)
-            if run is None:
-                await run_log.note("no longer owned by this worker; not recorded")
-                return
-            run.state = check_transition(run.id, run.state, state)
-            run.finished_at = utcnow()
-            run.report = report
-            engine_counts = report.get("counts")
-            counts = dict(engine_counts) if isinstance(engine_counts, dict) else {}
-            if state is not RunState.SUCCEEDED and isinstance(counts.get("published"), dict):
-                # The engine counted what it built; a run that did not succeed published none.
-                counts["published"] = dict.fromkeys(counts["published"], 0)
-            # Publishing already wrote the feeds' and the indicator store's summaries.
-            run.counts = {**counts, **run.counts}
-            run.errors = [*run.errors, *(self.sanitiser.line(e) for e in errors)]
-            run.pid = None
-            run.progress = {**run.progress, "stage": "finished"}
-            await run_log.note(run.state)
-            await session.commit()
-        _count_finished(run, report)
+        """Commit the run's final state, retrying until the database takes it.
+
+        The outcome goes to its file first (a restart applies it), and the run log says the
+        state before it is committed (whoever sees the final state sees the notes); a log
+        write never raises, and is never made while the run's row is locked."""
+        result = Outcome(control.run_id, self.identity, state,
+                         [self.sanitiser.line(e) for e in errors], report)
+        saved = await asyncio.to_thread(outcomes.save, self.settings, result)
+        await run_log.note(str(state))
+        control.stage = "recording"
+        delay: float | None = None
+        attempts = 0
+        self._pending.add(control.run_id)
+        try:
+            while True:
+                try:
+                    run = await outcomes.record(self.sessionmaker, result, self.identity)
+                    break
+                except Exception as exc:
+                    if not outcomes.is_transient(exc):
+                        raise  # a bug: the watchdog applies the file
+                    if saved and len(self._pending) > MAX_PENDING_OUTCOMES:
+                        logger.warning("run %s: outcome not recorded (%s); %d outcomes "
+                                       "pending, this one waits in its file", control.run_id,
+                                       _short(exc), len(self._pending))
+                        return
+                    delay = outcomes.retry_delay(delay)
+                    attempts += 1
+                    if attempts % 20 == 1:  # the first failure, then about every 100 s
+                        logger.warning("run %s: outcome %s not recorded yet (attempt %d: %s); "
+                                       "retrying", control.run_id, state, attempts, _short(exc))
+                    await asyncio.sleep(delay)
+        finally:
+            self._pending.discard(control.run_id)
+        await asyncio.to_thread(outcomes.discard, self.settings, control.run_id)
+        if run is None:
+            await run_log.note("no longer owned by this worker; not recorded")
+        elif delay is not None:
+            logger.warning("run %s: outcome %s recorded after the database came back",
+                           control.run_id, state)
 
     def _time_limit(self, run: PipelineRun) -> float:
         """The run's own timeout_seconds, else EDL_RUN_TIMEOUT_SECONDS."""
@@ -359,3 +416,24 @@ class Dispatcher:
     async def recover(self) -> list[int]:
         """Interrupt runs whose owner died; kill their orphan children on this host."""
         return await interrupt_dead_runs(self.settings, self.sessionmaker, self.identity)
+
+    async def watchdog(self) -> list[int]:
+        """Resolve rows this process owns (`running`, worker = us) that no task of ours is
+        running: their outcome file if they have one, else `interrupted`."""
+        async with self.sessionmaker() as session:
+            owned = (await session.execute(
+                select(col(PipelineRun.id))
+                .where(col(PipelineRun.state) == RunState.RUNNING,
+                       col(PipelineRun.worker) == self.identity)
+            )).scalars().all()
+        resolved = []
+        for run_id in (int(i) for i in owned if i is not None):
+            if run_id in self._tasks:
+                continue
+            if await resolve_orphan_run(self.settings, self.sessionmaker, run_id,
+                                        self.identity, "its task ended without an outcome"):
+                resolved.append(run_id)
+        if resolved:
+            logger.warning("watchdog: resolved %d run(s) of this process that had no task: %s",
+                           len(resolved), resolved)
+        return resolved

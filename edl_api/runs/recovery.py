@@ -5,7 +5,9 @@ with that start time (a reused pid does not count); on another host only the
 heartbeat can tell, and it is stale after STALE_AFTER_SECONDS. A dead owner's run
 becomes `interrupted` and, on this host, its engine child (still running in its own
 process group after a kill -9 of the parent) is killed — only after its command line
-proves it is that run's engine.
+proves it is that run's engine. An outcome the dead worker decided but could not commit
+(`outcomes.py`'s file) is applied instead. Runs of this process are the dispatcher's
+watchdog's (`resolve_orphan_run`): a live owner whose task is gone.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from sqlmodel import col
 
 from edl_api.feeds.publish import state_after_owner_died
 from edl_api.models import PipelineRun, utcnow
+from edl_api.runs import outcomes
 from edl_api.runs.logs import RunLog
+from edl_api.runs.retry import retry_interrupted
 from edl_api.runs.state import RunState, check_transition
 from edl_api.settings import Settings
 
@@ -87,6 +91,56 @@ def kill_orphan_child(run_id: int, pid: int | None) -> bool:
     return True
 
 
+async def apply_outcome_file(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], run_id: int,
+    worker: str,
+) -> bool:
+    """The outcome `worker` decided for the run but could not commit (its file, written
+    before the database was tried): applied while `worker` still holds the run."""
+    found = await asyncio.to_thread(outcomes.load, settings, run_id)
+    if found is None or found.worker != worker:
+        return False
+    run = await outcomes.record(sessionmaker, found, worker)
+    await asyncio.to_thread(outcomes.discard, settings, run_id)
+    if run is None:
+        return False
+    logger.warning("run %s: applied the outcome %s its worker %s left in its file",
+                   run_id, found.state, worker)
+    run_log = RunLog(settings, run_id, sessionmaker=sessionmaker)
+    await run_log.note(f"{found.state} (recorded from the outcome worker {worker} left)")
+    await run_log.aclose()
+    return True
+
+
+async def resolve_orphan_run(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], run_id: int,
+    worker: str, reason: str,
+) -> bool:
+    """A `running` run of `worker` that nothing runs any more (the watchdog's case: its
+    owner is alive but its task is gone): its outcome file, else what `state_after_owner_died`
+    says, with `reason` when that is `interrupted`."""
+    if await apply_outcome_file(settings, sessionmaker, run_id, worker):
+        return True
+    async with sessionmaker() as session, session.begin():
+        state, error = await state_after_owner_died(session, run_id, worker)
+        if state is RunState.INTERRUPTED:
+            error = reason
+        result = await session.execute(
+            update(PipelineRun)
+            .where(col(PipelineRun.id) == run_id, col(PipelineRun.state) == RunState.RUNNING,
+                   col(PipelineRun.worker) == worker)
+            .values(state=state, finished_at=utcnow(), pid=None, errors=[error],
+                    progress={"stage": "finished"})
+        )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    check_transition(run_id, RunState.RUNNING, state)
+    run_log = RunLog(settings, run_id, sessionmaker=sessionmaker)
+    await run_log.note(f"{state} ({reason})")
+    await run_log.aclose()
+    return True
+
+
 async def interrupt_dead_runs(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], identity: str
 ) -> list[int]:
@@ -116,6 +170,10 @@ async def interrupt_dead_runs(
                 logger.warning("run %s: killed orphan engine pid %s", run_id, pid)
             for stale in (settings.data_dir / "work").glob(f"run-{run_id}-*"):
                 shutil.rmtree(stale, ignore_errors=True)
+            # What the dead worker decided but could not commit beats "interrupted".
+            if await apply_outcome_file(settings, sessionmaker, run_id, str(worker)):
+                recovered.append(run_id)
+                continue
         async with sessionmaker() as session, session.begin():
             state, error = await state_after_owner_died(session, run_id, worker)
             result = await session.execute(
@@ -127,9 +185,11 @@ async def interrupt_dead_runs(
         if result.rowcount:  # type: ignore[attr-defined]
             check_transition(run_id, RunState.RUNNING, state)
             recovered.append(run_id)
-            run_log = RunLog(settings, run_id)
-            await run_log.note(f"{state} (worker {worker} is gone)")
-            run_log.close()
+            retried = await retry_interrupted(sessionmaker, [run_id], settings.retry_interrupted)
+            then = f"; retried as run {retried[run_id]}" if run_id in retried else ""
+            run_log = RunLog(settings, run_id, sessionmaker=sessionmaker)
+            await run_log.note(f"{state} (worker {worker} is gone){then}")
+            await run_log.aclose()
     if recovered:
         logger.warning("interrupted %d run(s) left by dead workers: %s",
                        len(recovered), recovered)

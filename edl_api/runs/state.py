@@ -10,6 +10,7 @@ loudly, and every applied transition is logged.
 from __future__ import annotations
 
 import logging
+import re
 from enum import StrEnum
 from typing import Any
 
@@ -77,14 +78,37 @@ def engine_errors(report: dict[str, Any]) -> list[str]:
     return errors
 
 
+# A line of the engine's output that says what went wrong: a traceback's last line
+# (`OSError: [Errno 28] No space left on device`), or any line naming an error.
+_ERROR_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\b.*"
+    r"|.*\b(?:error|errno|failed|crashed|no space left|killed)\b.*)$",
+    re.IGNORECASE,
+)
+_TRACEBACK_FRAME = re.compile(r'^(?:File "|Traceback \(most recent call last\))')
+_STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\s+")
+ERROR_LINE_CHARS = 300
+
+
+def error_line(line: str) -> str | None:
+    """The engine output line without its time stamp when it is worth quoting as the
+    reason a run failed (a traceback's frames are not), else None."""
+    text = _STAMP.sub("", line).strip()
+    if not text or _TRACEBACK_FRAME.match(text) or not _ERROR_LINE.match(text):
+        return None
+    return text[:ERROR_LINE_CHARS]
+
+
 def outcome(
     reason: str | None, failure: str | None, returncode: int | None, report: dict[str, Any],
+    last_error: str | None = None,
 ) -> tuple[RunState, list[str]]:
     """The final state of a run whose child is done, and the errors the operator sees.
 
     `reason` is why the run layer stopped the child (cancelled, timed_out, interrupted),
     `failure` what went wrong around it (a dispatcher error), `returncode` the child's
-    exit code, `report` the engine's report (empty when there is none)."""
+    exit code, `report` the engine's report (empty when there is none), `last_error` the
+    engine's last output line that looked like an error (`error_line`)."""
     errors = engine_errors(report)
     if reason is not None:
         state = STOP_STATES[reason]
@@ -97,4 +121,6 @@ def outcome(
         return RunState.SUCCEEDED, errors
     if returncode == ENGINE_NOT_OK:
         return RunState.FAILED, errors or ["a required source failed"]
+    if last_error:  # what the engine said last beats "see the run log"
+        return RunState.FAILED, [*errors, f"engine exited with code {returncode}: {last_error}"]
     return RunState.FAILED, [*errors, f"engine exited with code {returncode}; see the run log"]
