@@ -17,6 +17,9 @@ def _serve(args: argparse.Namespace) -> int:
     from edl_api.app import create_app
 
     settings = Settings()
+    lock = _instance_lock(settings, "serve")
+    if lock is False:
+        return 3
     # Our own logging config (api.log with redaction) is set in the lifespan.
     uvicorn.run(
         create_app(settings),
@@ -61,8 +64,23 @@ async def _worker(settings: Settings) -> None:
 
 
 def _worker_cmd(_: argparse.Namespace) -> int:
-    asyncio.run(_worker(Settings()))
+    settings = Settings()
+    lock = _instance_lock(settings, "worker")
+    if lock is False:
+        return 3
+    asyncio.run(_worker(settings))
     return 0
+
+
+def _instance_lock(settings: Settings, command: str) -> object:
+    """SQLite: this process's hold on the database (False, said on stderr: another has it)."""
+    from edl_api.instance_lock import InstanceLocked, acquire
+
+    try:
+        return acquire(settings, command)
+    except InstanceLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
 
 
 async def _migrate(settings: Settings) -> None:

@@ -195,7 +195,7 @@ class PipelineRun(SQLModel, table=True):
     # means the owner died and the run is interrupted (recovery on any process).
     heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # A run re-queued because this one was interrupted (its process died) names it here.
-    retry_of_run_id: int | None = Field(default=None)
+    retry_of_run_id: int | None = Field(default=None, index=True)
 
 
 class RunLogChunk(SQLModel, table=True):

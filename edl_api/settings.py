@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     # A run that gives no timeout_seconds gets this one: a hung source or engine must not
     # hold a run slot (and its pipeline's next runs) forever.
     run_timeout_seconds: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
+    # A run interrupted because its process died is re-queued this many times (a retry
+    # chain of that length stays interrupted); 0: never.
+    retry_interrupted: int = Field(default=1, ge=0, le=10)
     # How long an Idempotency-Key is remembered (a retry after that creates a new object).
     idempotency_retention_hours: float = Field(default=24.0, gt=0, le=24 * 365)
     # FastAPI's built-in OpenTelemetry hooks cost a few microseconds per request; off

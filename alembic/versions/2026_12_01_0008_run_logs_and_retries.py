@@ -16,6 +16,8 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("pipeline_runs") as batch:
         batch.add_column(sa.Column("retry_of_run_id", sa.Integer(), nullable=True))
+    # Run detail looks up the run that retries this one.
+    op.create_index("ix_pipeline_runs_retry_of_run_id", "pipeline_runs", ["retry_of_run_id"])
     op.create_table(
         "run_log_chunks",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -35,5 +37,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("run_log_chunks")
+    op.drop_index("ix_pipeline_runs_retry_of_run_id", table_name="pipeline_runs")
     with op.batch_alter_table("pipeline_runs") as batch:
         batch.drop_column("retry_of_run_id")

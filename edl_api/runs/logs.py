@@ -4,11 +4,18 @@ Layout for run 42: `run-42.log` (the live segment) and `run-42.log.1.gz`,
 `run-42.log.2.gz`, … (older segments, 1 is the oldest). Every line that reaches a
 log went through `Sanitiser`: control characters dropped, secrets redacted, length
 capped. `engine.log` collects the same lines across runs, prefixed with the run id.
+
+Given a sessionmaker, a RunLog also appends every line to the database
+(`logstore.ChunkWriter`): that copy is what `GET /runs/{id}/logs` reads, from any host;
+the files are this host's copy. A write that fails (file or database) is counted in
+`edl_run_log_write_failures_total`, warned once per run and target, and skipped: no
+caller, and no state transition, fails because of a log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
 import logging.handlers
@@ -18,8 +25,13 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TextIO
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from edl_api import metrics
 from edl_api.logging_setup import RedactingFilter
+from edl_api.runs.logstore import ChunkWriter
 from edl_api.settings import Settings
 
 # The live segment is rotated into a gzip segment when it grows past this size.
@@ -30,6 +42,7 @@ ENGINE_LOG_MAX_BYTES = 20 * 1024 * 1024
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _SEGMENT_RE = re.compile(r"\.log\.(\d+)\.gz$")
 ENGINE_LOGGER = "edl.engine_output"
+logger = logging.getLogger("edl_api.runs")
 
 
 class Sanitiser:
@@ -80,53 +93,113 @@ def _gzip_file(source: Path, target: Path) -> None:
 
 
 class RunLog:
-    """Appends sanitised lines to one run's log and rotates it at `max_bytes`."""
+    """Appends sanitised lines to one run's log (file rotated at `max_bytes`, and the
+    database when given a sessionmaker); never raises for a failed write."""
 
-    def __init__(self, settings: Settings, run_id: int, max_bytes: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings, run_id: int, max_bytes: int | None = None,
+        sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+    ) -> None:
         self.settings = settings
         self.run_id = run_id
         self.max_bytes = max_bytes or RUN_LOG_MAX_BYTES
         self.path = live_path(settings, run_id)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        existing = segments(settings, run_id)
-        self._next_segment = (
-            int(_SEGMENT_RE.search(existing[-1].name).group(1)) + 1  # type: ignore[union-attr]
-            if existing else 1
-        )
-        self._file = self.path.open("a", encoding="utf-8")
-        self._size = self.path.stat().st_size
+        self._warned: set[str] = set()
         self._engine_log = logging.getLogger(ENGINE_LOGGER)
+        self._store = (
+            ChunkWriter(sessionmaker, run_id, self._failed) if sessionmaker is not None else None
+        )
+        self._file: TextIO | None = None
+        self._size = 0
+        self._next_segment = 1
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            existing = segments(settings, run_id)
+            if existing:
+                match = _SEGMENT_RE.search(existing[-1].name)
+                self._next_segment = int(match.group(1)) + 1 if match else 1
+            self._file = self.path.open("a", encoding="utf-8")
+            self._size = self.path.stat().st_size
+        except OSError as exc:
+            self._failed("file", exc)
+
+    def _failed(self, target: str, exc: BaseException) -> None:
+        """Count a skipped write; warn once per run and target (not once per line)."""
+        metrics.RUN_LOG_WRITE_FAILURES.labels(target).inc()
+        if target == "file":
+            self._close_file()  # one failure means the folder is unusable for this run
+        if target not in self._warned:
+            self._warned.add(target)
+            where = self.path if target == "file" else "the database"
+            logger.warning("run %s: log writes to %s fail, skipping them: %s",
+                           self.run_id, where, f"{type(exc).__name__}: {exc}"[:300])
 
     async def write(self, line: str, *, to_engine_log: bool = True) -> None:
-        data = line + "\n"
-        self._file.write(data)
-        self._size += len(data.encode("utf-8"))
+        if self._store is not None:
+            self._store.append(line)
         if to_engine_log:
             self._engine_log.info("run %s: %s", self.run_id, line)
+        if self._file is None:
+            return
+        data = line + "\n"
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self._failed("file", exc)
+            return
+        self._size += len(data.encode("utf-8"))
         if self._size >= self.max_bytes:
             await self.rotate()
 
     async def note(self, message: str) -> None:
-        """A line of our own, stamped like the engine's lines."""
+        """A line of our own, stamped like the engine's lines. Readers (logs API, follow)
+        see it at once: it waits for the database, but only NOTE_WAIT_SECONDS at most."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         await self.write(f"{stamp} dispatcher: {message}")
-        self.flush()  # readers (logs API, follow) see our notes at once
+        self.flush()
+        if self._store is not None:
+            await self._store.flush()
 
     async def rotate(self) -> None:
+        if self._file is None:
+            return
         self._file.close()
+        self._file = None
         target = self.path.with_name(f"{self.path.name}.{self._next_segment}.gz")
         self._next_segment += 1
-        # gzip off the event loop: a 4 MiB segment takes tens of milliseconds.
-        await asyncio.to_thread(_gzip_file, self.path, target)
-        self._file = self.path.open("a", encoding="utf-8")
+        try:
+            # gzip off the event loop: a 4 MiB segment takes tens of milliseconds.
+            await asyncio.to_thread(_gzip_file, self.path, target)
+            self._file = self.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            self._failed("file", exc)
         self._size = 0
 
     def flush(self) -> None:
-        self._file.flush()
+        if self._file is None:
+            return
+        try:
+            self._file.flush()
+        except OSError as exc:
+            self._failed("file", exc)
+
+    def _close_file(self) -> None:
+        file, self._file = self._file, None
+        if file is not None and not file.closed:
+            with contextlib.suppress(OSError):
+                file.close()
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        """Close the file; the database copy's last lines land in the background."""
+        self._close_file()
+        if self._store is not None:
+            self._store.close()
+
+    async def aclose(self) -> None:
+        """Close, waiting (bounded) for the database copy's last lines."""
+        self._close_file()
+        if self._store is not None:
+            await self._store.aclose()
 
 
 def configure_engine_log(settings: Settings) -> None:

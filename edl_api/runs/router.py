@@ -13,7 +13,7 @@ from edl_api.deps import DispatcherDep, SessionmakerDep, SettingsDep
 from edl_api.errors import API_ERRORS, error_responses
 from edl_api.idempotency import IdempotencyHeader
 from edl_api.pagination import Page, PageDep
-from edl_api.runs import logs, service
+from edl_api.runs import logs, logstore, service
 from edl_api.runs.schemas import (
     JobList,
     RunCancelled,
@@ -96,7 +96,15 @@ async def run_logs(
     follow: Annotated[bool, Query()] = False,
 ) -> Response:
     run = await service.get_run(session, principal, run_id)
-    if tail is not None:
+    # The database copy is what every host reads; a run logged before it existed (or whose
+    # database writes all failed) falls back to this host's files.
+    in_db = await logstore.has_chunks(session, run_id)
+    after = 0
+    if in_db and tail is not None:
+        start, after = await logstore.read_tail(session, run_id, tail)
+    elif in_db:
+        start, after = await logstore.read_all(session, run_id)
+    elif tail is not None:
         start = await asyncio.to_thread(logs.read_tail, settings, run_id, tail)
     else:
         start = await asyncio.to_thread(logs.read_all, settings, run_id)
@@ -110,8 +118,15 @@ async def run_logs(
             state = await service.run_state(check, run_id)
         return state is not None and state not in FINISHED
 
+    # Only this host's file has lines (the database copy failed): follow the file. A run
+    # with no lines anywhere yet is followed in the database, where they will land.
+    local_only = not in_db and bool(start)
+    stream = (
+        logs.follow(settings, run_id, is_running, start) if local_only
+        else logstore.follow(maker, run_id, is_running, start, after)
+    )
     return StreamingResponse(
-        logs.follow(settings, run_id, is_running, start), media_type=media,
+        stream, media_type=media,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 

@@ -59,6 +59,9 @@ class RunSummary(ResponseModel):
     counts: dict[str, Any]
     errors: list[Any]
     schedule_slot: str | None
+    retry_of_run_id: int | None = Field(default=None, description=(
+        "The interrupted run (its process died) this run retries (EDL_RETRY_INTERRUPTED)"
+    ))
 
 
 class ArtifactInfo(ResponseModel):
@@ -105,6 +108,9 @@ class RunDetail(RunSummary):
         "The process running it: `worker-<hex>` for tenants; its `host:pid:start` identity "
         "for callers that see every profile (super-admins, legacy global keys)"
     ))
+    retried_by_run_id: int | None = Field(
+        default=None, description="The run queued to retry this one, if it was interrupted"
+    )
 
 
 class Job(ResponseModel):

@@ -221,6 +221,12 @@ async def run_detail(session: AsyncSession, principal: Principal, run_id: int) -
         )
     ).all()
     summary = RunSummary.model_validate(run).model_dump()
+    retried_by = (
+        await session.execute(
+            select(col(PipelineRun.id)).where(col(PipelineRun.retry_of_run_id) == run_id)
+            .order_by(col(PipelineRun.id)).limit(1)
+        )
+    ).scalar_one_or_none()
     feeds, options = run.report.get("feeds"), run.report.get("options")
     # Publishing stores them with the counts; the detail shows them with the feeds.
     render_drops = summary["counts"].pop("render_drops", None)
@@ -240,6 +246,7 @@ async def run_detail(session: AsyncSession, principal: Principal, run_id: int) -
             render_drops=render_drops if isinstance(render_drops, dict) else {},
         ),
         diff=run.diff, progress=run.progress, worker=worker_name(run.worker, principal),
+        retried_by_run_id=retried_by,
     )
 
 
