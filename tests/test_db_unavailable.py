@@ -11,36 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.conftest import BACKENDS, PG_URL, REQUIRE_PG, SUPER_KEY, _pg_admin
+from tests.conftest import BACKENDS, SUPER_KEY, _pg_admin
 from tests.helpers import FINISHED, basic, h, running_server, service_env
 
 pytestmark = pytest.mark.skipif("postgres" not in BACKENDS, reason="PostgreSQL not selected")
 
 TTL = 0.5
 YAML = "sources:\n  - {name: x, values: [9.9.9.7]}\n"
-
-
-@pytest.fixture
-def outage_database() -> Iterator[tuple[str, str]]:
-    """(name, URL) of a database of this test's own: closing it harms no other test."""
-    name = f"edl_outage_{uuid.uuid4().hex[:10]}"
-    try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # unreachable server
-        if REQUIRE_PG:
-            pytest.fail(f"PostgreSQL required but unreachable at {PG_URL}: {exc}")
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    yield name, make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(_pg_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _close(name: str) -> None:
@@ -77,9 +59,9 @@ def _published_feed(client: httpx.Client) -> tuple[int, str, str]:
 
 
 def test_polls_ride_out_a_database_outage_and_the_api_recovers(
-    tmp_path: Path, outage_database: tuple[str, str]
+    tmp_path: Path, own_pg_database: tuple[str, str]
 ) -> None:
-    name, url = outage_database
+    name, url = own_pg_database
     env = service_env(
         tmp_path, EDL_DATABASE_URL=url, EDL_API_KEY=SUPER_KEY, EDL_AUTO_REFRESH_MINUTES="0",
         EDL_FEED_POINTER_TTL_SECONDS=str(TTL),

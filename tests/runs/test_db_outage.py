@@ -12,16 +12,14 @@ import contextlib
 import os
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.conftest import PG_URL, REQUIRE_PG, SUPER_KEY, _pg_admin
+from tests.conftest import SUPER_KEY, _pg_admin
 from tests.factories import make_pipeline, make_profile
 from tests.helpers import h, launch_run, running_server, service_env, slow_yaml, wait_pid
 
@@ -75,20 +73,6 @@ async def _outage_across_a_runs_end(
 def _assert_clean(run: dict[str, Any]) -> None:
     for error in run["errors"]:
         assert not any(bad in error for bad in FORBIDDEN_IN_ERRORS), error
-
-
-@pytest.fixture
-def own_pg_database() -> Iterator[tuple[str, str]]:
-    name = f"edl_outage_{uuid.uuid4().hex[:10]}"
-    try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # unreachable server
-        if REQUIRE_PG:
-            pytest.fail(f"PostgreSQL required but unreachable at {PG_URL}: {exc}")
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    yield name, make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(_pg_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.mark.postgres
