@@ -22,6 +22,7 @@ from tests.factories import make_pipeline, make_profile
 from tests.helpers import (
     clean_env,
     free_port,
+    get_run,
     h,
     launch_run,
     pid_gone,
@@ -55,6 +56,13 @@ async def test_restart_recovery_after_kill_9(tmp_path: Path, upstream_port: int)
             assert run["finished_at"]
             log = (await client.get(f"/runs/{created['id']}/logs", headers=h())).text
             assert "interrupted" in log
+            # Its process died, so it is re-queued once (EDL_RETRY_INTERRUPTED=1).
+            retry_id = run["retried_by_run_id"]
+            assert retry_id is not None, run
+            retry = await get_run(client, retry_id)
+            assert retry["retry_of_run_id"] == created["id"]
+            assert retry["pipeline_id"] == pipeline_id
+            assert retry["state"] in ("queued", "running"), retry
         assert pid_gone(child)
 
 
