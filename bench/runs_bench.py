@@ -4,12 +4,20 @@
     python bench/runs_bench.py --indicators 200000 --max-seconds 120
     python bench/runs_bench.py --pg postgresql+asyncpg://postgres@127.0.0.1:5432/test
     python bench/runs_bench.py --json out.json     # also write p50/p99 per phase as JSON
+    python bench/runs_bench.py --polls 200 --api 20  # the load during the run (per second)
 
 Starts `edl-api serve` on a loopback port (one uvicorn process, its own dispatcher),
 publishes a small pipeline, then measures p50/p99 of `GET /healthz` and of that
-pipeline's feed (`GET /pipelines/{id}/edl/ipv4`, feed served from the cache) twice:
-idle, and while a run of a 1M-line local file source executes (engine child process,
-then publishing in the API process). Sequential requests, keep-alive, one client.
+pipeline's feed (`GET /pipelines/{id}/edl/ipv4`, feed served from the cache) idle
+(sequential requests), then under a paced load while a run of a 1M-line local file
+source executes (engine child process, then publishing and indexing in the API
+process): `--polls` conditional feed polls per second (`If-None-Match`: a 304 from
+memory, what a firewall fleet mostly gets) and `--api` calls per second of
+`GET /runs/{id}` of the big run. Requests start on a fixed schedule whether or not
+earlier ones answered, so a stalled loop shows up as latency instead of fewer samples.
+Each request is tagged with the phase of the run when it started, from the run's
+`progress.stage` as those API calls read it: fetch (claimed/starting/engine/fetch),
+engine (rules/aggregate/done), publish (publishing), index (indexing).
 The server is stopped by its pid (SIGTERM, then SIGKILL); everything is bounded by
 --max-seconds.
 """
@@ -88,6 +96,120 @@ async def measure(client: httpx.AsyncClient, feed: str, until: Any, pause: float
     return {"healthz": health, "feed": feed_ms, "statuses": statuses}
 
 
+# progress.stage → the phase the bench reports (see the module docstring).
+PHASES = {"queued": "fetch", "claimed": "fetch", "starting": "fetch", "start": "fetch",
+          "engine": "fetch", "fetch": "fetch", "rules": "engine", "aggregate": "engine",
+          "done": "engine", "publishing": "publish", "indexing": "index",
+          "recording": "index", "finished": "after"}
+PHASE_ORDER = ("fetch", "engine", "publish", "index", "after")
+
+
+class RawPoller:
+    """Keep-alive HTTP/1.1 GETs of one prebuilt request over a pool of raw connections:
+    a few microseconds of client CPU a poll (httpx costs ~1 ms, which on a 2-core box
+    competes with the server it measures)."""
+
+    def __init__(self, base: str, path: str, headers: dict[str, str]) -> None:
+        host, port = base.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}",
+                 *(f"{k}: {v}" for k, v in headers.items())]
+        self.request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def get(self) -> int:
+        if self.idle:
+            try:
+                return await self._get(self.idle.pop())
+            except (asyncio.IncompleteReadError, ConnectionResetError):
+                pass  # the server closed an idle keep-alive connection: a new one
+        return await self._get(await asyncio.open_connection(self.host, self.port))
+
+    async def _get(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> int:
+        reader, writer = conn
+        try:
+            writer.write(self.request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            if length:
+                await reader.readexactly(length)
+        except BaseException:
+            writer.close()
+            raise
+        self.idle.append(conn)
+        return status
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+async def paced_load(client: httpx.AsyncClient, feed: str, run_id: int, args: argparse.Namespace,
+                     deadline: float) -> dict[str, Any]:
+    """`args.polls` feed polls and `args.api` run reads per second until the run ends.
+    Samples are (wall time, ms, phase at start)."""
+    h = {"X-API-Key": KEY}
+    etag = (await client.get(feed, headers=h)).headers.get("etag", "")
+    poller = RawPoller(str(client.base_url).rstrip("/"), feed,
+                       {**h, "If-None-Match": etag} if etag else h)
+    now = {"phase": "fetch", "state": "queued"}
+    feed_ms: list[tuple[float, float, str]] = []
+    api_ms: list[tuple[float, float, str]] = []
+    statuses: dict[int | str, int] = {}
+    pending: set[asyncio.Task[None]] = set()
+
+    async def poll() -> None:
+        phase, started = now["phase"], time.perf_counter()
+        try:
+            status: int | str = await poller.get()
+        except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+            status = type(exc).__name__
+        feed_ms.append((time.time(), (time.perf_counter() - started) * 1000, phase))
+        statuses[status] = statuses.get(status, 0) + 1
+
+    async def api() -> None:
+        phase, started = now["phase"], time.perf_counter()
+        try:
+            r = await client.get(f"/runs/{run_id}", headers=h)
+            status: int | str = r.status_code
+            if r.status_code == 200:
+                run = r.json()
+                now["state"] = run["state"]
+                stage = str((run.get("progress") or {}).get("stage") or run["state"])
+                now["phase"] = "after" if run["state"] not in ("queued", "running") else \
+                    PHASES.get(stage, now["phase"])
+        except httpx.HTTPError as exc:
+            status = type(exc).__name__
+        api_ms.append((time.time(), (time.perf_counter() - started) * 1000, phase))
+        statuses[f"api {status}"] = statuses.get(f"api {status}", 0) + 1
+
+    def launch(job: Any) -> None:
+        task = asyncio.create_task(job())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    started = time.monotonic()
+    polls = api_calls = 0
+    while now["state"] in ("queued", "running") and time.monotonic() < deadline:
+        elapsed = time.monotonic() - started
+        while polls < elapsed * args.polls:
+            polls += 1
+            launch(poll)
+        while api_calls < elapsed * args.api:
+            api_calls += 1
+            launch(api)
+        await asyncio.sleep(0.002)
+    if pending:
+        await asyncio.wait(pending, timeout=30)
+    poller.close()
+    return {"feed": feed_ms, "api": api_ms, "statuses": statuses,
+            "seconds": time.monotonic() - started}
+
+
 async def wait_state(client: httpx.AsyncClient, run_id: int, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -100,7 +222,8 @@ async def wait_state(client: httpx.AsyncClient, run_id: int, timeout: float) -> 
 
 async def scenario(base: str, args: argparse.Namespace, deadline: float) -> dict[str, Any]:
     h = {"X-API-Key": KEY}
-    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
         profile = (await client.post("/profiles", json={"name": "bench"}, headers=h)).json()
         pid = profile["profile"]["id"]
         # `path:` sources read the profile's own folder: the file goes where the API says.
@@ -131,28 +254,12 @@ async def scenario(base: str, args: argparse.Namespace, deadline: float) -> dict
 
         big = (await client.post("/runs", json={"pipeline_id": pipelines["big"]},
                                  headers=h)).json()
-        state = {"value": "queued", "checked": 0.0}
         started = time.monotonic()
-
-        async def run_done() -> bool:
-            now = time.monotonic()
-            if now >= deadline:
-                return True
-            if now - state["checked"] >= 0.5:  # type: ignore[operator]
-                state["checked"] = now
-                try:
-                    run = (await client.get(f"/runs/{big['id']}", headers=h)).json()
-                except httpx.HTTPError as exc:
-                    print(f"GET /runs/{big['id']} failed after "
-                          f"{time.monotonic() - now:.1f} s: {type(exc).__name__}")
-                    return False
-                state["value"] = run["state"]
-            return state["value"] not in ("queued", "running")
-
-        during = await measure(client, feed, run_done)
+        during = await paced_load(client, feed, big["id"], args, deadline)
         run_seconds = time.monotonic() - started
         big_run = (await client.get(f"/runs/{big['id']}", headers=h)).json()
         log = (await client.get(f"/runs/{big['id']}/logs", headers=h)).text
+        retag(during, log)
         return {
             "log": log,
             "small_run": small_run["state"],
@@ -172,28 +279,51 @@ def _stamp(log: str, marker: str) -> float | None:
     return None
 
 
-def summarise(result: dict[str, Any]) -> str:
-    # The run log's stamps (1 s resolution) split "during" into the engine phase (child
-    # process) and the publishing phase (artifacts stored by the API process).
-    exited = _stamp(result["log"], "dispatcher: engine exited")
+def retag(during: dict[str, Any], log: str) -> None:
+    """The stored stage may still name the engine's last step while the API process
+    publishes: the run log's dispatcher notes (1 s stamps) mark publish and index."""
+    exited = _stamp(log, "dispatcher: engine exited")
+    live = _stamp(log, "feeds live after")
+    for name in ("feed", "api"):
+        samples = during[name]
+        for i, (t, ms, phase) in enumerate(samples):
+            if phase in ("engine", "publish") and exited is not None and t >= exited:
+                phase = "index" if live is not None and t >= live + 1 else "publish"
+            samples[i] = (t, ms, phase)
+
+
+def by_phase(samples: list[tuple[float, float, str]]) -> dict[str, list[float]]:
+    phases: dict[str, list[float]] = {"during (all)": [ms for _, ms, _ in samples]}
+    for phase in PHASE_ORDER:
+        values = [ms for _, ms, p in samples if p == phase]
+        if values:
+            phases[phase] = values
+    return phases
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "p50": pct(values, .5), "p99": pct(values, .99),
+            "max": max(values or [0.0])}
+
+
+def summarise(result: dict[str, Any], args: argparse.Namespace) -> str:
+    during = result["during"]
     lines = [
-        f"{'request':<8} {'phase':<16} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}",
+        f"load during the run: {args.polls} feed polls/s (If-None-Match) + {args.api} "
+        f"GET /runs/{{id}}/s, paced; {during['seconds']:.1f} s",
+        f"{'request':<8} {'phase':<14} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}",
     ]
-    for name in ("healthz", "feed"):
-        phases: dict[str, list[float]] = {
-            "idle": [ms for _, ms in result["idle"][name]],
-            "during (all)": [ms for _, ms in result["during"][name]],
-        }
-        if exited is not None:
-            phases["during engine"] = [ms for t, ms in result["during"][name] if t < exited]
-            phases["during publish"] = [ms for t, ms in result["during"][name] if t >= exited]
-        for phase, values in phases.items():
-            lines.append(
-                f"{name:<8} {phase:<16} {len(values):>6} {pct(values, .5):>8.2f} "
-                f"{pct(values, .99):>8.2f} {max(values or [float('nan')]):>8.2f}"
-            )
-    lines.append(f"statuses idle={result['idle']['statuses']} "
-                 f"during={result['during']['statuses']}")
+    rows: list[tuple[str, str, list[float]]] = [
+        (name, "idle", [ms for _, ms in result["idle"][name]]) for name in ("healthz", "feed")
+    ]
+    for name in ("feed", "api"):
+        rows.extend((name, phase, values) for phase, values in by_phase(during[name]).items())
+    for name, phase, values in rows:
+        lines.append(
+            f"{name:<8} {phase:<14} {len(values):>6} {pct(values, .5):>8.2f} "
+            f"{pct(values, .99):>8.2f} {max(values or [float('nan')]):>8.2f}"
+        )
+    lines.append(f"statuses idle={result['idle']['statuses']} during={during['statuses']}")
     lines.append(f"small run: {result['small_run']}; big run: "
                  + json.dumps(result["big_run"], default=str))
     lines.append("big run log:")
@@ -202,16 +332,21 @@ def summarise(result: dict[str, Any]) -> str:
 
 
 def figures(result: dict[str, Any]) -> dict[str, Any]:
-    """p50/p99/max (ms) of each request, idle and during the run, for --json."""
+    """p50/p99/max (ms) of each request idle, during the run, and per phase, for --json."""
+    during = result["during"]
     out: dict[str, Any] = {"big_run": result["big_run"], "small_run": result["small_run"],
                            "statuses": {phase: {str(k): v for k, v in
                                                 result[phase]["statuses"].items()}
                                         for phase in ("idle", "during")}}
     for name in ("healthz", "feed"):
-        for phase in ("idle", "during"):
-            values = [ms for _, ms in result[phase][name]]
-            out[f"{name}_{phase}"] = {"n": len(values), "p50": pct(values, .5),
-                                      "p99": pct(values, .99), "max": max(values or [0.0])}
+        out[f"{name}_idle"] = stats([ms for _, ms in result["idle"][name]])
+    out["feed_during"] = stats([ms for _, ms, _ in during["feed"]])
+    out["api_during"] = stats([ms for _, ms, _ in during["api"]])
+    out["phases"] = {
+        phase: {name: stats([ms for _, ms, p in during[name] if p == phase])
+                for name in ("feed", "api")}
+        for phase in PHASE_ORDER
+    }
     return out
 
 
@@ -223,6 +358,12 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=240.0)
     parser.add_argument("--pg", default=None, help="EDL_DATABASE_URL (default: SQLite)")
     parser.add_argument("--json", default=None, help="write the figures to this file")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (server output, logs, database)")
+    parser.add_argument("--polls", type=float, default=200.0,
+                        help="feed polls per second during the run")
+    parser.add_argument("--api", type=float, default=20.0,
+                        help="GET /runs/{id} calls per second during the run")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="edl-runs-bench-"))
@@ -259,7 +400,7 @@ def main() -> int:
         result = asyncio.run(scenario(base, args, deadline))
         print(f"runs_bench: {args.indicators} indicators, "
               f"{'PostgreSQL' if args.pg else 'SQLite'}, {os.cpu_count()} CPUs")
-        print(summarise(result))
+        print(summarise(result, args))
         if args.json:
             Path(args.json).write_text(json.dumps(figures(result), indent=2, default=str))
         return 0
@@ -271,7 +412,10 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -66,26 +67,65 @@ class PreparedFeed:
 
 
 
-_gc_state = {"pauses": 0, "was_enabled": False}
+_gc_state: dict[str, Any] = {"pauses": 0, "was_enabled": False, "switch": 0.005}
 _gc_lock = threading.Lock()
+# While a publish's worker threads run Python code, the event loop (and each aiosqlite
+# thread) waits up to one switch interval for the GIL every time it wants it back, and a
+# poll needs it several times: at the default 5 ms, feed polls took 40-100 ms.
+PUBLISH_SWITCH_INTERVAL = 0.0005
 
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic GC while a publish builds millions of small, acyclic objects
-    (with it on, the collector re-walks them all again and again: 5-7x slower)."""
+    (with it on, the collector re-walks them all again and again: 5-7x slower), and hand
+    the GIL over sooner meanwhile (`PUBLISH_SWITCH_INTERVAL`)."""
     with _gc_lock:
         if _gc_state["pauses"] == 0:
             _gc_state["was_enabled"] = gc.isenabled()
             gc.disable()
+            _gc_state["switch"] = sys.getswitchinterval()
+            sys.setswitchinterval(min(_gc_state["switch"], PUBLISH_SWITCH_INTERVAL))
         _gc_state["pauses"] += 1
     try:
         yield
     finally:
         with _gc_lock:
             _gc_state["pauses"] -= 1
-            if _gc_state["pauses"] == 0 and _gc_state["was_enabled"]:
-                gc.enable()
+            if _gc_state["pauses"] == 0:
+                sys.setswitchinterval(_gc_state["switch"])
+                if _gc_state["was_enabled"]:
+                    gc.enable()
+
+
+RELEASE_CHUNK = 20_000
+ENTRY_COUNT_BYTES = 4 << 20
+
+
+def _drain(*lists: list[Any]) -> None:
+    """Free big lists a slice at a time: one `del` of a million items is a single C loop
+    that holds the GIL throughout; slices let the event loop thread in between."""
+    for items in lists:
+        while items:
+            del items[-RELEASE_CHUNK:]
+
+
+def _empty(*dicts: dict[Any, Any]) -> None:
+    """Empty big dicts item by item (bytecode, so the GIL is handed over): dropping a
+    million-item dict in one go frees all its keys and values in a single C call."""
+    for items in dicts:
+        pop = items.popitem
+        for _ in range(len(items)):
+            pop()
+
+
+async def release_lines(pending: PendingIndicators) -> None:
+    """Free a publish's per-feed lines in a worker thread, in slices (see `_drain`)."""
+    lists = [feed.lines for feed in pending.prepared.values()]
+    for feed in pending.prepared.values():
+        feed.lines = []
+    pending.entries_raw = b""
+    await asyncio.to_thread(_drain, *lists)
 
 
 @dataclass
@@ -169,14 +209,23 @@ async def write_indicators(
             summary = await update_indicators(
                 session, run, pending, stored, raw_time, clock, delta
             )
+            # Freed as this returns (on the loop), a million stored rows are one ~0.1 s
+            # C call: emptied in a worker thread, item by item, instead.
+            pending.stored = None
+            await asyncio.to_thread(_empty, *stored.values())
             if pending.keep_entries:
+                # hashing/compressing ~100 MB of entries: worker threads, not the loop
+                digest, packed = await asyncio.gather(
+                    asyncio.to_thread(feed_content.sha256_hex, pending.entries_raw),
+                    asyncio.to_thread(provenance.compress, pending.entries_raw),
+                )
                 session.add(Artifact(
                     run_id=pending.run_id, pipeline_id=pending.pipeline_id,
                     indicator_type=provenance.PROVENANCE,
-                    sha256=feed_content.sha256_hex(pending.entries_raw),
+                    sha256=digest,
                     count=sum((pending.counts or {}).values()), size=len(pending.entries_raw),
                     content=b"", published=False, created_at=pending.now,
-                    content_gzip=await asyncio.to_thread(provenance.compress, pending.entries_raw),
+                    content_gzip=packed,
                     reason="the run's entries with provenance (gzip only): the next "
                     "publish's baseline",
                 ))
@@ -196,7 +245,20 @@ def read_entries(
         kind: (out_dir / f"{kind}.txt").read_bytes().count(b"\n")
         for kind in types if kind in base_types
     }
-    return raw, provenance.entry_counts(raw, base_types), engine_counts
+    return raw, _entry_counts(raw, base_types), engine_counts
+
+
+def _entry_counts(raw: bytes, types: list[str]) -> dict[str, int] | None:
+    """`provenance.entry_counts` summed over slices of whole lines: each count is a
+    single C call, ~25-50 ms over a million entries' ~100 MB."""
+    totals = dict.fromkeys(types, 0)
+    for start, end in feed_content.line_spans(raw, ENTRY_COUNT_BYTES):
+        counts = provenance.entry_counts(raw[start:end], types)
+        if counts is None:
+            return None
+        for kind, count in counts.items():
+            totals[kind] += count
+    return totals
 
 
 def _plan(
@@ -222,6 +284,7 @@ def _plan(
             run.pipeline_id, base, values, retained, provenance, stored.get(base, {}),
             now_raw, previous_seen_raw, previous_run_id,
         ))
+    _empty(provenance)  # else freed in one C call as this returns (~0.1 s at 1M)
     return plans
 
 
@@ -254,13 +317,14 @@ async def update_indicators(
     now_raw = raw_time.to_raw(pending.now)
     previous_raw = {b: (raw_time.to_raw(t), r) for b, (t, r) in previous.items()}
     if delta is not None:
-        plans = [
+        found = delta  # a churn-heavy delta is as big as the feed: planned off the loop
+        plans = await asyncio.to_thread(lambda: [
             indicator_store.plan_from_delta(
-                run.pipeline_id, base, delta, stored.get(base, {}), _retained(prepared, base),
+                run.pipeline_id, base, found, stored.get(base, {}), _retained(prepared, base),
                 now_raw,
             )
             for base in previous
-        ]
+        ])
     else:
         plans = await asyncio.to_thread(
             _plan, run, pending.entries_raw, prepared, stored, previous_raw, now_raw
@@ -272,4 +336,6 @@ async def update_indicators(
         await indicator_store.apply(session, run.pipeline_id, changes, run_id, seen)
         summary[changes.indicator_type] = changes.summary()
     clock.lap("write_indicators")
+    rows = [c.inserts for c in plans] + [c.replace_all for c in plans if c.replace_all]
+    await asyncio.to_thread(_drain, *rows)
     return summary

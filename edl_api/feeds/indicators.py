@@ -13,6 +13,7 @@ PostgreSQL: naive UTC datetime).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from sqlalchemy import bindparam, delete, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
+from edl_api.feeds.content import line_spans
 from edl_api.models import Indicator
 
 COLUMNS = (
@@ -33,6 +35,12 @@ SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # what SQLAlchemy's SQLite DateTime writes
 NO_VALUES = "[]"
 # Rewriting the whole type beats row-by-row changes past this share of changed rows.
 REPLACE_RATIO = 0.5
+# Rows per driver call (raw tuples) and per Core executemany (SQLAlchemy builds each
+# row's parameters on the event loop: ~10 us a row). The loop is yielded between
+# batches, so a million-row write never holds feed serving for more than one batch.
+BATCH_ROWS = 10_000
+CORE_BATCH_ROWS = 2_000
+PARSE_BYTES = 512 * 1024  # entries.jsonl bytes per split/orjson call (see read_provenance)
 
 Provenance = tuple[str, str, int]  # sources JSON, tags JSON, confidence
 
@@ -74,17 +82,20 @@ class JsonLists:
 
 def read_provenance(raw: bytes) -> dict[tuple[str, str], Provenance]:
     """(type, value) → provenance from the engine's entries.jsonl bytes."""
-    lines = [line for line in raw.split(b"\n") if line.strip()]
-    if not lines:
-        return {}
-    entries = orjson.loads(b"[" + b",".join(lines) + b"]")
     lists = JsonLists()
     provenance: dict[tuple[str, str], Provenance] = {}
-    for entry in entries:
-        provenance[(str(entry.get("type")), str(entry.get("value")))] = (
-            lists.text(entry.get("sources") or ()), lists.text(entry.get("tags") or ()),
-            int(entry.get("confidence", 50)),
-        )
+    # Split and parsed in slices: one split or orjson call holds the GIL throughout, and
+    # a million entries in one call would stall the event loop (this runs in a worker
+    # thread) for 0.1 s (split) to seconds (parse).
+    for start, end in line_spans(raw, PARSE_BYTES):
+        lines = [line for line in raw[start:end].split(b"\n") if line.strip()]
+        if not lines:
+            continue
+        for entry in orjson.loads(b"[" + b",".join(lines) + b"]"):
+            provenance[(str(entry.get("type")), str(entry.get("value")))] = (
+                lists.text(entry.get("sources") or ()), lists.text(entry.get("tags") or ()),
+                int(entry.get("confidence", 50)),
+            )
     return provenance
 
 
@@ -101,13 +112,20 @@ async def load(
         "FROM indicators WHERE pipeline_id = :pid AND indicator_type IN :types"
         + (" AND run_id IS NOT NULL" if retained_only else "")
     ).bindparams(bindparam("types", expanding=True))
-    result = await session.execute(query, {"pid": pipeline_id, "types": list(types)})
-    for kind, value, sources, tags, confidence, first_seen, last_seen, run_id in result:
+    # Streamed in partitions, one thread hop per partition: a million rows never become
+    # objects on the event loop in one go.
+    result = await session.stream(query, {"pid": pipeline_id, "types": list(types)})
+    async for rows in result.partitions(BATCH_ROWS):
+        await asyncio.to_thread(_add_rows, stored, rows)
+    return stored
+
+
+def _add_rows(stored: dict[str, dict[str, StoredIndicator]], rows: Sequence[Any]) -> None:
+    for kind, value, sources, tags, confidence, first_seen, last_seen, run_id in rows:
         stored[kind][value] = StoredIndicator(
             _as_json_text(sources), _as_json_text(tags), int(confidence), first_seen, last_seen,
             run_id,
         )
-    return stored
 
 
 def _as_json_text(raw: Any) -> str:
@@ -145,11 +163,14 @@ def plan_type(
     rewrite of the whole type (`replace_all`) instead."""
     changes = TypeChanges(kind)
     default: Provenance = (NO_VALUES, NO_VALUES, 50)
+    # Only values that have a row: the checks below look up no other. (A first publish
+    # then builds no million-item set, whose resizes are single long C calls.)
     seen: set[str] = set()
     for value in values:
-        seen.add(value)
         prov = provenance.get((kind, value)) or provenance.get(("ip", value)) or default
         old = stored.get(value)
+        if old is not None:
+            seen.add(value)
         if old is None:
             changes.inserts.append((pipeline_id, kind, value, prov[0], prov[1], prov[2],
                                     now_raw, now_raw, None))
@@ -232,25 +253,28 @@ async def apply(
         (table.c.pipeline_id == pipeline_id) & (table.c.indicator_type == kind)
         & (table.c.value == bindparam("b_value"))
     )
-    if changes.updates:
-        await session.execute(
-            update(table).where(where).values(
-                sources=bindparam("b_sources"), tags=bindparam("b_tags"),
-                confidence=bindparam("b_confidence"), run_id=None,
-            ),
-            [
-                {"b_value": value, "b_sources": orjson.loads(prov[0]),
-                 "b_tags": orjson.loads(prov[1]), "b_confidence": prov[2]}
-                for value, prov in changes.updates
-            ],
-        )
-    if changes.retire:
-        await session.execute(
-            update(table).where(where).values(last_seen=previous_seen, run_id=previous_run_id),
-            [{"b_value": value} for value in changes.retire],
-        )
+    set_provenance = update(table).where(where).values(
+        sources=bindparam("b_sources"), tags=bindparam("b_tags"),
+        confidence=bindparam("b_confidence"), run_id=None,
+    )
+    for batch in batches(changes.updates, CORE_BATCH_ROWS):
+        await session.execute(set_provenance, [
+            {"b_value": value, "b_sources": orjson.loads(prov[0]),
+             "b_tags": orjson.loads(prov[1]), "b_confidence": prov[2]}
+            for value, prov in batch
+        ])
+        await asyncio.sleep(0)
+    retire = update(table).where(where).values(last_seen=previous_seen, run_id=previous_run_id)
+    for batch in batches(changes.retire, CORE_BATCH_ROWS):
+        await session.execute(retire, [{"b_value": value} for value in batch])
+        await asyncio.sleep(0)
     if changes.inserts:
         await bulk_insert(await session.connection(), changes.inserts)
+
+
+def batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 async def _delete_values(
@@ -259,13 +283,13 @@ async def _delete_values(
     if not values:
         return
     table = Indicator.__table__  # type: ignore[attr-defined]
-    await session.execute(
-        delete(table).where(
-            (table.c.pipeline_id == pipeline_id) & (table.c.indicator_type == kind)
-            & (table.c.value == bindparam("b_value"))
-        ),
-        [{"b_value": value} for value in values],
+    statement = delete(table).where(
+        (table.c.pipeline_id == pipeline_id) & (table.c.indicator_type == kind)
+        & (table.c.value == bindparam("b_value"))
     )
+    for batch in batches(values, CORE_BATCH_ROWS):
+        await session.execute(statement, [{"b_value": value} for value in batch])
+        await asyncio.sleep(0)
 
 
 async def delete_types(session: AsyncSession, pipeline_id: int, types: Sequence[str]) -> None:
@@ -276,8 +300,15 @@ async def delete_types(session: AsyncSession, pipeline_id: int, types: Sequence[
     )
 
 
-async def bulk_insert(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-    """Rows in COLUMNS order with raw values, through the driver's fastest path."""
+async def bulk_insert(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Rows in COLUMNS order with raw values, through the driver's fastest path, in
+    batches of BATCH_ROWS with the loop yielded between them."""
+    for batch in batches(rows, BATCH_ROWS):
+        await insert_batch(conn, batch)
+        await asyncio.sleep(0)
+
+
+async def insert_batch(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
     if conn.dialect.name == "postgresql":
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
@@ -287,5 +318,5 @@ async def bulk_insert(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> Non
         return
     placeholders = ", ".join("?" for _ in COLUMNS)
     await conn.exec_driver_sql(
-        f"INSERT INTO indicators ({', '.join(COLUMNS)}) VALUES ({placeholders})", rows
+        f"INSERT INTO indicators ({', '.join(COLUMNS)}) VALUES ({placeholders})", list(rows)
     )

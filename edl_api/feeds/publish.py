@@ -43,6 +43,7 @@ from edl_api.feeds.indexing import (
     find_delta,
     gc_paused,
     read_entries,
+    release_lines,
     updated_bases,
     write_indicators,
 )
@@ -50,6 +51,7 @@ from edl_api.feeds.prune import prune_artifacts
 from edl_api.feeds.render import drop_reports
 from edl_api.models import Artifact, HostedFeed, Pipeline, PipelineRun, utcnow
 from edl_api.runs.claim import owned_run
+from edl_api.runs.outcomes import failure_text
 from edl_api.runs.state import RunState
 
 logger = logging.getLogger("edl_api.feeds")
@@ -73,7 +75,20 @@ async def publish(
     sessionmaker: async_sessionmaker[AsyncSession], run_id: int, out_dir: Path, *,
     owner: str, options: PublishOptions, keep_runs: int, on_stage: StageHook | None = None,
 ) -> PublishOutcome:
-    """Publish a succeeded run's output: feeds live, then the indicator store, then prune."""
+    """Publish a succeeded run's output: feeds live, then the indicator store, then prune.
+
+    The cyclic GC stays paused from the first step to the last: a full collection over a
+    million-entry publish's objects holds the GIL (so the event loop) for ~0.5 s, and one
+    would otherwise fall between the steps."""
+    with gc_paused():
+        return await _publish(sessionmaker, run_id, out_dir, owner=owner, options=options,
+                              keep_runs=keep_runs, on_stage=on_stage)
+
+
+async def _publish(
+    sessionmaker: async_sessionmaker[AsyncSession], run_id: int, out_dir: Path, *,
+    owner: str, options: PublishOptions, keep_runs: int, on_stage: StageHook | None,
+) -> PublishOutcome:
     started = time.monotonic()
     outcome = PublishOutcome()
     stage = on_stage or _no_stage
@@ -105,9 +120,8 @@ async def publish(
         if not await _as_owner(sessionmaker, run_id, owner, go_live):
             return PublishOutcome(owned=False)
     except Exception as exc:
-        logger.exception("run %s: publishing failed", run_id)
         outcome.state = RunState.FAILED
-        outcome.errors.append(f"publishing failed: {_describe(exc)}")
+        outcome.errors.append(failure_text(exc, run_id, "publishing"))
         outcome.seconds = time.monotonic() - started
         return outcome
     outcome.errors.extend(held)  # only once that transaction committed
@@ -124,12 +138,13 @@ async def publish(
             if not await _as_owner(sessionmaker, run_id, owner, index):
                 return PublishOutcome(owned=False)
         except Exception as exc:
-            logger.exception("run %s: indicator store not updated", run_id)
             outcome.errors.append(
-                f"indicator store not updated: {_describe(exc)} "
+                f"indicator store not updated: {failure_text(exc, run_id, 'indexing')} "
                 "(search shows the previous run's entries until the next run)"
             )
     outcome.seconds = time.monotonic() - started
+    if pending is not None:  # a million lines freed on the loop would stall it
+        await release_lines(pending)
     if pipeline_id is not None:
         await _prune(sessionmaker, run_id, pipeline_id, keep_runs)
     return outcome
@@ -153,10 +168,6 @@ async def _as_owner(
 
 async def _no_stage(_stage: str, _note: str) -> None:
     return None
-
-
-def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 async def _prune(
@@ -204,14 +215,22 @@ def _prepare(
     for kind in types:
         raw = (out_dir / f"{kind}.txt").read_bytes()
         lines = feed_content.split_lines(raw)
-        line_set = set(lines)
-        retained = retained_by_type.get(kind, set()) - line_set
+        old = old_contents.get(kind)
+        retained = retained_by_type.get(kind, set())
+        # A first publish needs no set of its lines (the engine writes them distinct):
+        # building one costs ~50 ms of single C calls (resizes) at 1M (see CHUNK_BYTES).
+        line_set: set[str] | list[str] = lines
+        if retained or old is not None:
+            line_set = feed_content.line_set(lines)
+            retained = retained - line_set
         if retained:
+            assert isinstance(line_set, set)
             lines = feed_content.sorted_lines([*lines, *retained])
             line_set |= retained
         body = feed_content.join_lines(lines)
-        old = old_contents.get(kind)
-        old_set = set(feed_content.split_lines(old)) if old is not None else None
+        old_set = (
+            feed_content.line_set(feed_content.split_lines(old)) if old is not None else None
+        )
         prepared[kind] = PreparedFeed(
             kind, body, b"", feed_content.sha256_hex(body),
             len(lines), lines, retained, feed_content.diff_summary(old_set, line_set),
