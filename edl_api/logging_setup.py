@@ -7,6 +7,7 @@ import logging.handlers
 import re
 import sys
 
+from edl_api.engine.indicators import CONTROL_CHARACTERS
 from edl_api.settings import Settings
 
 _KEY_RE = re.compile(r"edl[apf]_[0-9A-Za-z]{8,}")
@@ -19,7 +20,7 @@ _AUTH_RE = re.compile(
 # Characters that end a line for some reader or rewrite what a terminal shows: C0 and C1
 # controls (tab included; C1 holds U+0085 NEXT LINE), DEL, the Unicode line and paragraph
 # separators, and the bidi controls (U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile(f"[{CONTROL_CHARACTERS}]")  # the set entries may not hold either
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
