@@ -181,9 +181,11 @@ async def pipeline_body(
     if fmt == "plain":
         body = await asyncio.to_thread(_plain_body, plain, count, sha, gzipped)
     else:
-        lines = feed_content.split_lines(plain)
         provenance = await _provenance(session, [pointer], kind, fmt)
-        body = await asyncio.to_thread(_rendered_body, kind, fmt, lines, provenance, options)
+        # Splitting 1M lines is CPU work too: in the worker thread, not on the loop.
+        body = await asyncio.to_thread(lambda: _rendered_body(
+            kind, fmt, feed_content.split_lines(plain), provenance, options
+        ))
     prepare(body, run_ids=[pointer.run_id] if pointer.run_id else [],
             last_modified=pointer.updated_at)
     cache.put_body(key, body)
@@ -216,7 +218,9 @@ async def union_body(
         contents.append(plain)
     lines = await asyncio.to_thread(_union_lines, contents, kind)
     if fmt == "plain":
-        body = await asyncio.to_thread(_plain_body, feed_content.join_lines(lines), len(lines))
+        body = await asyncio.to_thread(
+            lambda: _plain_body(feed_content.join_lines(lines), len(lines))
+        )
     else:
         provenance = await _provenance(session, members.pointers, kind, fmt)
         body = await asyncio.to_thread(
