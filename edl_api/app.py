@@ -19,6 +19,7 @@ from edl_api.errors import document_errors, install_error_handlers
 from edl_api.feeds import hooks as feed_hooks
 from edl_api.feeds.fastpath import FeedFastPath
 from edl_api.feeds.router import router as feeds_router
+from edl_api.fleet.router import router as fleet_router
 from edl_api.health import metrics_router
 from edl_api.health import router as health_router
 from edl_api.logging_setup import configure_logging
@@ -60,7 +61,7 @@ class EdlApp(FastAPI):
         state = AppState.of(self)
         return FeedFastPath(
             super().build_middleware_stack(),
-            principals=state.principals, feed_cache=state.feed_cache,
+            principals=state.principals, feed_cache=state.feed_cache, ledger=state.ledger,
         )
 
 
@@ -83,11 +84,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         revocations.start()
         dispatcher, scheduler = await background.start(settings, maker)
         state.running = Running(engine, maker, dispatcher, scheduler)
+        state.ledger.start(maker)
         logger.info("edl-api %s started (database: %s)", __version__, engine.dialect.name)
         try:
             yield
         finally:
             await background.stop(dispatcher, scheduler)
+            await state.ledger.stop()  # the last window's polls, before the engine goes
             state.running = None
             await revocations.stop()
             state.verifier.close()
@@ -121,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pipelines_router,
         runs_router,
         feeds_router,
+        fleet_router,
     ):
         app.include_router(router)
     return app

@@ -271,17 +271,93 @@ class Indicator(SQLModel, table=True):
     run_id: int | None = Field(default=None)
 
 
-class FeedToken(SQLModel, table=True):
-    __tablename__ = "feed_tokens"
+class Device(SQLModel, table=True):
+    """A firewall (or any consumer) with its own read-only feed credential (`edlf_…`).
+
+    The feed tokens of earlier versions are devices of vendor `generic` without declared
+    feeds (migration 0009): they read their profile's feeds (or `pipeline_ids`) unbudgeted.
+    A device with `feeds` reads exactly those, each budgeted to the model's capacity."""
+
+    __tablename__ = "devices"
 
     id: int | None = Field(default=None, primary_key=True)
     profile_id: int = Field(foreign_key="profiles.id", index=True, ondelete="CASCADE")
     name: str = Field(max_length=200)
+    vendor: str = Field(default="generic", max_length=20)
+    model: str | None = Field(default=None, max_length=100)
+    # Per-kind overrides of the vendor table ({"ip": 100000, ...}); None: the table's.
+    limits: dict[str, int] | None = Field(default=None, sa_column=sa.Column(sa.JSON()))
+    # [{"pipeline_id", "indicator_type", "format", "priority"}]; [] for a plain token.
+    feeds: list[dict[str, Any]] = _json(list)
+    expected_poll_minutes: int = 60
     key_id: str = Field(max_length=32, unique=True)
     key_hash: str = Field(max_length=200)
+    # Legacy feed-token scope (devices without declared feeds): None = all the profile's.
     pipeline_ids: list[int] | None = Field(default=None, sa_column=sa.Column(sa.JSON()))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Set when feeds, limits or the credential change: every process drops the device's
+    # cached principal on its next revocation poll (`auth.revocation`).
+    scope_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class DevicePoll(SQLModel, table=True):
+    """Polls of one device, aggregated per flush window (`fleet.ledger`): one row per
+    (feed, format, status, version, address) seen in the window, with counts."""
+
+    __tablename__ = "device_polls"
+    __table_args__ = (sa.Index("ix_device_polls_device_id_last_at", "device_id", "last_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: int = Field(foreign_key="devices.id", ondelete="CASCADE")
+    pipeline_id: int = 0  # 0: the global feed `/edl/{type}`
+    indicator_type: str = Field(max_length=10)
+    fmt: str = Field(max_length=20)
+    status: int
+    etag: str | None = Field(default=None, max_length=80)
+    run_ids: str = Field(default="", max_length=200)  # as X-EDL-Run-Id
+    address: str | None = Field(default=None, max_length=64)
+    polls: int = 1
+    bytes: int = Field(default=0, sa_type=sa.BigInteger)
+    entries: int | None = None
+    truncated: int = 0
+    first_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
+class DeviceFeedState(SQLModel, table=True):
+    """What each device was last served of each feed (upserted by every process's flush,
+    the newer poll winning)."""
+
+    __tablename__ = "device_feed_states"
+    __table_args__ = (sa.UniqueConstraint("device_id", "pipeline_id", "indicator_type"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: int = Field(foreign_key="devices.id", ondelete="CASCADE")
+    pipeline_id: int = 0  # 0: the global feed
+    indicator_type: str = Field(max_length=10)
+    fmt: str = Field(max_length=20)
+    last_seen_at: datetime = Field(sa_type=UTCDateTime)
+    last_address: str | None = Field(default=None, max_length=64)
+    last_status: int
+    served_etag: str | None = Field(default=None, max_length=80)
+    served_run_id: int | None = None  # of the last 200/304 (the version the device holds)
+    entries_served: int | None = None
+    truncated: int = 0
+    polls: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class DevicePollCount(SQLModel, table=True):
+    """Polls per device and status since the device was made (a counter for /metrics)."""
+
+    __tablename__ = "device_poll_counts"
+    __table_args__ = (sa.UniqueConstraint("device_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: int = Field(foreign_key="devices.id", ondelete="CASCADE")
+    status: int
+    polls: int = Field(default=0, sa_type=sa.BigInteger)
 
 
 class IdempotencyRecord(SQLModel, table=True):

@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     retry_interrupted: int = Field(default=1, ge=0, le=10)
     # How long an Idempotency-Key is remembered (a retry after that creates a new object).
     idempotency_retention_hours: float = Field(default=24.0, gt=0, le=24 * 365)
+    # Devices: the base of the ready-to-paste feed URLs (else the request's own), how often
+    # each process writes its recorded polls, and how long the aggregated polls are kept.
+    public_url: str | None = Field(default=None, max_length=500)
+    poll_flush_seconds: float = Field(default=5.0, gt=0, le=300)
+    poll_retention_days: int = Field(default=14, ge=1, le=3650)
+    # Off only to measure what recording costs (bench/feeds_bench.py): polls go unrecorded.
+    poll_ledger_enabled: bool = True
     # FastAPI's built-in OpenTelemetry hooks cost a few microseconds per request; off
     # unless an OpenTelemetry SDK is configured for this process.
     opentelemetry: bool = False

@@ -39,6 +39,12 @@ class Call:
 
 PROFILE, PIPELINE = frozenset({"profile_id"}), frozenset({"pipeline_id"})
 NAMED = Call(body=lambda t, a: {"name": "renamed"})
+DEVICE = frozenset({"profile_id", "device_id"})
+
+
+def _firewall(pipeline_id: int) -> dict[str, Any]:
+    return {"name": "stolen", "vendor": "panos",
+            "feeds": [{"pipeline_id": pipeline_id, "indicator_type": "ipv4"}]}
 
 TABLE: dict[tuple[str, str], tuple[Call, ...]] = {
     # super-only: 403 to every tenant caller, whatever the id
@@ -130,6 +136,21 @@ TABLE: dict[tuple[str, str], tuple[Call, ...]] = {
     ),
     ("GET", "/profiles/{profile_id}/feed-tokens"): (Call(),),
     ("DELETE", "/profiles/{profile_id}/feed-tokens/{token_id}"): (Call(), Call(own=PROFILE)),
+    # devices (a feed token is a device: the same ids) and their polls
+    ("POST", "/profiles/{profile_id}/devices"): (
+        Call(body=lambda t, a: {"name": "stolen"}),
+        Call(body=lambda t, a: _firewall(t["pipeline_id"]), own=PROFILE, echoes="pipeline_id"),
+    ),
+    ("GET", "/profiles/{profile_id}/devices"): (Call(),),
+    ("GET", "/profiles/{profile_id}/devices/{device_id}"): (Call(), Call(own=PROFILE)),
+    ("PATCH", "/profiles/{profile_id}/devices/{device_id}"): (
+        NAMED, Call(body=NAMED.body, own=PROFILE),
+        Call(body=lambda t, a: {"feeds": _firewall(t["pipeline_id"])["feeds"]},
+             own=DEVICE, echoes="pipeline_id"),
+    ),
+    ("DELETE", "/profiles/{profile_id}/devices/{device_id}"): (Call(), Call(own=PROFILE)),
+    ("POST", "/profiles/{profile_id}/devices/{device_id}/token"): (Call(), Call(own=PROFILE)),
+    ("GET", "/profiles/{profile_id}/devices/{device_id}/polls"): (Call(), Call(own=PROFILE)),
 }
 
 
@@ -168,6 +189,7 @@ async def _ids(client: httpx.AsyncClient, tenant: Tenant) -> tuple[Ids, str]:
     return {
         "profile_id": tenant.profile_id, "config_id": tenant.config_id,
         "pipeline_id": tenant.pipeline_id, "run_id": run["id"], "token_id": token["id"],
+        "device_id": token["id"],
         "account_id": tenant.operator_id,
     }, token["token"]
 

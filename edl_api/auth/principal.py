@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement, and_, true
 from sqlalchemy.orm import Mapped
 
 from edl_api.errors import Forbidden, NotFound
+from edl_api.fleet.spec import DeviceSpec
 
 Kind = Literal["admin", "legacy", "profile", "feed_token"]
 Role = Literal["super", "operator", "reader", "profile", "feed"]
@@ -26,6 +27,8 @@ class Principal:
     pipeline_ids: frozenset[int] | None = None
     # Stable, non-secret identity used to scope idempotency keys.
     scope_key: str = ""
+    # Device credentials (kind "feed_token"): the device's feeds and capacity.
+    device: DeviceSpec | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -15,7 +15,7 @@ from sqlmodel import col
 
 from edl_api.auth.keys import VerifiedKeyCache
 from edl_api.auth.principal import Principal
-from edl_api.models import AdminAccount, FeedToken, Profile, utcnow
+from edl_api.models import AdminAccount, Device, Profile, utcnow
 
 logger = logging.getLogger("edl_api.auth")
 
@@ -29,10 +29,18 @@ async def changed_key_ids(session: AsyncSession, since: datetime) -> set[str]:
             or_(col(AdminAccount.revoked_at) >= since, col(AdminAccount.scope_changed_at) >= since)
         )
     )
-    tokens = await session.execute(
-        select(col(FeedToken.key_id)).where(col(FeedToken.revoked_at) >= since)
+    return set(admins.scalars())
+
+
+async def changed_device_ids(session: AsyncSession, since: datetime) -> set[int]:
+    """Devices revoked, rotated or re-scoped since then; dropped by device id, as a rotation
+    leaves no trace of the old key id."""
+    rows = await session.execute(
+        select(col(Device.id)).where(
+            or_(col(Device.revoked_at) >= since, col(Device.scope_changed_at) >= since)
+        )
     )
-    return set(admins.scalars()) | set(tokens.scalars())
+    return {device_id for device_id in rows.scalars() if device_id is not None}
 
 
 async def rotated_profile_ids(session: AsyncSession, since: datetime) -> set[int]:
@@ -50,6 +58,11 @@ def _drop_profiles(cache: VerifiedKeyCache[Principal], profile_ids: set[int]) ->
         cache.drop_matching(lambda p: p.kind == "profile" and p.id in profile_ids)
 
 
+def drop_devices(cache: VerifiedKeyCache[Principal], device_ids: set[int]) -> None:
+    if device_ids:
+        cache.drop_matching(lambda p: p.kind == "feed_token" and p.id in device_ids)
+
+
 async def watch(
     maker: async_sessionmaker[AsyncSession],
     cache: VerifiedKeyCache[Principal],
@@ -64,6 +77,7 @@ async def watch(
                 for key_id in await changed_key_ids(session, since):
                     cache.drop_key_id(key_id)
                 _drop_profiles(cache, await rotated_profile_ids(session, since))
+                drop_devices(cache, await changed_device_ids(session, since))
             since = started - CLOCK_MARGIN
         except Exception:  # a database hiccup must not end the watcher
             logger.warning("revocation poll failed; retrying", exc_info=True)

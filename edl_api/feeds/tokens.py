@@ -1,4 +1,6 @@
-"""Feed tokens: read-only keys for firewalls, limited to a profile (and some pipelines)."""
+"""`/profiles/{id}/feed-tokens`: the feed tokens of earlier versions, kept as an alias over
+devices. A token made here is a `generic` device without declared feeds (it reads its
+profile's feeds, or `pipeline_ids`, unbudgeted); every device is listed as a token."""
 
 from __future__ import annotations
 
@@ -9,16 +11,29 @@ from sqlmodel import col
 from edl_api import idempotency
 from edl_api.auth import keys
 from edl_api.auth.principal import Principal
+from edl_api.auth.verifier import KeyVerifier
 from edl_api.errors import NotFound, Unprocessable
-from edl_api.feeds.hooks import drop_key_after_commit
 from edl_api.feeds.schemas import FeedTokenCreate, FeedTokenCreated, FeedTokenPublic
-from edl_api.models import FeedToken, Pipeline, Profile, utcnow
-from edl_api.pagination import Page, PageParams, paginate
+from edl_api.fleet.service import device_page, revoke
+from edl_api.models import Device, Pipeline, Profile
+from edl_api.pagination import Page, PageParams
+
+
+def token_view(device: Device) -> FeedTokenPublic:
+    pipeline_ids = (
+        sorted({int(feed["pipeline_id"]) for feed in device.feeds}) if device.feeds
+        else device.pipeline_ids
+    )
+    assert device.id is not None
+    return FeedTokenPublic(
+        id=device.id, profile_id=device.profile_id, name=device.name,
+        pipeline_ids=pipeline_ids, created_at=device.created_at, revoked_at=device.revoked_at,
+    )
 
 
 async def create_token(
     session: AsyncSession, principal: Principal, profile_id: int, body: FeedTokenCreate,
-    idem: idempotency.IdempotencyRequest | None, rounds: int,
+    idem: idempotency.IdempotencyRequest | None, verifier: KeyVerifier, rounds: int,
 ) -> FeedTokenCreated:
     principal.require_profile(profile_id, write=True)
     # A super-admin reaches every profile id, existing or not: the insert's foreign key
@@ -44,16 +59,14 @@ async def create_token(
                 raise Unprocessable(
                     f"pipelines not in this profile: {missing}", code="unknown_pipeline"
                 )
-        new_key = keys.generate_key(keys.FEED_PREFIX, rounds)
-        token = FeedToken(
+        new_key = await verifier.hash_new(keys.FEED_PREFIX, rounds)
+        device = Device(
             profile_id=profile_id, name=body.name, key_id=new_key.key_id,
             key_hash=new_key.key_hash, pipeline_ids=pipeline_ids,
         )
-        session.add(token)
+        session.add(device)
         await session.flush()
-        return FeedTokenCreated(
-            **FeedTokenPublic.model_validate(token).model_dump(), token=new_key.plaintext
-        )
+        return FeedTokenCreated(**token_view(device).model_dump(), token=new_key.plaintext)
 
     # The secret is never stored: a replay returns the same token id without it.
     return await idempotency.replay_or_create(
@@ -66,21 +79,14 @@ async def list_tokens(
     include_revoked: bool = False,
 ) -> Page[FeedTokenPublic]:
     principal.require_profile(profile_id)
-    query = select(FeedToken).where(col(FeedToken.profile_id) == profile_id)
-    if not include_revoked:
-        query = query.where(col(FeedToken.revoked_at).is_(None))
-    return await paginate(session, query.order_by(col(FeedToken.id).desc()), page, FeedTokenPublic)
+    rows, total = await device_page(
+        session, profile_id, page, include_revoked=include_revoked, newest_first=True
+    )
+    return Page(items=[token_view(row) for row in rows], total=total, limit=page.limit,
+                offset=page.offset)
 
 
 async def revoke_token(
     session: AsyncSession, principal: Principal, profile_id: int, token_id: int
 ) -> FeedTokenPublic:
-    principal.require_profile(profile_id, write=True)
-    token = await session.get(FeedToken, token_id)
-    if token is None or token.profile_id != profile_id:
-        raise NotFound("not found")
-    if token.revoked_at is None:
-        token.revoked_at = utcnow()
-        await session.flush()
-    drop_key_after_commit(session, token.key_id)
-    return FeedTokenPublic.model_validate(token)
+    return token_view(await revoke(session, principal, profile_id, token_id))
