@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -169,3 +169,29 @@ async def world(client: httpx.AsyncClient) -> object:
     from tests.factories import build_world
 
     return await build_world(client)
+
+
+@pytest.fixture
+async def outage(app: Any) -> AsyncIterator[Callable[[bool], Any]]:
+    """`await outage(True)`: every new connection fails and pooled ones are dropped;
+    `await outage(False)`: the database is back (SQLite's error; the outage tests run there)."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from edl_api.state import AppState
+
+    engine = AppState.of(app).engine.sync_engine
+
+    def refuse(*_: Any) -> None:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    async def switch(down: bool) -> None:
+        if down:
+            event.listen(engine, "do_connect", refuse)
+            await AppState.of(app).engine.dispose()
+        elif event.contains(engine, "do_connect", refuse):
+            event.remove(engine, "do_connect", refuse)
+
+    yield switch
+    await switch(False)

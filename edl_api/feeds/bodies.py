@@ -6,7 +6,8 @@ built once per (pointer, format, options) and kept in the per-process `FeedCache
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -48,6 +49,12 @@ def pipeline_body_key(
     # poll cost the fast path ~1 µs.
     return ("pipeline", pointer.pipeline_id, kind, fmt, options.strip_ports, pointer.sha256,
             pointer.run_id, pointer.updated_at)
+
+
+def budget_body_key(body_key: Hashable, allowed: int, last_modified: datetime | None) -> Hashable:
+    """A feed cut to `allowed` entries for a device. Its Last-Modified is the newest of the
+    device's feeds of that kind (the cut moves when a sibling feed changes size)."""
+    return ("budget", body_key, allowed, last_modified)
 
 
 def union_body_key(
@@ -229,5 +236,104 @@ async def union_body(
     updated = [p.updated_at for p in members.pointers if p.updated_at is not None]
     prepare(body, run_ids=sorted({p.run_id for p in members.pointers if p.run_id}),
             last_modified=max(updated) if updated else None)
+    cache.put_body(key, body)
+    return body
+
+
+# --- a feed cut to a device's capacity budget -------------------------------------------
+
+DEFAULT_CONFIDENCE = 50  # an entry without an indicator row, as in `_feed_entries`
+
+
+def top_lines(lines: list[str], confidence: Callable[[str], int], allowed: int) -> list[str]:
+    """The `allowed` highest-confidence lines in feed order, ties keeping the earlier:
+    `engine.build.cap_entries`' rule. Found by a confidence threshold in two passes rather
+    than a sort: a sort of a million keys is one C call holding the GIL (the event loop's
+    too) for ~100 ms, these Python loops let it switch."""
+    if len(lines) <= allowed:
+        return lines
+    if allowed <= 0:
+        return []
+    scores: list[int] = []
+    counts: dict[int, int] = {}
+    for line in lines:
+        score = confidence(line)
+        scores.append(score)
+        counts[score] = counts.get(score, 0) + 1
+    above = 0  # lines kept whole above the threshold
+    threshold = 0
+    for score in sorted(counts, reverse=True):
+        if above + counts[score] >= allowed:
+            threshold = score
+            break
+        above += counts[score]
+    ties = allowed - above  # the first lines at the threshold, in feed order
+    kept: list[str] = []
+    for line, score in zip(lines, scores, strict=True):
+        if score > threshold:
+            kept.append(line)
+        elif score == threshold and ties > 0:
+            kept.append(line)
+            ties -= 1
+    return kept
+
+
+async def _confidences(session: AsyncSession, pointer: FeedPointer, kind: str) -> Sequence[Any]:
+    """(value, confidence) rows of the pipeline's entries, for a format showing no
+    provenance (made into a map in the worker thread, not on the loop)."""
+    rows = await session.execute(
+        select(col(Indicator.value), col(Indicator.confidence))
+        .where(col(Indicator.pipeline_id) == pointer.pipeline_id,
+               col(Indicator.indicator_type).in_(BASE_TYPES[kind]))
+    )
+    return rows.all()
+
+
+def _cut_body(
+    kind: str, fmt: str, plain: bytes, allowed: int, provenance: dict[str, list[Any]],
+    confidences: Sequence[Any], options: RenderOptions,
+) -> FeedBody:
+    lines = feed_content.split_lines(plain)
+    if provenance:
+        def confidence(line: str) -> int:
+            found = provenance.get(line)
+            return DEFAULT_CONFIDENCE if found is None else int(found[2])
+    else:
+        known: dict[str, int] = dict(confidences)
+
+        def confidence(line: str) -> int:
+            return known.get(line, DEFAULT_CONFIDENCE)
+
+    kept = top_lines(lines, confidence, allowed)
+    if fmt == "plain":
+        body = _plain_body(feed_content.join_lines(kept), len(kept))
+    else:
+        body = _rendered_body(kind, fmt, kept, provenance, options)
+    body.truncated = len(lines) - len(kept)
+    return body
+
+
+async def budget_body(
+    session: AsyncSession, cache: FeedCache, pointer: FeedPointer, kind: str, fmt: str,
+    options: RenderOptions, allowed: int, last_modified: datetime | None,
+) -> FeedBody:
+    """The pipeline's feed cut to its `allowed` highest-confidence entries (feed order
+    kept), rendered in `fmt`, with its own ETag; built once per (version, allowance)."""
+    key = budget_body_key(pipeline_body_key(pointer, kind, fmt, options), allowed, last_modified)
+    body = cache.body(key)
+    if body is not None:
+        return body
+    plain = b""
+    if pointer.sha256 is not None and pointer.artifact_id is not None:
+        plain, _, _ = await _artifact_content(session, cache, pointer.sha256, pointer.artifact_id)
+    provenance = await _provenance(session, [pointer], kind, fmt)  # {} unless shown
+    confidences = (
+        () if FEED_FORMATS[fmt].needs_provenance else await _confidences(session, pointer, kind)
+    )
+    body = await asyncio.to_thread(
+        _cut_body, kind, fmt, plain, allowed, provenance, confidences, options
+    )
+    prepare(body, run_ids=[pointer.run_id] if pointer.run_id else [],
+            last_modified=last_modified)
     cache.put_body(key, body)
     return body

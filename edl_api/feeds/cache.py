@@ -40,6 +40,9 @@ class FeedBody:
     count: int
     media_type: bytes = b"text/plain; charset=utf-8"
     dropped: int = 0  # entries the format's vendor grammar left out (X-EDL-Dropped)
+    # Entries cut to fit the polling device's capacity budget (X-EDL-Truncated).
+    truncated: int = 0
+    run_ids: str = ""  # as X-EDL-Run-Id (the poll ledger records it)
     md5: str | None = None  # of `plain`, made on the first `.md5` request (Cisco FMC)
     # Filled by `prepare()`; (status 200 identity, 200 gzip, 304) header lists.
     identity_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -111,11 +114,13 @@ def prepare(body: FeedBody, *, run_ids: Iterable[int], last_modified: datetime |
     """Precompute the three header lists once, so serving only picks one."""
     body.last_modified = last_modified
     body.quoted_etag = f'"{body.etag}"'
+    body.run_ids = ",".join(str(r) for r in run_ids)
     common = [
         (b"etag", body.quoted_etag.encode()),
         (b"x-edl-count", str(body.count).encode()),
         (b"x-edl-dropped", str(body.dropped).encode()),
-        (b"x-edl-run-id", ",".join(str(r) for r in run_ids).encode()),
+        (b"x-edl-truncated", str(body.truncated).encode()),
+        (b"x-edl-run-id", body.run_ids.encode()),
         (b"cache-control", b"no-cache"),
         (b"vary", b"Accept-Encoding"),
     ]
@@ -173,6 +178,9 @@ class FeedCache:
         self._bytes = 0
         self._pointers: dict[tuple[int, str], _Timed] = {}
         self._unions: dict[Hashable, _Timed] = {}
+        # A device's budget: (limit, its feeds of one kind with their versions) → key →
+        # entries allowed. Keyed by content, so a new version or limit misses by itself.
+        self._allocations: dict[Hashable, dict[Any, int]] = {}
         self._lock = threading.Lock()
 
     # --- bodies ------------------------------------------------------------------------
@@ -197,6 +205,16 @@ class FeedCache:
             while self._bytes > self.max_bytes and len(self._bodies) > 1:
                 _, evicted = self._bodies.popitem(last=False)
                 self._bytes -= evicted.size
+
+    # --- allocations -------------------------------------------------------------------
+
+    def allocation(self, key: Hashable) -> dict[Any, int] | None:
+        return self._allocations.get(key)
+
+    def put_allocation(self, key: Hashable, allowed: dict[Any, int]) -> None:
+        if len(self._allocations) >= self.max_pointers:
+            self._allocations.clear()
+        self._allocations[key] = allowed
 
     # --- pointers ----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import NamedTuple
 
+from edl_api.auth.principal import Principal
 from edl_api.engine.entries import FEED_TYPES
 from edl_api.errors import AppError, NotFound, ServiceUnavailable, Unprocessable
 from edl_api.feeds.cache import FeedBody, FeedPointer
@@ -44,6 +45,21 @@ class FeedTypeNotPublished(NotFound):
     code = "feed_type_not_published"
 
 
+def require_served(
+    principal: Principal, pointer: FeedPointer | None, pipeline_id: int, kind: str
+) -> FeedPointer:
+    """The pointer of a feed this caller may be served, with an artifact; else what the
+    route answers: 404 (missing, not live, or out of scope: all alike) or `not_served`."""
+    if (
+        pointer is None or not pointer.live
+        or not principal.sees_pipeline(pointer.profile_id, pipeline_id)
+    ):
+        raise NotFound("not found")
+    if pointer.sha256 is None:
+        raise not_served(pointer, kind)
+    return pointer
+
+
 def not_served(pointer: FeedPointer, kind: str) -> AppError:
     """Why a live pipeline serves nothing of `kind`: not one of its outputs (404), or not
     published yet (503: its first run is pending, failed, or was held by the guard)."""
@@ -55,6 +71,29 @@ def not_served(pointer: FeedPointer, kind: str) -> AppError:
     return FeedNotReady(
         f"pipeline {pointer.pipeline_id} has not published its {kind} feed yet; "
         f"retry after {NOT_READY_RETRY_SECONDS} s"
+    )
+
+
+class NotADeviceFeed(NotFound):
+    """A device with declared feeds asked for another one (or the global feed). The answer
+    is the same whether that pipeline exists or not: it names only what the caller sent."""
+
+    code = "not_a_device_feed"
+
+
+def not_a_device_feed(
+    name: str, profile_id: int, device_id: int, kind: str, pipeline_id: int | None
+) -> NotADeviceFeed:
+    change = f"PATCH /profiles/{profile_id}/devices/{device_id}"
+    if pipeline_id is None:
+        return NotADeviceFeed(
+            f"device {name} reads only its declared feeds, not the global feed /edl/{kind}; "
+            f"poll /pipelines/{{pipeline_id}}/edl/{kind} of a pipeline in its feeds ({change} "
+            "changes them)"
+        )
+    return NotADeviceFeed(
+        f"device {name} does not read pipeline {pipeline_id}'s {kind} feed; add it to the "
+        f"device's feeds ({change})"
     )
 
 

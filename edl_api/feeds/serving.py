@@ -26,10 +26,10 @@ from edl_api.engine.entries import FEED_TYPES
 from edl_api.errors import (
     AppError,
     DatabaseUnavailable,
-    NotFound,
     Throttled,
     database_unavailable,
 )
+from edl_api.feeds import budgets
 from edl_api.feeds.bodies import (
     pipeline_body,
     pipeline_body_key,
@@ -48,8 +48,9 @@ from edl_api.feeds.http import (
     NOT_READY_RETRY_SECONDS,
     FeedNotReady,
     FeedRequest,
-    not_served,
+    require_served,
 )
+from edl_api.fleet.spec import DeviceSpec
 from edl_api.logging_setup import escape_log
 from edl_api.models import HostedFeed, Pipeline, ProfileConfig
 
@@ -149,6 +150,9 @@ def cached_body(
     """The body this caller gets for `feed` if every step is in the cache, else None (then
     `feed_body` reads what is missing). `poll=True` is the fast path's question: an
     expired pointer is still used during its refresh grace (see `FeedCache`)."""
+    device = principal.device
+    if device is not None and device.budgeted:
+        return budgets.cached_device_body(cache, principal, device, feed, poll=poll)
     if feed.pipeline_id is not None:
         pointer = cache.pointer(feed.pipeline_id, feed.kind, poll=poll)
         if (
@@ -208,6 +212,17 @@ async def _stale_body(
     answering from memory and one poll per TTL tries the database again. Same scope and
     liveness rules as a fresh pointer."""
     try:
+        device = principal.device
+        if device is not None and device.budgeted:
+            budgets.declared(device, feed)
+            assert feed.pipeline_id is not None
+            last = _last_pointer(cache)
+            known = last(feed.pipeline_id, feed.kind)
+            if known is None:
+                raise DatabaseUnavailable() from exc
+            return stale_variant(await budgets.device_body(
+                session, cache, principal, device, feed, known, last
+            ))
         if feed.pipeline_id is None:
             key = union_key(principal, feed.profile_id, feed.kind)
             members = cache.last_union(key)
@@ -226,10 +241,7 @@ async def _stale_body(
         if not pointer.stale:
             pointer = replace(pointer, stale=True)
         cache.put_pointer(pointer, feed.kind)
-        if not pointer.live or not principal.sees_pipeline(pointer.profile_id, feed.pipeline_id):
-            raise NotFound("not found")
-        if pointer.sha256 is None:
-            raise not_served(pointer, feed.kind)
+        require_served(principal, pointer, feed.pipeline_id, feed.kind)
         body = await pipeline_body(
             session, cache, pointer, feed.kind, feed.fmt, request_options(feed)
         )
@@ -242,9 +254,49 @@ async def _stale_body(
         raise DatabaseUnavailable() from error
 
 
+def _last_pointer(cache: FeedCache) -> budgets.PointerLookup:
+    """The last known pointers, re-put stale (see `_stale_body`)."""
+
+    def last(pipeline_id: int, kind: str) -> FeedPointer | None:
+        pointer = cache.last_pointer(pipeline_id, kind)
+        if pointer is not None:
+            if not pointer.stale:
+                pointer = replace(pointer, stale=True)
+            cache.put_pointer(pointer, kind)
+        return pointer
+
+    return last
+
+
+async def _read_device_body(
+    session: AsyncSession, cache: FeedCache, principal: Principal, device: DeviceSpec,
+    feed: FeedRequest,
+) -> FeedBody:
+    budgets.declared(device, feed)
+    assert feed.pipeline_id is not None
+    pointer = await pipeline_pointer(session, cache, feed.pipeline_id, feed.kind)
+    read: dict[tuple[int, str], FeedPointer] = {}
+    for other in budgets.same_kind_feeds(device, feed.kind):
+        key = (other.pipeline_id, other.indicator_type)
+        found = await pipeline_pointer(session, cache, *key)
+        if found is None:
+            # A declared pipeline since deleted: kept as not live (it adds nothing, and the
+            # fast path need not come here for it on every poll).
+            found = FeedPointer(other.pipeline_id, 0, False)
+            cache.put_pointer(found, other.indicator_type)
+        read[key] = found
+    return await budgets.device_body(
+        session, cache, principal, device, feed, pointer,
+        lambda pipeline_id, kind: read.get((pipeline_id, kind)),
+    )
+
+
 async def _read_feed_body(
     session: AsyncSession, cache: FeedCache, principal: Principal, feed: FeedRequest
 ) -> FeedBody:
+    device = principal.device
+    if device is not None and device.budgeted:
+        return await _read_device_body(session, cache, principal, device, feed)
     if feed.pipeline_id is None:
         members = await union_members(session, cache, principal, feed.profile_id, feed.kind)
         if not members.pointers:
@@ -256,13 +308,7 @@ async def _read_feed_body(
             session, cache, members, feed.kind, feed.fmt, request_options(feed)
         )
     pointer = await pipeline_pointer(session, cache, feed.pipeline_id, feed.kind)
-    if (
-        pointer is None or not pointer.live
-        or not principal.sees_pipeline(pointer.profile_id, feed.pipeline_id)
-    ):
-        raise NotFound("not found")
-    if pointer.sha256 is None:
-        raise not_served(pointer, feed.kind)
+    pointer = require_served(principal, pointer, feed.pipeline_id, feed.kind)
     return await pipeline_body(
         session, cache, pointer, feed.kind, feed.fmt, request_options(feed)
     )

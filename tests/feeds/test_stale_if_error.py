@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
 
 from edl_api.errors import database_unavailable
 from edl_api.settings import Settings
@@ -33,26 +32,6 @@ def settings(tmp_path: Path, database_url: str | None) -> Settings:
     return make_settings(
         tmp_path, database_url, feed_pointer_ttl_seconds=TTL, key_cache_ttl_seconds=KEY_TTL
     )
-
-
-@pytest.fixture
-async def outage(app: Any) -> AsyncIterator[Callable[[bool], Any]]:
-    """`await outage(True)`: every new connection fails and pooled ones are dropped;
-    `await outage(False)`: the database is back."""
-    engine = AppState.of(app).engine.sync_engine
-
-    def refuse(*_: Any) -> None:
-        raise sqlite3.OperationalError("unable to open database file")
-
-    async def switch(down: bool) -> None:
-        if down:
-            event.listen(engine, "do_connect", refuse)
-            await AppState.of(app).engine.dispose()
-        elif event.contains(engine, "do_connect", refuse):
-            event.remove(engine, "do_connect", refuse)
-
-    yield switch
-    await switch(False)
 
 
 def _stale(response: httpx.Response) -> bool:
