@@ -137,9 +137,11 @@ async def setup(args: argparse.Namespace, settings: Settings, work: Path) -> dic
                 return int((await client.post("/pipelines", json=body, headers=hdr)).json()["id"])
 
             feed_pipeline = await pipeline("feed")
-            token = (await client.post(f"/profiles/{profile_id}/feed-tokens",
-                                       json={"name": "fw", "pipeline_ids": [feed_pipeline]},
-                                       headers=hdr)).json()["token"]
+            made_token = (await client.post(f"/profiles/{profile_id}/feed-tokens",
+                                            json={"name": "fw", "pipeline_ids": [feed_pipeline]},
+                                            headers=hdr)).json()
+            # A feed token is a device (vendor generic): every poll it makes is recorded.
+            token, device_id = made_token["token"], made_token["id"]
             write_run(work / "feed-run", ipv4_lines(args.lines))
             await publish(app, feed_pipeline, work / "feed-run")
             async with AppState.of(app).sessionmaker() as session:
@@ -200,7 +202,7 @@ async def setup(args: argparse.Namespace, settings: Settings, work: Path) -> dic
                 facts["publish_again_total_s"] = statistics.median(again_totals)
                 facts["publish_first_runs"], facts["publish_again_runs"] = firsts, agains
     facts.update(profile_id=profile_id, profile_key=profile_key, token=token,
-                 feed_pipeline=feed_pipeline)
+                 feed_pipeline=feed_pipeline, device_id=device_id)
     return facts
 
 
@@ -324,6 +326,37 @@ def wrk(url: str, headers: dict[str, str], duration: int, connections: int) -> f
     return float(match.group(1))
 
 
+def compare_recording(
+    args: argparse.Namespace, auth: dict[str, str], on_url: str, off_url: str,
+    nginx_url: str, api_etag: str, nginx_etag: str,
+) -> dict[str, Any]:
+    """Device polls with the poll ledger on and off (two processes, same bytes), runs
+    interleaved so machine noise hits both, with nginx as the common reference."""
+    cases = {
+        "304": ({"If-None-Match": api_etag}, {"If-None-Match": nginx_etag}),
+        "plain": ({"Accept-Encoding": "identity"}, {"Accept-Encoding": "identity"}),
+    }
+    print(f"\ndevice polls, recording on vs off (wrk -t1 -c{args.connections} "
+          f"-d{args.duration}s, median of {args.repeat})")
+    print(f"{'case':<6} {'on req/s':>10} {'off req/s':>10} {'on/off':>7}  target"
+          f"   {'nginx':>8} {'on/nginx':>9} {'off/nginx':>9}")
+    with httpx.Client(timeout=30) as http:  # verify the key once, as for the first server
+        assert http.get(off_url, headers=auth).status_code == 200
+    result: dict[str, Any] = {}
+    for name, (api_headers, nginx_headers) in cases.items():
+        on, off, ref = [], [], []
+        for _ in range(args.repeat):
+            on.append(wrk(on_url, auth | api_headers, args.duration, args.connections))
+            off.append(wrk(off_url, auth | api_headers, args.duration, args.connections))
+            ref.append(wrk(nginx_url, nginx_headers, args.duration, args.connections))
+        a, b, c = (statistics.median(x) for x in (on, off, ref))
+        result[name] = {"on": a, "off": b, "nginx": c, "on_runs": on, "off_runs": off,
+                        "nginx_runs": ref}
+        print(f"{name:<6} {a:>10.0f} {b:>10.0f} {a / b:>7.2f}  ≥ 0.9 "
+              f"   {c:>8.0f} {a / c:>9.2f} {b / c:>9.2f}")
+    return result
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -350,6 +383,8 @@ def main() -> int:
     parser.add_argument("--skip-serving", action="store_true",
                         help="no wrk comparison (nginx and wrk not needed)")
     parser.add_argument("--json", default=None, help="write the figures to this file")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (server output, logs)")
     parser.add_argument("--pg", help="PostgreSQL URL (a throwaway database is made in it)")
     parser.add_argument("--log-level", default="WARNING",
                         help="EDL_LOG_LEVEL of the served API (INFO logs every request)")
@@ -402,6 +437,16 @@ def main() -> int:
                                                   "search_load_s")})
         report.update(feed_bytes=len(facts["content"]), feed_gzip_bytes=len(facts["gzip"]))
         api_port, nginx_port = free_port(), free_port()
+        off_port = free_port()
+        if not args.skip_serving:
+            # The same service with device recording off, on its own copy of the SQLite
+            # database (one process per SQLite file) or the same PostgreSQL one.
+            off_env = env | {"EDL_POLL_LEDGER_ENABLED": "false",
+                             "EDL_DATA_DIR": str(work / "data-off"),
+                             "EDL_LOG_DIR": str(work / "logs-off")}
+            if not db_url:
+                shutil.copytree(work / "data", work / "data-off")
+            procs.append(start_api(off_env, off_port, work / "api-off.out"))
         api = start_api(env, api_port, work / "api.out")
         procs.append(api)
         bare_port = free_port()
@@ -414,6 +459,7 @@ def main() -> int:
         auth = {"Authorization": "Basic " + base64.b64encode(
             f"fw:{facts['token']}".encode()).decode()}
         api_url = f"http://127.0.0.1:{api_port}/pipelines/{facts['feed_pipeline']}/edl/ipv4"
+        off_url = f"http://127.0.0.1:{off_port}/pipelines/{facts['feed_pipeline']}/edl/ipv4"
         nginx_url = f"http://127.0.0.1:{nginx_port}/feed.txt"
         with httpx.Client(timeout=30) as http:
             first = http.get(api_url, headers=auth | {"Accept-Encoding": "identity"})
@@ -457,6 +503,20 @@ def main() -> int:
                                        "nginx_runs": theirs, "bare_runs": bare}
             print(f"{name:<6} {a:>10.0f} {b:>12.0f} {a / b:>6.2f}  ≥ {targets[name]:<4}"
                   f"   {c:>10.0f} {c / b:>6.2f}")
+
+        if not args.skip_serving:
+            report["devices"] = compare_recording(
+                args, auth, api_url, off_url, nginx_url, api_etag, nginx_etag
+            )
+            with httpx.Client(timeout=30) as http:  # the polls this run recorded
+                page = http.get(
+                    f"http://127.0.0.1:{api_port}/profiles/{facts['profile_id']}/devices/"
+                    f"{facts['device_id']}/polls", params={"limit": 500},
+                    headers={"X-API-Key": facts["profile_key"]},
+                ).json()
+            recorded = sum(item["polls"] for item in page["items"])
+            report["devices"]["recorded_polls"] = recorded
+            print(f"polls recorded by the device ledger so far (flushed): {recorded}")
 
         # Search latency over HTTP (profile key), IPs inside stored networks and names.
         queries = []
@@ -517,7 +577,10 @@ def main() -> int:
                     await conn.close()
 
             asyncio.run(drop())
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -305,7 +305,9 @@ def part_feeds(figs: Figures, mode: dict[str, Any], log: Path, serving_note: str
     if not serving:
         why = serving_note or "serving against nginx is not run in this mode (needs nginx, wrk)"
         figs.skip([(f"feed_{lines}_{c}_vs_nginx", "req/s") for c, _ in cases]
-                  + [(f"feed_{lines}_{c}_bare_asgi_vs_nginx", "req/s") for c, _ in cases], why)
+                  + [(f"feed_{lines}_{c}_bare_asgi_vs_nginx", "req/s") for c, _ in cases]
+                  + [(f"feed_{lines}_{c}_device_recording_{side}", "req/s")
+                     for c in ("304", "plain") for side in ("on_vs_off", "off_vs_nginx")], why)
         return
     note = (f"wrk -t1 -c32 -d{f['duration']}s, median of {f['repeat']}; feed token over "
             f"HTTP Basic; reference nginx 1 worker gzip_static")
@@ -318,6 +320,14 @@ def part_feeds(figs: Figures, mode: dict[str, Any], log: Path, serving_note: str
         row = data["serving"][case]
         figs.add(f"feed_{lines}_{case}_bare_asgi_vs_nginx", row["bare"], "req/s",
                  reference=row["nginx"], note="ceiling: uvicorn + bare ASGI app, same bytes")
+    # Issue #15: recording every device poll (the poll ledger) costs at most 10 %.
+    for case in ("304", "plain"):
+        row = data["devices"][case]
+        figs.add(f"feed_{lines}_{case}_device_recording_on_vs_off", row["on"], "req/s",
+                 reference=row["off"], target=0.9, goal="ratio >= 0.9",
+                 note=f"{note}; on/nginx {row['on'] / row['nginx']:.2f}; runs interleaved")
+        figs.add(f"feed_{lines}_{case}_device_recording_off_vs_nginx", row["off"], "req/s",
+                 reference=row["nginx"], note="EDL_POLL_LEDGER_ENABLED=false")
 
 
 def part_auth(figs: Figures, mode: dict[str, Any], log: Path) -> None:

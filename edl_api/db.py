@@ -8,7 +8,9 @@ from typing import Annotated, Any
 
 from alembic.config import Config
 from fastapi import Depends, Request
-from sqlalchemy import event, func, select
+from sqlalchemy import Table, event, func, select
+from sqlalchemy.dialects.postgresql import dml as postgresql_dml
+from sqlalchemy.dialects.sqlite import dml as sqlite_dml
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -76,6 +78,14 @@ def create_sessionmaker(
 
 # Any constant works; it only has to be the same in every process of a deployment.
 CLAIM_LOCK_KEY = 0x6564_6C72  # "edlr"
+
+
+def upsert_insert(dialect: str, table: Table) -> sqlite_dml.Insert | postgresql_dml.Insert:
+    """An INSERT of `dialect` that takes `.on_conflict_do_update(...)` (both backends speak
+    INSERT ... ON CONFLICT; SQLAlchemy only has it per dialect)."""
+    if dialect == "postgresql":
+        return postgresql_dml.insert(table)
+    return sqlite_dml.insert(table)
 
 
 async def serialize_claims(session: AsyncSession) -> None:

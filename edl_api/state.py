@@ -7,7 +7,8 @@ shutdown. Routes read it through the `Annotated` aliases in `edl_api.deps`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -21,6 +22,7 @@ from edl_api.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+    from edl_api.fleet.ledger import PollLedger
     from edl_api.runs.dispatcher import Dispatcher
     from edl_api.runs.scheduler import RefreshScheduler
 
@@ -47,10 +49,16 @@ class AppState:
     principals: CachedPrincipals  # legacy keys + `key_cache`, one digest per lookup
     feed_cache: FeedCache
     verifier: KeyVerifier  # bcrypt's own pool (closed at shutdown) and its failure limiter
+    ledger: PollLedger  # device polls, recorded in memory; the lifespan flushes them
     running: Running | None = None
+    # Key digest → the one verification of that key in flight (`auth.deps.authenticate`).
+    verifying: dict[bytes, asyncio.Future[Principal | None]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, legacy: list[tuple[str, Principal]]) -> AppState:
+        # Imported here: the ledger writes through `edl_api.db`, which reads this module.
+        from edl_api.fleet.ledger import PollLedger
+
         key_cache = VerifiedKeyCache[Principal](
             settings.key_cache_ttl_seconds, settings.key_cache_size
         )
@@ -73,6 +81,10 @@ class AppState:
                     settings.key_cache_size,
                 ),
                 dummy_rounds=settings.bcrypt_rounds,
+            ),
+            ledger=PollLedger(
+                settings.poll_flush_seconds, settings.poll_retention_days,
+                enabled=settings.poll_ledger_enabled,
             ),
         )
 

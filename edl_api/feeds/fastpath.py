@@ -27,6 +27,8 @@ from edl_api.errors import AppError
 from edl_api.feeds import http as feed_http
 from edl_api.feeds import serving
 from edl_api.feeds.cache import FeedCache
+from edl_api.fleet.ledger import PollLedger
+from edl_api.fleet.recording import record_answer
 from edl_api.middleware import log_access
 
 logger = logging.getLogger("edl_api.feeds")
@@ -42,11 +44,13 @@ _NO_QUERY: dict[str, str] = {}
 
 class FeedFastPath:
     def __init__(
-        self, app: ASGIApp, *, principals: keys.CachedPrincipals, feed_cache: FeedCache
+        self, app: ASGIApp, *, principals: keys.CachedPrincipals, feed_cache: FeedCache,
+        ledger: PollLedger,
     ) -> None:
         self.app = app
         self.principals = principals
         self.feed_cache = feed_cache
+        self.ledger = ledger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
@@ -91,4 +95,6 @@ class FeedFastPath:
             metrics.FEED_STALE_SERVES.inc()
         status, reply_headers, payload = feed_http.choose(body, headers, scope["method"] == "HEAD")
         metrics.count_feed_request(status, feed.fmt)
+        if principal.kind == "feed_token" and principal.id is not None:  # a device's poll
+            record_answer(self.ledger, scope, principal.id, feed, body, status, len(payload))
         return status, reply_headers, payload

@@ -12,7 +12,7 @@ from edl_api import idempotency
 from edl_api.auth.deps import Caller, FeedReader, Writer
 from edl_api.auth.principal import Principal
 from edl_api.db import SessionDep
-from edl_api.deps import FeedCacheDep, SettingsDep
+from edl_api.deps import AppStateDep, FeedCacheDep, SettingsDep
 from edl_api.errors import API_ERRORS, ErrorBody, error_responses
 from edl_api.feeds import http as feed_http
 from edl_api.feeds import service, serving, tokens
@@ -25,9 +25,12 @@ from edl_api.feeds.schemas import (
     FeedTokenPublic,
     SearchResult,
 )
+from edl_api.fleet.ledger import PollLedger
+from edl_api.fleet.recording import record_answer, record_failure
 from edl_api.idempotency import IdempotencyHeader
 from edl_api.pagination import Page, PageDep
 from edl_api.schemas import DbId, PathId
+from edl_api.state import AppState
 
 router = APIRouter(tags=["feeds"], responses=API_ERRORS)
 
@@ -90,15 +93,17 @@ _FEED_DOC = (
     "text/plain, one entry per line. `ETag` (the artifact's sha256), `Last-Modified`, "
     "`If-None-Match`/`If-Modified-Since` → 304, gzip when accepted, HEAD; headers "
     "`X-EDL-Count`, `X-EDL-Run-Id`, `X-EDL-Dropped` (entries the format's vendor grammar "
-    "left out; run detail lists why). Auth: X-API-Key, Bearer, or HTTP Basic with the key as "
-    "password. Nothing is ever served empty as if it were a list: a feed not published yet "
-    "answers 503 `feed_not_ready` with `Retry-After` (a firewall keeps its last list and "
-    "retries)."
+    "left out; run detail lists why), `X-EDL-Truncated` (entries cut to fit the polling "
+    "device's capacity: a device's feeds of one kind share its model's limit). Auth: "
+    "X-API-Key, Bearer, or HTTP Basic with the key as password. Nothing is ever served "
+    "empty as if it were a list: a feed not published yet answers 503 `feed_not_ready` "
+    "with `Retry-After` (a firewall keeps its last list and retries)."
 )
 _PIPELINE_FEED_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "`not_found`: no such pipeline in your scope; "
           "`feed_type_not_published`: the pipeline's outputs do not include this type (the "
-          "detail names them)"},
+          "detail names them); `not_a_device_feed`: a device with declared feeds asked for "
+          "another feed (the detail says how to add it)"},
     503: {"model": ErrorBody, "description": "`feed_not_ready`: the pipeline has not "
           "published this feed yet (its first run is pending, failed, or was held by the "
           "guard); `feed_changed`: the feed changed while it was read. Retry after "
@@ -149,13 +154,24 @@ async def global_feed_md5(
     return await _md5(request, principal, session, cache)
 
 
+def _device_id(principal: Principal) -> int | None:
+    """The device whose polls are recorded (`fleet.ledger`); None for any other key."""
+    return principal.id if principal.kind == "feed_token" else None
+
+
 async def _md5(
     request: Request, principal: Principal, session: AsyncSession, cache: FeedCache
 ) -> Response:
     path: str = request.scope["path"]
-    feed = feed_http.parse_feed_request(path.removesuffix(".md5"), request.query_params)
-    body = await serving.feed_body(session, cache, principal, feed)
-    digest = (await serving.feed_md5(body)).encode()
+    feed: feed_http.FeedRequest | None = None
+    try:
+        feed = feed_http.parse_feed_request(path.removesuffix(".md5"), request.query_params)
+        body = await serving.feed_body(session, cache, principal, feed)
+        digest = (await serving.feed_md5(body)).encode()
+    except Exception as exc:
+        if (device_id := _device_id(principal)) is not None:
+            record_failure(_ledger(request), request.scope, device_id, feed, exc, md5=True)
+        raise
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(digest)).encode()),
@@ -164,7 +180,11 @@ async def _md5(
     ]
     if body.stale:
         headers.append(STALE_HEADER)
-    return FeedResponse(200, headers, b"" if request.method == "HEAD" else digest)
+    payload = b"" if request.method == "HEAD" else digest
+    if (device_id := _device_id(principal)) is not None:
+        record_answer(_ledger(request), request.scope, device_id, feed, body, 200,
+                      len(payload), md5=True)
+    return FeedResponse(200, headers, payload)
 
 
 @_get_and_head(
@@ -199,23 +219,40 @@ async def _feed(
 ) -> Response:
     # The feed routes declare their parameters for OpenAPI and validation; what they
     # serve is read from the URL exactly as the fast path reads it.
-    feed = feed_http.parse_feed_request(request.scope["path"], request.query_params)
-    return _answer(request, await serving.feed_body(session, cache, principal, feed))
+    device_id = _device_id(principal)
+    feed: feed_http.FeedRequest | None = None
+    try:
+        feed = feed_http.parse_feed_request(request.scope["path"], request.query_params)
+        body = await serving.feed_body(session, cache, principal, feed)
+    except Exception as exc:  # recorded for a device (404/422/503), then answered as ever
+        if device_id is not None:
+            record_failure(_ledger(request), request.scope, device_id, feed, exc)
+        raise
+    response = _answer(request, body)
+    if device_id is not None:
+        record_answer(_ledger(request), request.scope, device_id, feed, body,
+                      response.status_code, len(response.body))
+    return response
+
+
+def _ledger(request: Request) -> PollLedger:
+    return AppState.of(request.app).ledger
 
 
 @router.post(
     "/profiles/{profile_id}/feed-tokens", status_code=201, response_model=FeedTokenCreated,
-    summary="Create a read-only feed token (shown once)", tags=["profiles"],
+    summary="Create a read-only feed token (shown once): a device without declared feeds",
+    tags=["profiles"],
 )
 async def create_feed_token(
     profile_id: PathId, body: FeedTokenCreate, principal: Writer, session: SessionDep,
-    settings: SettingsDep, idempotency_key: IdempotencyHeader = None,
+    state: AppStateDep, idempotency_key: IdempotencyHeader = None,
 ) -> FeedTokenCreated:
     idem = idempotency.make_request(
         principal, "feed_tokens.create", idempotency_key, body, {"profile_id": profile_id}
     )
     return await tokens.create_token(
-        session, principal, profile_id, body, idem, settings.bcrypt_rounds
+        session, principal, profile_id, body, idem, state.verifier, state.settings.bcrypt_rounds
     )
 
 
