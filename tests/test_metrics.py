@@ -83,7 +83,11 @@ async def test_process_wide_counters_are_only_for_callers_who_see_every_tenant(
     for key in (a.operator_key, a.reader_key):
         scoped = await client.get("/metrics", headers=h(key))
         assert scoped.status_code == 200
-        assert _families(scoped.text) == {"edl_runs", "edl_queue_depth", "edl_published_entries"}
+        assert _families(scoped.text) == {
+            "edl_runs", "edl_queue_depth", "edl_published_entries", "edl_feed_age_seconds",
+            "edl_device_last_poll_age_seconds", "edl_devices_stale", "edl_devices_behind",
+            "edl_device_capacity_ratio", "edl_device_polls",
+        }
         assert "edl_runs{" not in scoped.text  # A ran nothing: B's run is not counted
         assert f'pipeline_id="{b.pipeline_id}"' not in scoped.text
         assert "edl_feed_requests" not in scoped.text

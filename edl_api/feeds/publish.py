@@ -49,6 +49,7 @@ from edl_api.feeds.indexing import (
 )
 from edl_api.feeds.prune import prune_artifacts
 from edl_api.feeds.render import drop_reports
+from edl_api.fleet.capacity import add_capacity_report
 from edl_api.models import Artifact, HostedFeed, Pipeline, PipelineRun, utcnow
 from edl_api.runs.claim import owned_run
 from edl_api.runs.outcomes import failure_text
@@ -103,6 +104,7 @@ async def _publish(
         pending = await store_and_repoint(session, run, out_dir, options)
         if pending is not None:
             run.progress = {**run.progress, "stage": "indexing"}
+            await add_capacity_report(session, run)
         if run.mode == "full":  # a guard that held a feed is news to the operator
             held[:] = [
                 f"{kind} feed not published: {feed['reason']}"
