@@ -6,6 +6,7 @@ fails on any route without one (deny by default).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from typing import Annotated, Any, Protocol, TypeVar
@@ -19,7 +20,8 @@ from edl_api.auth import keys
 from edl_api.auth.principal import Principal, Role
 from edl_api.auth.verifier import Attempt, Refused
 from edl_api.errors import Forbidden, Unauthorized, database_unavailable
-from edl_api.models import AdminAccount, AdminProfileLink, FeedToken, Profile
+from edl_api.fleet.spec import spec_of
+from edl_api.models import AdminAccount, AdminProfileLink, Device, Profile
 from edl_api.settings import Settings
 from edl_api.state import AppState
 
@@ -116,23 +118,29 @@ async def _load_principal(
             profile_ids=frozenset({profile.id}),
             scope_key=f"profile:{profile.id}",
         )
-    token = (
+    device = (
         await session.execute(
-            select(FeedToken).where(
-                col(FeedToken.key_id) == parsed.key_id, col(FeedToken.revoked_at).is_(None)
+            select(Device).where(
+                col(Device.key_id) == parsed.key_id, col(Device.revoked_at).is_(None)
             )
         )
     ).scalar_one_or_none()
-    token = await _checked(attempt, parsed.secret, token)
-    if token is None:
+    device = await _checked(attempt, parsed.secret, device)
+    if device is None:
         return None
+    spec = spec_of(device)
+    if spec.budgeted:  # it reads exactly its declared feeds
+        pipeline_ids: frozenset[int] | None = frozenset(f.pipeline_id for f in spec.feeds)
+    else:
+        pipeline_ids = None if device.pipeline_ids is None else frozenset(device.pipeline_ids)
     return Principal(
         "feed_token",
         "feed",
-        id=token.id,
-        profile_ids=frozenset({token.profile_id}),
-        pipeline_ids=None if token.pipeline_ids is None else frozenset(token.pipeline_ids),
-        scope_key=f"feed_token:{token.id}",
+        id=device.id,
+        profile_ids=frozenset({device.profile_id}),
+        pipeline_ids=pipeline_ids,
+        scope_key=f"feed_token:{device.id}",
+        device=spec,
     )
 
 
@@ -147,12 +155,35 @@ async def authenticate(request: Request, *, allow_basic: bool = False) -> Princi
     parsed = keys.parse_key(key)
     if parsed is None or state.rejected_keys.rejected(key):
         raise Unauthorized(basic=allow_basic)
+    # One verification per key at a time: when a key's cache entry expires, the polls that
+    # arrive together with it wait for that one bcrypt instead of each queueing their own
+    # (past `bcrypt_max_pending` they would be refused).
+    digest = state.key_cache.digest(key)
+    pending = state.verifying.get(digest)
+    if pending is None:
+        pending = asyncio.ensure_future(_verify(state, key, parsed, digest))
+        state.verifying[digest] = pending
+        pending.add_done_callback(lambda done: _forget(state, digest, done))
+    principal = await asyncio.shield(pending)  # a caller that goes away leaves it running
+    if principal is None:
+        raise Unauthorized(basic=allow_basic)
+    return principal
+
+
+def _forget(state: AppState, digest: bytes, done: asyncio.Future[Principal | None]) -> None:
+    state.verifying.pop(digest, None)
+    if not done.cancelled():
+        done.exception()  # retrieved: no "never retrieved" warning when every caller left
+
+
+async def _verify(
+    state: AppState, key: str, parsed: keys.ParsedKey, digest: bytes
+) -> Principal | None:
+    """Who `key` is (cached), None when it is refused."""
     try:
-        attempt = state.verifier.admit(
-            f"{parsed.prefix}_{parsed.key_id}", state.key_cache.digest(key)
-        )
+        attempt = state.verifier.admit(f"{parsed.prefix}_{parsed.key_id}", digest)
     except Refused:  # cooling down or queue full: not remembered as rejected (may be right)
-        raise Unauthorized(basic=allow_basic) from None
+        return None
     try:
         with attempt:
             async with state.sessionmaker() as session:
@@ -165,7 +196,7 @@ async def authenticate(request: Request, *, allow_basic: bool = False) -> Princi
         return stale
     if principal is None:
         state.rejected_keys.reject(key)
-        raise Unauthorized(basic=allow_basic)
+        return None
     state.key_cache.put(key, parsed.key_id, principal)
     return principal
 
