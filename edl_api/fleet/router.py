@@ -10,7 +10,7 @@ from edl_api import idempotency
 from edl_api.auth.deps import Caller, Writer
 from edl_api.db import SessionDep
 from edl_api.deps import AppStateDep
-from edl_api.errors import API_ERRORS
+from edl_api.errors import API_ERRORS, error_responses
 from edl_api.fleet import polls, service
 from edl_api.fleet.schemas import (
     DeviceCreate,
@@ -80,6 +80,7 @@ async def get_device(
 @router.patch(
     "/profiles/{profile_id}/devices/{device_id}", response_model=DevicePublic,
     summary="Change a device (name, vendor, model, limits, feeds, expected poll interval)",
+    responses=error_responses(409),  # `device_revoked`
 )
 async def update_device(
     profile_id: PathId, device_id: PathId, body: DeviceUpdate, request: Request,
@@ -107,6 +108,7 @@ async def delete_device(
     "/profiles/{profile_id}/devices/{device_id}/token", status_code=201,
     response_model=DeviceCreated,
     summary="Rotate a device's credential: a new one, shown once; the old one answers 401",
+    responses=error_responses(409),  # `device_revoked`
 )
 async def rotate_device_token(
     profile_id: PathId, device_id: PathId, request: Request, principal: Writer,
