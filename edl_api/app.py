@@ -11,10 +11,13 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from edl_api import __version__
+from edl_api.alerts.delivery import DeliveryWorker
+from edl_api.alerts.router import router as webhooks_router
 from edl_api.auth.deps import legacy_principals
 from edl_api.auth.revocation import RevocationWatcher
 from edl_api.auth.router import router as admin_router
 from edl_api.db import create_engine, create_sessionmaker, ensure_schema
+from edl_api.docs_ui import router as docs_ui_router
 from edl_api.errors import document_errors, install_error_handlers
 from edl_api.feeds import hooks as feed_hooks
 from edl_api.feeds.fastpath import FeedFastPath
@@ -85,10 +88,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dispatcher, scheduler = await background.start(settings, maker)
         state.running = Running(engine, maker, dispatcher, scheduler)
         state.ledger.start(maker)
+        webhooks = DeliveryWorker(settings, maker)  # alerts: the outbox, sent by every process
+        webhooks.start()
         logger.info("edl-api %s started (database: %s)", __version__, engine.dialect.name)
         try:
             yield
         finally:
+            await webhooks.stop()
             await background.stop(dispatcher, scheduler)
             await state.ledger.stop()  # the last window's polls, before the engine goes
             state.running = None
@@ -104,6 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Multi-tenant External Dynamic List service: threat-intel sources in, "
         "hosted block/allow lists out for PAN-OS, FortiGate and Check Point.",
         lifespan=lifespan,
+        # Served by edl_api.docs_ui from packaged assets instead of FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
         telemetry={
             "tracing": settings.opentelemetry, "metrics": settings.opentelemetry,
             "logs": settings.opentelemetry,
@@ -117,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(FeedRequestCounter)
     for router in (
         health_router,
+        docs_ui_router,
         metrics_router,
         admin_router,
         profiles_router,
@@ -125,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runs_router,
         feeds_router,
         fleet_router,
+        webhooks_router,
     ):
         app.include_router(router)
     return app

@@ -1,5 +1,5 @@
 """`edl-api serve | worker | migrate | create-admin | migrate-secrets | rotate-secrets-key |
-check-config | run-local`."""
+check-config | run-local`, and `runs` / `feeds` against a running server (`cli_remote`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from edl_api import __version__, cli_remote
 from edl_api.settings import Settings
 
 
@@ -131,8 +133,43 @@ async def _create_admin(settings: Settings, name: str, role: str, is_super: bool
         await engine.dispose()
 
 
+def _admin_settings(args: argparse.Namespace) -> Settings | str:
+    """The settings `create-admin` writes with, or why it refuses: run from another folder,
+    the default ./data/edl.db would be a NEW database that `serve` never reads, and the key
+    printed would be refused. A database is only created when named explicitly."""
+    settings = Settings() if args.data_dir is None else Settings(data_dir=args.data_dir)
+    explicit = args.data_dir is not None or bool(
+        {"data_dir", "database_url"} & settings.model_fields_set
+    )
+    database = (settings.data_dir / "edl.db").resolve()
+    if settings.database_url or explicit or database.exists():
+        return settings
+    return (
+        f"no database at {database} (where `edl-api serve` run from {Path.cwd()} keeps it). "
+        "Run this in the folder `serve` runs in, or name the database: --data-dir DIR, "
+        "EDL_DATA_DIR or EDL_DATABASE_URL (to start a new one here: --data-dir data)"
+    )
+
+
 def _create_admin_cmd(args: argparse.Namespace) -> int:
-    key = asyncio.run(_create_admin(Settings(), args.name, args.role, args.super))
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+    settings = _admin_settings(args)
+    if isinstance(settings, str):
+        print(f"error: {settings}", file=sys.stderr)
+        return 1
+    where = _display_url(settings.resolved_database_url)
+    try:
+        key = asyncio.run(_create_admin(settings, args.name, args.role, args.super))
+    except IntegrityError:
+        print(f"error: an admin account named {args.name!r} already exists in {where}",
+              file=sys.stderr)
+        return 1
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"error: cannot write to the database {where}: {exc}", file=sys.stderr)
+        return 1
+    kind = "super-admin" if args.super else args.role
+    print(f"created admin {args.name!r} ({kind}) in {where}", file=sys.stderr)
     # The only time this key is shown: print it alone on stdout so scripts can capture it.
     print(key)
     return 0
@@ -172,7 +209,8 @@ def _secrets_cmd(args: argparse.Namespace) -> int:
 def _check_config_cmd(args: argparse.Namespace) -> int:
     from edl_api.engine.__main__ import check_config_main
 
-    return check_config_main(args.file)
+    settings = Settings()  # warns of private destinations EDL_SSRF_ALLOW_* does not allow
+    return check_config_main(args.file, settings.ssrf_allow_cidrs, settings.ssrf_allow_hosts)
 
 
 def _run_local_cmd(args: argparse.Namespace) -> int:
@@ -181,19 +219,41 @@ def _run_local_cmd(args: argparse.Namespace) -> int:
     return run_local_main(args.file, args.out)
 
 
+def _explain_cmd(args: argparse.Namespace) -> int:
+    from edl_api.engine.explain_local import explain_local
+
+    status, lines = explain_local(args.file, args.value, args.json)
+    for line in lines:
+        print(line)
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edl-api", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="edl-api", description=__doc__,
+        epilog="Settings (database, keys, limits, EDL_AUTO_REFRESH_MINUTES …) come from EDL_* "
+        "environment variables or ./.env; .env.example lists every one.",
+    )
+    parser.add_argument("--version", action="version", version=f"edl-api {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="apply migrations and serve the API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; no env variable)",
+    )
+    serve.add_argument(
+        "--port", type=int, default=8000, help="TCP port (default 8000; no env variable)"
+    )
     serve.add_argument(
         "--proxy-headers",
         action="store_true",
-        help="trust X-Forwarded-* from --forwarded-allow-ips (behind nginx)",
+        help="trust X-Forwarded-* from --forwarded-allow-ips, behind nginx (default off)",
     )
-    serve.add_argument("--forwarded-allow-ips", default="127.0.0.1")
+    serve.add_argument(
+        "--forwarded-allow-ips", default="127.0.0.1",
+        help="proxies whose X-Forwarded-* are trusted, comma-separated (default 127.0.0.1)",
+    )
     serve.set_defaults(func=_serve)
 
     worker = sub.add_parser("worker", help="run queued runs only (no HTTP); stops on SIGTERM")
@@ -203,16 +263,30 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=_migrate_cmd)
 
     admin = sub.add_parser("create-admin", help="create an admin account and print its key once")
-    admin.add_argument("--name", required=True)
-    admin.add_argument("--role", choices=["operator", "reader"], default="operator")
-    admin.add_argument("--super", action="store_true", help="make it a super-admin")
+    admin.add_argument("--name", required=True, help="the account's name (required)")
+    admin.add_argument(
+        "--role", choices=["operator", "reader"], default="operator",
+        help="operator changes its profiles, reader only reads (default operator)",
+    )
+    admin.add_argument(
+        "--super", action="store_true", help="make it a super-admin: every profile (default off)"
+    )
+    admin.add_argument(
+        "--data-dir", type=Path,
+        help="the folder of the SQLite database to write to (EDL_DATA_DIR, default ./data); "
+        "a database that does not exist yet is only created when named here, in "
+        "EDL_DATA_DIR or in EDL_DATABASE_URL",
+    )
     admin.set_defaults(func=_create_admin_cmd)
 
     migrate_secrets = sub.add_parser(
         "migrate-secrets",
         help="turn ${EDL_SECRET_X} in configs into per-profile grants ${secret:X}",
     )
-    migrate_secrets.add_argument("--dry-run", action="store_true", help="change nothing")
+    migrate_secrets.add_argument(
+        "--dry-run", action="store_true", help="show what would change, change nothing "
+        "(default off)"
+    )
     migrate_secrets.set_defaults(func=_secrets_cmd)
 
     rotate = sub.add_parser(
@@ -221,13 +295,25 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.set_defaults(func=_secrets_cmd, dry_run=False)
 
     check = sub.add_parser("check-config", help="validate a pipeline config file")
-    check.add_argument("file")
+    check.add_argument("file", help="the pipeline config (YAML)")
     check.set_defaults(func=_check_config_cmd)
 
     local = sub.add_parser("run-local", help="run a pipeline config offline, no server")
-    local.add_argument("file")
-    local.add_argument("--out", required=True, help="folder for <type>.txt and report.json")
+    local.add_argument("file", help="the pipeline config (YAML)")
+    local.add_argument(
+        "--out", required=True, help="folder for <type>.txt and report.json (required)"
+    )
     local.set_defaults(func=_run_local_cmd)
+    explain = sub.add_parser(
+        "explain", help="run a config offline and say why a value is (not) in each feed"
+    )
+    explain.add_argument("file", help="the pipeline config (YAML); sources are fetched "
+                         "with EDL_SSRF_ALLOW_* and EDL_SOURCE_DIR as for run-local")
+    explain.add_argument("value", help="an IP, network, domain, URL or raw token")
+    explain.add_argument("--json", action="store_true", help="print JSON (default: lines)")
+    explain.set_defaults(func=_explain_cmd)
+
+    cli_remote.add_parsers(sub)
     return parser
 
 

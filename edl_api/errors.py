@@ -38,11 +38,19 @@ class AppError(Exception):
         super().__init__(str(self.detail))
 
 
+# Names every way a key is accepted (`auth.keys.extract_key`): a wrong header is the usual
+# cause, and the old "missing or invalid API key" did not say which one to use.
+KEY_HEADERS_HINT = (
+    "missing or invalid API key: send the key as X-API-Key: <key>, Authorization: Bearer "
+    "<key>, or (feeds) HTTP Basic with the key as password"
+)
+
+
 class Unauthorized(AppError):
     code = "unauthorized"
     status_code = 401
 
-    def __init__(self, detail: Any = "missing or invalid API key", *, basic: bool = False) -> None:
+    def __init__(self, detail: Any = KEY_HEADERS_HINT, *, basic: bool = False) -> None:
         super().__init__(detail)
         challenge = 'Basic realm="edl"' if basic else 'Bearer realm="edl"'
         self.headers = {"WWW-Authenticate": challenge}
@@ -249,6 +257,27 @@ def _path_out_of_range(errors: Sequence[Any]) -> bool:
     )
 
 
+def _is_json(content_type: str | None) -> bool:
+    """FastAPI's own test: only application/json and */*+json bodies are parsed as JSON."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def wrong_media_type(errors: Sequence[Any], content_type: str | None, path: str) -> str | None:
+    """The 415 detail when the whole body was refused because it was not sent as JSON
+    (FastAPI then says only "Input should be a valid dictionary…"), else None."""
+    if _is_json(content_type) or not any(tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return None
+    sent = f"it was sent as {content_type.split(';', 1)[0].strip()!r}" if content_type else (
+        "none was sent"
+    )
+    expected = "Content-Type: application/json"
+    if "/configs" in path:
+        expected += " (or application/yaml for configs)"
+    return f"send the body as JSON with the header {expected}; {sent}"
+
+
 def _leaf_routes(routes: Sequence[Any]) -> Iterator[Any]:
     for route in routes:
         included = getattr(route, "original_router", None)
@@ -324,9 +353,14 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         if _path_out_of_range(exc.errors()):
             return JSONResponse(error_body("not_found", "not found"), status_code=404)
+        media = wrong_media_type(
+            exc.errors(), request.headers.get("content-type"), request.url.path
+        )
+        if media is not None:
+            return JSONResponse(error_body("unsupported_media_type", media), status_code=415)
         return JSONResponse(
             error_body("validation_error", _clean_validation_errors(exc.errors())),
             status_code=422,
@@ -384,7 +418,7 @@ _DESCRIPTIONS = {
     409: "conflicts with the object's state",
     410: "gone: the object's bytes were pruned (its metadata remains)",
     413: "request body too large",
-    415: "unsupported request content type",
+    415: "the body was not sent as JSON (Content-Type: application/json)",
     422: "validation failed (unknown fields, bad values, invalid config, JSON nested "
     "deeper than 32 levels)",
     429: "over a quota for now; retry after Retry-After seconds",
@@ -399,9 +433,9 @@ _ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorBody"}
 
 
 def document_errors(schema: dict[str, Any]) -> None:
-    """Complete FastAPI's schema: 400 (unreadable body) and 413 (too large) on every
-    operation that takes a body, as BodySizeLimit and the body parser answer them before
-    any route runs; and error bodies as JSON everywhere (FastAPI files them under a text
+    """Complete FastAPI's schema: 400 (unreadable body), 413 (too large) and 415 (not
+    JSON) on every operation that takes a body, as BodySizeLimit and the body parser answer
+    them before any route runs; and error bodies as JSON everywhere (FastAPI files them under a text
     route's own media type: /metrics and the feeds said text/plain)."""
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
@@ -409,7 +443,7 @@ def document_errors(schema: dict[str, Any]) -> None:
                 continue
             responses = operation.setdefault("responses", {})
             if "requestBody" in operation:
-                for status in (400, 413):
+                for status in (400, 413, 415):
                     responses.setdefault(str(status), {"description": _DESCRIPTIONS[status]})
             for status, response in responses.items():
                 if status.isdigit() and int(status) >= 400:

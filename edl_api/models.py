@@ -51,6 +51,14 @@ def _json(default_factory: Any = dict) -> Any:
 
 class AdminAccount(SQLModel, table=True):
     __tablename__ = "admin_accounts"
+    # Names are unique among live accounts (409 `name_taken`); a revoked one frees its name.
+    __table_args__ = (
+        sa.Index(
+            "uq_admin_accounts_live_name", "name", unique=True,
+            sqlite_where=sa.text("revoked_at IS NULL"),
+            postgresql_where=sa.text("revoked_at IS NULL"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200)
@@ -66,6 +74,14 @@ class AdminAccount(SQLModel, table=True):
 
 class Profile(SQLModel, table=True):
     __tablename__ = "profiles"
+    # Names are unique among live profiles (409 `name_taken`); a deleted one frees its name.
+    __table_args__ = (
+        sa.Index(
+            "uq_profiles_live_name", "name", unique=True,
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200)
@@ -82,6 +98,9 @@ class Profile(SQLModel, table=True):
     # EDL_SSRF_ALLOW_*, which every tenant gets).
     ssrf_allow_cidrs: list[str] = _json(list)
     ssrf_allow_hosts: list[str] = _json(list)
+    # `DELETE /profiles/{id}`: every scope treats it as missing from then on; its rows are
+    # purged after EDL_DELETED_RETENTION_DAYS (`profiles.lifecycle`).
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
 
 
 class ProfileSecret(SQLModel, table=True):
@@ -127,6 +146,9 @@ class ProfileConfig(SQLModel, table=True):
     refresh_interval_minutes: float | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # `DELETE …/configs/{id}`: gone for the API; the row stays because past runs and deleted
+    # pipelines still reference it (their history keeps its config snapshot).
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class ProfileConfigVersion(SQLModel, table=True):
@@ -372,4 +394,73 @@ class IdempotencyRecord(SQLModel, table=True):
     request_hash: str = Field(max_length=64)
     status_code: int = 201
     response: dict[str, Any] = _json()
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Webhook(SQLModel, table=True):
+    """Where a profile's alerts go (`edl_api.alerts`): a URL, the events it takes, the
+    body format and an optional signing secret (encrypted like profile secrets)."""
+
+    __tablename__ = "webhooks"
+
+    id: int | None = Field(default=None, primary_key=True)
+    profile_id: int = Field(foreign_key="profiles.id", index=True, ondelete="CASCADE")
+    url: str = Field(max_length=2048)
+    events: list[str] = _json(list)
+    format: str = Field(default="json", max_length=10)
+    secret_ciphertext: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The outbox: one event for one webhook, sent (and retried) by the delivery worker."""
+
+    __tablename__ = "webhook_deliveries"
+    # The worker's claim reads pending rows by next_attempt_at.
+    __table_args__ = (
+        sa.Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: int = Field(foreign_key="webhooks.id", index=True, ondelete="CASCADE")
+    event: str = Field(max_length=30)
+    payload: dict[str, Any] = _json()
+    state: str = Field(default="pending", max_length=20)  # pending | delivered | failed
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_status: int | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    # [{"at", "status", "error", "seconds"}] of every attempt (bounded by the max attempts).
+    attempt_log: list[Any] = _json(list)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class AlertEpisode(SQLModel, table=True):
+    """A condition that alerts once while it lasts (a source failing, a stale feed or
+    device, a device near capacity): the row exists while the episode is open; the unique
+    key makes every process fire it once."""
+
+    __tablename__ = "alert_episodes"
+    __table_args__ = (sa.UniqueConstraint("profile_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    profile_id: int = Field(foreign_key="profiles.id", ondelete="CASCADE")
+    key: str = Field(max_length=300)
+    count: int = 0  # source_failing: failed runs in a row
+    fired_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class RunExplain(SQLModel, table=True):
+    """A run's explain record: every entry its engine dropped and why (engine/explain.py)."""
+
+    __tablename__ = "run_explains"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="pipeline_runs.id", ondelete="CASCADE", unique=True)
+    pipeline_id: int = Field(foreign_key="pipelines.id", index=True, ondelete="CASCADE")
+    entries: int = 0
+    size: int = 0  # bytes of content_gzip
+    content_gzip: bytes = Field(sa_type=sa.LargeBinary)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -35,7 +35,10 @@ class Settings(BaseSettings):
     operator_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     reader_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
-    auto_refresh_minutes: float = 0.0
+    # How often the refresh scheduler looks for due pipelines (their config's
+    # refresh_interval_minutes); on by default: a block list must not silently go stale.
+    # 0 turns it off (configs' intervals are then ignored, and `serve` says so).
+    auto_refresh_minutes: float = 1.0
     max_concurrent_runs_total: int = Field(default=4, ge=1)
     max_concurrent_runs_per_profile: int = Field(default=2, ge=1)
     # Queued (not running) runs one profile may have: beyond it POST /runs answers 429 and
@@ -87,11 +90,24 @@ class Settings(BaseSettings):
     retry_interrupted: int = Field(default=1, ge=0, le=10)
     # How long an Idempotency-Key is remembered (a retry after that creates a new object).
     idempotency_retention_hours: float = Field(default=24.0, gt=0, le=24 * 365)
+    # A deleted profile's rows (configs, pipelines, runs, feeds, devices) are kept this
+    # long, then purged by the dispatcher's housekeeping; 0: at its next pass.
+    deleted_retention_days: float = Field(default=30.0, ge=0, le=3650)
     # Devices: the base of the ready-to-paste feed URLs (else the request's own), how often
     # each process writes its recorded polls, and how long the aggregated polls are kept.
     public_url: str | None = Field(default=None, max_length=500)
     poll_flush_seconds: float = Field(default=5.0, gt=0, le=300)
     poll_retention_days: int = Field(default=14, ge=1, le=3650)
+    # Alerts by webhook (`edl_api.alerts`): attempts per delivery, the first retry's wait
+    # (doubling: 2, 4, 8, 16, 32 min ≈ 1 h over 6 attempts), each POST's timeout, how often
+    # each process looks for due deliveries and checks stale feeds/devices and capacity,
+    # and how long finished deliveries are kept.
+    webhook_max_attempts: int = Field(default=6, ge=1, le=20)
+    webhook_retry_seconds: float = Field(default=120.0, gt=0, le=24 * 3600)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_poll_seconds: float = Field(default=2.0, gt=0, le=300)
+    alert_check_seconds: float = Field(default=60.0, gt=0, le=24 * 3600)
+    webhook_retention_days: int = Field(default=30, ge=1, le=3650)
     # Off only to measure what recording costs (bench/feeds_bench.py): polls go unrecorded.
     poll_ledger_enabled: bool = True
     # FastAPI's built-in OpenTelemetry hooks cost a few microseconds per request; off

@@ -59,6 +59,7 @@ TABLE: dict[tuple[str, str], tuple[Call, ...]] = {
     ),
     # profiles and configs
     ("GET", "/profiles/{profile_id}"): (Call(),),
+    ("DELETE", "/profiles/{profile_id}"): (Call(), Call(query=lambda t, a: {"force": "true"})),
     ("POST", "/profiles/{profile_id}/configs"): (
         Call(body=lambda t, a: {"name": "x", "yaml": MINIMAL_YAML}),
     ),
@@ -79,6 +80,17 @@ TABLE: dict[tuple[str, str], tuple[Call, ...]] = {
     ),
     ("GET", "/profiles/{profile_id}/configs/{config_id}/versions"): (Call(), Call(own=PROFILE)),
     ("GET", "/profiles/{profile_id}/configs/{config_id}/versions/{version}"): (
+        Call(), Call(own=PROFILE),
+    ),
+    ("PUT", "/profiles/{profile_id}/configs/{config_id}"): (
+        Call(body=lambda t, a: {"yaml": MINIMAL_YAML}),
+        Call(body=lambda t, a: {"yaml": MINIMAL_YAML}, own=PROFILE),
+    ),
+    ("DELETE", "/profiles/{profile_id}/configs/{config_id}"): (Call(), Call(own=PROFILE)),
+    ("GET", "/profiles/{profile_id}/configs/{config_id}/versions/{a}/diff/{b}"): (
+        Call(), Call(own=PROFILE),
+    ),
+    ("POST", "/profiles/{profile_id}/configs/{config_id}/versions/{version}/restore"): (
         Call(), Call(own=PROFILE),
     ),
     # pipelines
@@ -103,6 +115,12 @@ TABLE: dict[tuple[str, str], tuple[Call, ...]] = {
     ("GET", "/profiles/{profile_id}/pipelines/active"): (Call(),),
     ("GET", "/profiles/{profile_id}/pipelines/search"): (
         Call(query=lambda t, a: {"indicator": "203.0.113.7"}),
+    ),
+    ("GET", "/profiles/{profile_id}/explain"): (
+        Call(query=lambda t, a: {"indicator": "203.0.113.7"}),
+        # the caller's own profile, another's pipeline: the same 404 as a missing one
+        Call(query=lambda t, a: {"indicator": "203.0.113.7", "pipeline_id": t["pipeline_id"]},
+             own=PROFILE),
     ),
     # runs, their logs and artifacts
     ("POST", "/runs"): (Call(body=lambda t, a: {"pipeline_id": t["pipeline_id"]}),),
@@ -151,6 +169,17 @@ TABLE: dict[tuple[str, str], tuple[Call, ...]] = {
     ("DELETE", "/profiles/{profile_id}/devices/{device_id}"): (Call(), Call(own=PROFILE)),
     ("POST", "/profiles/{profile_id}/devices/{device_id}/token"): (Call(), Call(own=PROFILE)),
     ("GET", "/profiles/{profile_id}/devices/{device_id}/polls"): (Call(), Call(own=PROFILE)),
+    # webhooks and their deliveries
+    ("POST", "/profiles/{profile_id}/webhooks"): (
+        Call(body=lambda t, a: {"url": "https://hooks.example.com/x", "events": ["run_failed"]}),
+    ),
+    ("GET", "/profiles/{profile_id}/webhooks"): (Call(),),
+    ("GET", "/profiles/{profile_id}/webhooks/{webhook_id}"): (Call(), Call(own=PROFILE)),
+    ("DELETE", "/profiles/{profile_id}/webhooks/{webhook_id}"): (Call(), Call(own=PROFILE)),
+    ("POST", "/profiles/{profile_id}/webhooks/{webhook_id}/test"): (Call(), Call(own=PROFILE)),
+    ("GET", "/profiles/{profile_id}/webhooks/{webhook_id}/deliveries"): (
+        Call(), Call(own=PROFILE),
+    ),
 }
 
 
@@ -186,16 +215,21 @@ async def _ids(client: httpx.AsyncClient, tenant: Tenant) -> tuple[Ids, str]:
         f"/profiles/{tenant.profile_id}/feed-tokens", json={"name": "fw"},
         headers=h(tenant.profile_key),
     ), 201)
+    webhook = await expect(await client.post(
+        f"/profiles/{tenant.profile_id}/webhooks",
+        json={"url": "https://hooks.example.com/edl", "events": ["run_failed"]},
+        headers=h(tenant.profile_key),
+    ), 201)
     return {
         "profile_id": tenant.profile_id, "config_id": tenant.config_id,
         "pipeline_id": tenant.pipeline_id, "run_id": run["id"], "token_id": token["id"],
-        "device_id": token["id"],
+        "device_id": token["id"], "webhook_id": webhook["id"],
         "account_id": tenant.operator_id,
     }, token["token"]
 
 
 def _request(method: str, path: str, call: Call, ids: Ids, own: Ids) -> dict[str, Any]:
-    values = {"version": 1, "indicator_type": "ipv4", "name": "TOKEN"} | ids
+    values = {"version": 1, "a": 1, "b": 1, "indicator_type": "ipv4", "name": "TOKEN"} | ids
     values |= {name: own[name] for name in call.own}
     return {
         "method": method, "url": path.format(**values),

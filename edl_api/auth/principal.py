@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, true
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.orm import Mapped
+from sqlmodel import col
 
 from edl_api.errors import Forbidden, NotFound
 from edl_api.fleet.spec import DeviceSpec
+from edl_api.models import Profile
+
+# Few rows (deleted profiles waiting for their purge); `ix_profiles_deleted_at` finds them.
+_DELETED_PROFILES = select(col(Profile.id)).where(col(Profile.deleted_at).is_not(None))
 
 Kind = Literal["admin", "legacy", "profile", "feed_token"]
 Role = Literal["super", "operator", "reader", "profile", "feed"]
@@ -49,12 +54,13 @@ class Principal:
         one. Give `pipeline_column` where rows belong to a pipeline (a feed token's limit).
         `sees_profile`/`sees_pipeline` are the same rule for objects already in memory.
         """
-        clauses: list[ColumnElement[bool]] = []
+        # A deleted profile (`DELETE /profiles/{id}`) is missing for every caller.
+        clauses: list[ColumnElement[bool]] = [profile_column.not_in(_DELETED_PROFILES)]
         if self.profile_ids is not None:
             clauses.append(profile_column.in_(self.profile_ids))
         if pipeline_column is not None and self.pipeline_ids is not None:
             clauses.append(pipeline_column.in_(self.pipeline_ids))
-        return and_(*clauses) if clauses else true()
+        return and_(*clauses)
 
     def sees_profile(self, profile_id: int) -> bool:
         return self.profile_ids is None or profile_id in self.profile_ids

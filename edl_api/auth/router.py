@@ -27,6 +27,7 @@ router = APIRouter(tags=["admin"], responses=API_ERRORS)
     status_code=201,
     response_model=AdminAccountCreated,
     summary="Create an admin account (super-admin); the key is shown only here",
+    responses=error_responses(409),  # `name_taken`
 )
 async def create_account(
     body: AdminAccountCreate,

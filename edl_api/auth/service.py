@@ -6,7 +6,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from edl_api import idempotency
+from edl_api import idempotency, names
 from edl_api.auth import keys
 from edl_api.auth.principal import Principal
 from edl_api.auth.schemas import (
@@ -37,8 +37,7 @@ async def create_account(
             key_id=new_key.key_id,
             key_hash=new_key.key_hash,
         )
-        session.add(account)
-        await session.flush()
+        await names.add_unique(session, account, "GET /admin/accounts")
         public = AdminAccountPublic.model_validate(account).model_dump()
         return AdminAccountCreated.model_validate(public | {"api_key": new_key.plaintext})
 
@@ -76,7 +75,8 @@ async def set_link(
     linked: bool,
 ) -> AdminProfileLinkPublic:
     account = await _get_account(session, account_id)
-    if await session.get(Profile, profile_id) is None:
+    profile = await session.get(Profile, profile_id)
+    if profile is None or profile.deleted_at is not None:
         raise NotFound("not found")
     if linked and account.revoked_at is not None:
         raise Conflict("the account is revoked", code="account_revoked")

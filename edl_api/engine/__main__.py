@@ -20,12 +20,15 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from edl_api.engine.config import ConfigError, PipelineConfig, load_config
+from edl_api.engine.destinations import private_destinations
 from edl_api.engine.entries import FeedEntry
+from edl_api.engine.explain import FILE_NAME as EXPLAIN_FILE
 from edl_api.engine.limits import apply_memory_limit, memory_error
 from edl_api.engine.pipeline import (
     EngineResult,
@@ -160,6 +163,8 @@ def write_outputs(result: EngineResult, out_dir: Path) -> None:
     (out_dir / "report.json").write_text(
         json.dumps(result.report, indent=2, sort_keys=False) + "\n", encoding="utf-8"
     )
+    if result.explain is not None:  # every dropped entry and why, for explain
+        (out_dir / EXPLAIN_FILE).write_bytes(result.explain.to_bytes())
 
 
 def _load(path: str) -> PipelineConfig:
@@ -167,8 +172,11 @@ def _load(path: str) -> PipelineConfig:
     return load_config(text)
 
 
-def check_config_main(path: str) -> int:
-    """Print every problem with its line; 1 if there is any, 0 when the config is valid."""
+def check_config_main(
+    path: str, allow_cidrs: Sequence[str] = (), allow_hosts: Sequence[str] = ()
+) -> int:
+    """Print every problem with its line; 1 if there is any, 0 when the config is valid
+    (then a warning for each private destination not in `allow_*`, EDL_SSRF_ALLOW_*)."""
     try:
         config = _load(path)
     except OSError as exc:
@@ -182,6 +190,8 @@ def check_config_main(path: str) -> int:
         return 1
     outputs = ", ".join(config.pipeline.outputs)
     print(f"{path}: ok ({len(config.sources)} sources, outputs: {outputs})")
+    for warning in private_destinations(config, allow_cidrs, allow_hosts):
+        print(sanitise(f"{path}: warning: {warning}"))
     return 0
 
 

@@ -100,6 +100,9 @@ class SourceConfig(_Strict):
     # Below this share of valid records the source fails (garbage, not a list). None: 10
     # once the source has at least MIN_VALID_LINES lines; 0 turns the check off.
     min_valid_percent: Percent | None = None
+    # The webhook event `source_failing` fires once this source has failed this many full
+    # runs in a row (`edl_api.alerts`).
+    alert_after_failures: int = Field(default=3, ge=1, le=1000)
     # csv
     column: str | int | None = None
     header: bool | Literal["auto"] | None = None

@@ -25,7 +25,9 @@ from edl_api.engine.build import (
     prefix_entries,
 )
 from edl_api.engine.config import PipelineConfig, SourceConfig
+from edl_api.engine.drops import DropRecorder, build_record
 from edl_api.engine.entries import FeedEntry
+from edl_api.engine.explain import ExplainRecord
 from edl_api.engine.limits import BudgetExceeded, ByteBudget
 from edl_api.engine.parsers import ParseStats, inline_values, is_html, parse
 from edl_api.engine.progress import ProgressEvent
@@ -67,6 +69,7 @@ class EngineResult:
     errors: list[str]
     ok: bool
     warnings: list[str] = field(default_factory=list)
+    explain: ExplainRecord | None = None  # every dropped entry and why (`edl-api explain`)
 
     def __repr__(self) -> str:
         # The default repr would format every entry; asyncio and loggers call repr freely.
@@ -230,6 +233,8 @@ def _process(
     mark = time.monotonic()
     block = IndicatorStore()
     allow_store = IndicatorStore()
+    recorder = DropRecorder()
+    bodies: dict[int, bytes] = {}  # text bodies, kept to find a dropped entry's raw line
     source_reports: list[dict[str, Any]] = []
     for index, (source, fetched) in enumerate(zip(config.sources, fetches, strict=True)):
         report: dict[str, Any] = {
@@ -263,7 +268,7 @@ def _process(
                     if is_html(fetched.data, fetched.content_type):
                         raise _NotAList("returned HTML, not a list")
                     tokens = parse(source, fetched.data, parse_stats)
-                ingest(tokens, store, 1 << index, types, ingest_stats)
+                ingest(tokens, store, 1 << index, types, ingest_stats, recorder)
                 if source.values is None:
                     fetched.error = parse_stats.failure or _too_few_valid(
                         source, parse_stats, ingest_stats
@@ -274,6 +279,8 @@ def _process(
                 raise
             except Exception as exc:  # noqa: BLE001 - parsers must not raise; be safe anyway
                 fetched.error = f"parse failed: {exc.__class__.__name__}"
+            if source.format == "text" and fetched.data is not None:
+                bodies[index] = fetched.data
             fetched.data = None  # free the body early
             if fetched.error is not None:
                 if source.optional:
@@ -306,7 +313,7 @@ def _process(
     added = augment(block, config.augment)
     provenance = Provenance(config)
     allowlist = Allowlist.build(config.rules.allow, [allow_store])
-    rules = Rules(config.rules, allowlist, provenance.confidence)
+    rules = Rules(config.rules, allowlist, provenance.confidence, recorder)
     notify(ProgressEvent("stage", {"stage": "rules"}))
     rules.apply(block)
     stages["rules"] = time.monotonic() - mark
@@ -354,7 +361,11 @@ def _process(
         limit = config.pipeline.max_entries.get(output)
         cut = 0
         if limit is not None:
+            before = entries
             entries, cut = cap_entries(entries, limit)
+            if cut:
+                kept = {id(entry) for entry in entries}
+                recorder.cut.extend((output, e) for e in before if id(e) not in kept)
         feeds[output] = entries
         feed_reports[output] = {
             "count": len(entries),
@@ -364,6 +375,14 @@ def _process(
         if output == "cidr" and rules.split:
             feed_reports[output]["split"] = dict(sorted(rules.split.items()))
     stages["feeds"] = time.monotonic() - mark
+
+    mark = time.monotonic()
+    explain = build_record(
+        recorder, config, allow_store, block.url_hosts, provenance.confidence,
+        {i: r["lines"] for i, r in enumerate(source_reports)}, bodies,
+    )
+    bodies.clear()
+    stages["explain"] = time.monotonic() - mark
 
     if time.monotonic() > deadline:
         errors.append(f"run exceeded the total deadline of {settings.total_deadline_seconds:.0f}s")
@@ -395,4 +414,5 @@ def _process(
         "warnings": warnings,
     }
     notify(ProgressEvent("done", {"ok": ok, "published": report["counts"]["published"]}))
-    return EngineResult(feeds=feeds, report=report, errors=errors, ok=ok, warnings=warnings)
+    return EngineResult(feeds=feeds, report=report, errors=errors, ok=ok, warnings=warnings,
+                        explain=explain)

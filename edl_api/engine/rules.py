@@ -16,6 +16,7 @@ import re2
 from publicsuffixlist import PSLFILE, PublicSuffixList, encode_idn
 
 from edl_api.engine.config import RulesConfig, re2_options
+from edl_api.engine.drops import DropRecorder
 from edl_api.engine.indicators import (
     BITS,
     CIDR4,
@@ -23,6 +24,7 @@ from edl_api.engine.indicators import (
     FQDN,
     IPV4,
     IPV6,
+    KIND_TYPE,
     URL,
     Key,
     classify_parts,
@@ -190,8 +192,11 @@ class Rules:
         config: RulesConfig,
         allow: Allowlist,
         confidence_of: Callable[[int], int],
+        recorder: DropRecorder | None = None,
     ) -> None:
         self.config = config
+        # Per dropped entry (for explain); only the dropping branches touch it.
+        self.recorder = recorder
         self.allow = allow
         self.confidence_of = confidence_of
         self.patterns = [re2.compile(p, options=re2_options()) for p in config.exclude_regex]
@@ -224,10 +229,13 @@ class Rules:
             if kind_type not in include:
                 if mapping:
                     self.drops[kind_type]["include_types"] += len(mapping)
+                    if self.recorder is not None:
+                        for key, mask in mapping.items():
+                            self.recorder.add(kind, key, "include_types", mask)
                     mapping.clear()
                 continue
             if self.config.min_confidence > 0:
-                self._drop_where(mapping, kind_type, "min_confidence", self._low_confidence)
+                self._drop_where(mapping, kind, "min_confidence", self._low_confidence)
         self._hosts(store, 4)
         self._hosts(store, 6)
         store.networks4 = self._networks(store.cidr4, 4)
@@ -238,17 +246,21 @@ class Rules:
         self._urls(store.url, store.url_hosts)
 
     def _drop_where(
-        self, mapping: dict[Any, int], kind_type: str, rule: str, test: Callable[[int], bool]
+        self, mapping: dict[Any, int], kind: str, rule: str, test: Callable[[int], bool]
     ) -> None:
         doomed = [key for key, mask in mapping.items() if test(mask)]
         for key in doomed:
-            del mapping[key]
+            mask = mapping.pop(key)
+            if self.recorder is not None:
+                self.recorder.add(kind, key, rule, mask)
         if doomed:
-            self.drops[kind_type][rule] += len(doomed)
+            self.drops[KIND_TYPE[kind]][rule] += len(doomed)
 
     def _hosts(self, store: IndicatorStore, version: int) -> None:
         mapping = store.ipv4 if version == 4 else store.ipv6
         kind_type = "ipv4" if version == 4 else "ipv6"
+        kind = IPV4 if version == 4 else IPV6
+        recorder = self.recorder
         keys = sorted(mapping)
         checks: list[tuple[str, IntervalSet]] = []
         if self.config.exclude_reserved:
@@ -265,7 +277,9 @@ class Rules:
             for lo, hi in slices:
                 kept.extend(keys[cursor:lo])
                 for key in keys[lo:hi]:
-                    del mapping[key]
+                    mask = mapping.pop(key)
+                    if recorder is not None:
+                        recorder.add(kind, key, rule, mask)
                 self.drops[kind_type][rule] += hi - lo
                 cursor = hi
             kept.extend(keys[cursor:])
@@ -274,7 +288,9 @@ class Rules:
             kept = []
             for key in keys:
                 if self._regex_hit(int_to_ip(key, version)):
-                    del mapping[key]
+                    mask = mapping.pop(key)
+                    if recorder is not None:
+                        recorder.add(kind, key, "exclude_regex", mask)
                     self.drops[kind_type]["exclude_regex"] += 1
                 else:
                     kept.append(key)
@@ -286,13 +302,19 @@ class Rules:
         bits = BITS[version]
         min_prefix = self.config.min_prefix.ipv4 if version == 4 else self.config.min_prefix.ipv6
         drops = self.drops["cidr"]
+        kind = CIDR4 if version == 4 else CIDR6
+        recorder = self.recorder
         pieces: Networks = []
         for (network, prefixlen), mask in mapping.items():
             if prefixlen < min_prefix:
                 drops["min_prefix"] += 1
+                if recorder is not None:
+                    recorder.add(kind, (network, prefixlen), "min_prefix", mask)
                 continue
             if self.patterns and self._regex_hit(f"{int_to_ip(network, version)}/{prefixlen}"):
                 drops["exclude_regex"] += 1
+                if recorder is not None:
+                    recorder.add(kind, (network, prefixlen), "exclude_regex", mask)
                 continue
             first, last = network_bounds(network, prefixlen, bits)
             pieces.append((first, last, mask))
@@ -311,8 +333,12 @@ class Rules:
                     kept.append((first, last, mask))
                 elif not remaining:
                     drops[rule] += 1
+                    if recorder is not None:
+                        recorder.add_range(version, first, last, rule, mask, False)
                 else:
                     self.split[rule] += 1
+                    if recorder is not None:
+                        recorder.add_range(version, first, last, rule, mask, True)
                     kept.extend((a, b, mask) for a, b in remaining)
             pieces = kept
         return pieces
@@ -335,6 +361,8 @@ class Rules:
             if rule is not None:
                 drops[rule] += 1
                 doomed.append(name)
+                if self.recorder is not None:
+                    self.recorder.add(FQDN, name, rule, mapping[name])
         for name in doomed:
             del mapping[name]
 
@@ -387,5 +415,7 @@ class Rules:
             if rule is not None:
                 drops[rule] += 1
                 doomed.append(url)
+                if self.recorder is not None:
+                    self.recorder.add(URL, url, rule, mapping[url])
         for url in doomed:
             del mapping[url]

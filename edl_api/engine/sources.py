@@ -114,6 +114,30 @@ async def default_resolver(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
+# What to change when a source (or webhook) points at a private address on purpose.
+SSRF_GRANT_HINT = (
+    "a private destination needs a grant: EDL_SSRF_ALLOW_CIDRS / EDL_SSRF_ALLOW_HOSTS "
+    "(every profile) or the profile's ssrf_allow_cidrs / ssrf_allow_hosts "
+    "(PATCH /profiles/{id}, super-admin)"
+)
+
+
+def resolver_error(exc: BaseException) -> str:
+    """The resolver's own words (`gaierror [Errno -2] Name or service not known`), short."""
+    text = str(exc).strip().split("\n", 1)[0][:200]
+    return f"{exc.__class__.__name__} {text}" if text else exc.__class__.__name__
+
+
+def name_the_host(message: str, host: str) -> str:
+    """A resolve/refusal message of `resolve_checked` with the host and what to do."""
+    if message.startswith("cannot resolve host: "):
+        detail = message.removeprefix("cannot resolve host: ")
+        return f"cannot resolve host {host}: {detail} (check the name and this host's DNS)"
+    if message.startswith("refused: "):
+        return f"{message} ({host}); {SSRF_GRANT_HINT}"
+    return message
+
+
 async def resolve_checked(
     host: str, port: int, policy: SsrfPolicy, resolver: Resolver | None
 ) -> tuple[int, int]:
@@ -128,7 +152,7 @@ async def resolve_checked(
                 result = await result
             names = list(result)
         except (OSError, UnicodeError) as exc:
-            raise SourceError(f"cannot resolve host: {exc.__class__.__name__}") from None
+            raise SourceError(f"cannot resolve host: {resolver_error(exc)}") from None
         addresses = []
         for name in names:
             parsed = literal_address(str(name).split("%", 1)[0])
@@ -288,7 +312,10 @@ async def fetch_url(
             origin = (scheme, host, port)
         elif (scheme, host, port) != origin:
             headers = {}  # configured credentials never follow a redirect to another origin
-        version, address = await resolve_checked(host, port, policy, resolver)
+        try:
+            version, address = await resolve_checked(host, port, policy, resolver)
+        except SourceError as exc:
+            raise SourceError(name_the_host(str(exc), host)) from None
         literal = socket.inet_ntop(
             socket.AF_INET if version == 4 else socket.AF_INET6,
             address.to_bytes(4 if version == 4 else 16, "big"),

@@ -10,7 +10,7 @@ import socket
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edl_api.engine.indicators import (
     CIDR4,
@@ -22,6 +22,9 @@ from edl_api.engine.indicators import (
     URL,
     classify_parts,
 )
+
+if TYPE_CHECKING:  # drops imports this module
+    from edl_api.engine.drops import DropRecorder
 
 # Sorted (first, last, source mask) pieces of networks after the rules.
 Networks = list[tuple[int, int, int]]
@@ -76,8 +79,10 @@ def ingest(
     bit: int,
     types: frozenset[str] | None,
     stats: IngestStats,
+    recorder: DropRecorder | None = None,
 ) -> None:
-    """Classify tokens into the store, OR-ing `bit` into each indicator's source mask."""
+    """Classify tokens into the store, OR-ing `bit` into each indicator's source mask;
+    `recorder` is told of each invalid or `types:`-filtered token (for explain)."""
     maps = store.maps()
     ipv4_map = store.ipv4
     pton = socket.inet_pton
@@ -105,15 +110,21 @@ def ingest(
                     n_ipv4 += 1
                 else:
                     filtered += 1
+                    if recorder is not None:
+                        recorder.add_filtered(IPV4, key, bit)
                 continue
         parts = classify_parts(token, True)  # not a dotted quad: pre-check or pton said so
         if isinstance(parts, str):
             invalid[parts] += 1
+            if recorder is not None:
+                recorder.add_invalid(token, parts, bit)
             continue
         for kind, part_key in parts:
             kind_type = KIND_TYPE[kind]
             if types is not None and kind_type not in types:
                 filtered += 1
+                if recorder is not None:
+                    recorder.add_filtered(kind, part_key, bit)
                 continue
             mapping = maps[kind]
             mapping[part_key] = mapping.get(part_key, 0) | bit

@@ -1,12 +1,13 @@
-"""Artifact bytes do not pile up: only the newest runs of a pipeline keep theirs."""
+"""Artifact bytes and explain records do not pile up: only the newest runs of a pipeline
+keep theirs."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from edl_api.models import Artifact, HostedFeed, utcnow
+from edl_api.models import Artifact, HostedFeed, RunExplain, utcnow
 
 
 async def prune_artifacts(session: AsyncSession, pipeline_id: int, keep_runs: int) -> int:
@@ -39,3 +40,19 @@ async def prune_artifacts(session: AsyncSession, pipeline_id: int, keep_runs: in
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+
+
+async def prune_explains(session: AsyncSession, pipeline_id: int, keep_runs: int) -> int:
+    """Drop the explain records of all but the pipeline's `keep_runs` newest runs that have
+    one (explain answers from the latest; a 1M-entry run's record is ~1-10 MB)."""
+    kept = (await session.execute(
+        select(col(RunExplain.run_id)).where(col(RunExplain.pipeline_id) == pipeline_id)
+        .order_by(col(RunExplain.run_id).desc()).limit(keep_runs)
+    )).scalars().all()
+    if len(kept) < keep_runs:
+        return 0
+    result = await session.execute(
+        delete(RunExplain).where(col(RunExplain.pipeline_id) == pipeline_id,
+                                 col(RunExplain.run_id) < min(kept))
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

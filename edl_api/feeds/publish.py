@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from edl_api.alerts import events as alert_events
 from edl_api.engine.entries import BASE_TYPES, FEED_TYPES
 from edl_api.feeds import content as feed_content
 from edl_api.feeds import indicators as indicator_store
@@ -47,7 +48,7 @@ from edl_api.feeds.indexing import (
     updated_bases,
     write_indicators,
 )
-from edl_api.feeds.prune import prune_artifacts
+from edl_api.feeds.prune import prune_artifacts, prune_explains
 from edl_api.feeds.render import drop_reports
 from edl_api.fleet.capacity import add_capacity_report
 from edl_api.models import Artifact, HostedFeed, Pipeline, PipelineRun, utcnow
@@ -111,6 +112,7 @@ async def _publish(
                 for kind, feed in (run.counts.get("feeds") or {}).items()
                 if not feed.get("published") and feed.get("reason")
             ]
+            await alert_events.feeds_held(session, run)  # guard_held, with the feeds' commit
 
     async def index(session: AsyncSession, run: PipelineRun) -> None:
         assert pending is not None
@@ -176,11 +178,12 @@ async def _prune(
     sessionmaker: async_sessionmaker[AsyncSession], run_id: int, pipeline_id: int,
     keep_runs: int,
 ) -> None:
-    """Drop old runs' artifact bytes (its own transaction: a failure is logged and never
-    changes the run's outcome)."""
+    """Drop old runs' artifact bytes and explain records (its own transaction: a failure is
+    logged and never changes the run's outcome)."""
     try:
         async with sessionmaker() as session, session.begin():
             pruned = await prune_artifacts(session, pipeline_id, keep_runs)
+            await prune_explains(session, pipeline_id, keep_runs)
     except Exception:
         logger.exception("run %s: pruning old artifacts failed", run_id)
         return

@@ -14,9 +14,11 @@ from edl_api.auth.principal import Principal
 from edl_api.db import SessionDep
 from edl_api.deps import AppStateDep, FeedCacheDep, SettingsDep
 from edl_api.errors import API_ERRORS, ErrorBody, error_responses
+from edl_api.feeds import explain as explain_service
 from edl_api.feeds import http as feed_http
 from edl_api.feeds import service, serving, tokens
 from edl_api.feeds.cache import STALE_HEADER, FeedBody, FeedCache
+from edl_api.feeds.explain import ExplainResult
 from edl_api.feeds.render import FORMATS
 from edl_api.feeds.schemas import (
     ActivePipelines,
@@ -310,3 +312,16 @@ async def run_artifact(
     response = _answer(request, body)
     response.raw_headers.append((b"x-edl-published", b"true" if artifact.published else b"false"))
     return response
+
+
+@router.get(
+    "/profiles/{profile_id}/explain", response_model=ExplainResult,
+    summary="Why an indicator is (not) listed: per pipeline and feed, the covering entry or "
+    "the step that removed it in the latest run", tags=["profiles"],
+)
+async def explain_indicator(
+    profile_id: PathId, principal: Caller, session: SessionDep,
+    indicator: Annotated[str, Query(min_length=1, max_length=2048)],
+    pipeline_id: Annotated[DbId | None, Query()] = None,
+) -> ExplainResult:
+    return await explain_service.explain(session, principal, profile_id, indicator, pipeline_id)

@@ -142,6 +142,48 @@ class ConfigPublic(ResponseModel):
     updated_at: datetime
 
 
+class ConfigReplace(RequestModel):
+    """`PUT`: the whole YAML replaced; name and interval kept unless given (null: no
+    scheduled refresh)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "yaml": (
+                        "sources:\n  - name: feodo\n"
+                        "    url: https://feeds.example/feodo/ipblocklist.txt\n"
+                    ),
+                    "refresh_interval_minutes": 30,
+                }
+            ]
+        }
+    )
+
+    name: Name | None = None
+    yaml: str = Field(min_length=1, description="the pipeline config (YAML, see docs/config.md)")
+    refresh_interval_minutes: RefreshMinutes = None
+
+
+class ConfigWritten(ConfigPublic):
+    """A config write's answer: the config, and what the operator should know about it."""
+
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="e.g. a refresh interval that nothing will honour (scheduler off)",
+    )
+
+
+class ConfigDiff(ResponseModel):
+    config_id: int
+    from_version: int
+    to_version: int
+    diff: str = Field(description="unified diff of the YAML (empty: the same text)")
+    changes: dict[str, list[Any]] = Field(
+        description="other fields that differ: field -> [in from_version, in to_version]"
+    )
+
+
 class ConfigUsage(ResponseModel):
     pipelines: int = 0
     active_pipelines: int = 0
@@ -168,3 +210,17 @@ class ProfileKeyRotated(ResponseModel):
     profile_id: int
     api_key: str = Field(description="the new profile key: shown only in this response")
     key_rotated_at: datetime
+
+
+class ProfileDeleted(ResponseModel):
+    """`DELETE /profiles/{id}`: what went with it."""
+
+    id: int
+    name: str
+    deleted_at: datetime
+    purge_after: datetime = Field(
+        description="its rows are purged after this (EDL_DELETED_RETENTION_DAYS)"
+    )
+    pipelines_deleted: list[int] = Field(description="live pipelines soft-deleted (?force=true)")
+    devices_revoked: int = Field(description="device credentials revoked")
+    runs_cancelled: int = Field(description="queued or running runs cancelled")

@@ -6,11 +6,10 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from edl_api import idempotency
+from edl_api import idempotency, names
 from edl_api.auth import keys
 from edl_api.auth.principal import Principal
 from edl_api.engine import config as engine_config
-from edl_api.engine import document as engine_document
 from edl_api.errors import Forbidden, NotFound, Unprocessable
 from edl_api.feeds.hooks import drop_key_after_commit
 from edl_api.models import (
@@ -27,7 +26,6 @@ from edl_api.models import (
 from edl_api.pagination import Page, PageParams, paginate
 from edl_api.profiles.schemas import (
     ConfigCreate,
-    ConfigPatch,
     ConfigPublic,
     ConfigUsage,
     ConfigVersionPublic,
@@ -37,6 +35,7 @@ from edl_api.profiles.schemas import (
     ProfilePublic,
     ProfileSummary,
 )
+from edl_api.profiles.yamlbody import sync_header
 from edl_api.secrets import service as secrets_service
 
 
@@ -97,8 +96,7 @@ async def create_profile(
             key_hash=new_key.key_hash,
             created_by_admin_id=principal.id if principal.kind == "admin" else None,
         )
-        session.add(profile)
-        await session.flush()
+        await names.add_unique(session, profile, "GET /profiles")
         assert profile.id is not None
         if owner is not None:
             session.add(AdminProfileLink(admin_id=owner, profile_id=profile.id))
@@ -147,7 +145,9 @@ async def list_profiles(
         (
             await session.execute(
                 select(col(ProfileConfig.profile_id), func.count())
-                .where(col(ProfileConfig.profile_id).in_(ids))
+                .where(
+                    col(ProfileConfig.profile_id).in_(ids), col(ProfileConfig.deleted_at).is_(None)
+                )
                 .group_by(col(ProfileConfig.profile_id))
             )
         ).all()
@@ -215,7 +215,8 @@ async def create_config(
         config = ProfileConfig(
             profile_id=profile_id,
             name=body.name,
-            yaml=body.yaml,
+            # A `# edl:` comment is kept true to the name and interval in force.
+            yaml=sync_header(body.yaml, body.name, body.refresh_interval_minutes),
             refresh_interval_minutes=body.refresh_interval_minutes,
         )
         session.add(config)
@@ -233,6 +234,7 @@ async def get_config(
     query = select(ProfileConfig).where(
         col(ProfileConfig.id) == config_id,
         col(ProfileConfig.profile_id) == profile_id,
+        col(ProfileConfig.deleted_at).is_(None),
         principal.scope_filter(col(ProfileConfig.profile_id)),
     )
     config = (await session.execute(query)).scalar_one_or_none()
@@ -247,6 +249,7 @@ async def get_config_in_scope(
     """A config by id alone, as long as the caller may see its profile (else 404)."""
     query = select(ProfileConfig).where(
         col(ProfileConfig.id) == config_id,
+        col(ProfileConfig.deleted_at).is_(None),
         principal.scope_filter(col(ProfileConfig.profile_id)),
     )
     config = (await session.execute(query)).scalar_one_or_none()
@@ -255,48 +258,17 @@ async def get_config_in_scope(
     return config
 
 
-async def patch_config(
-    session: AsyncSession,
-    principal: Principal,
-    profile_id: int,
-    config_id: int,
-    body: ConfigPatch,
-    max_run_bytes: int | None = None,
-) -> ConfigPublic:
-    config = await get_config(session, principal, profile_id, config_id)
-    principal.require_profile(profile_id, write=True)
-    changes = body.model_dump(exclude_unset=True)
-    if not changes:
-        raise Unprocessable("nothing to change", code="validation_error")
-    if "name" in changes and changes["name"] is None:
-        raise Unprocessable("name may not be null", code="validation_error")
-    if "yaml" in changes and changes["yaml"] is None:
-        raise Unprocessable("yaml may not be null", code="validation_error")
-    text = changes.get("yaml", config.yaml)
-    sections = {k: changes[k] for k in engine_config.SECTIONS if k in changes}
-    if sections:
-        try:
-            document = engine_document.load_config_document(text)
-        except engine_config.ConfigError as exc:
-            raise InvalidConfig([p.model_dump() for p in exc.problems]) from exc
-        for name, value in sections.items():
-            if value is None:
-                document.pop(name, None)
-            else:
-                document[name] = value
-        text = engine_document.dump_config_document(document)
-    if "yaml" in changes or sections:
-        await validate_for_profile(session, profile_id, text, max_run_bytes)
-    config.yaml = text
-    if "name" in changes:
-        config.name = changes["name"]
-    if "refresh_interval_minutes" in changes:
-        config.refresh_interval_minutes = changes["refresh_interval_minutes"]
+async def record_version(
+    session: AsyncSession, config: ProfileConfig, text: str, name: str, interval: float | None
+) -> None:
+    """The config's next version (every write makes one; the old ones stay)."""
+    config.yaml = sync_header(text, name, interval)
+    config.name = name
+    config.refresh_interval_minutes = interval
     config.version += 1
     config.updated_at = utcnow()
     session.add(_version_row(config))
     await session.flush()
-    return ConfigPublic.model_validate(config)
 
 
 async def config_usage(session: AsyncSession, config_ids: list[int]) -> dict[int, ConfigUsage]:
@@ -350,7 +322,9 @@ async def list_configs(
     session: AsyncSession, principal: Principal, profile_id: int, page: PageParams
 ) -> Page[ConfigWithUsage]:
     await get_profile(session, principal, profile_id)
-    query = select(ProfileConfig).where(col(ProfileConfig.profile_id) == profile_id)
+    query = select(ProfileConfig).where(
+        col(ProfileConfig.profile_id) == profile_id, col(ProfileConfig.deleted_at).is_(None)
+    )
     configs = await paginate(
         session, query.order_by(col(ProfileConfig.id).desc()), page, ConfigPublic
     )

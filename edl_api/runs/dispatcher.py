@@ -27,8 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from edl_api import idempotency
+from edl_api.feeds.explain import store_record
 from edl_api.feeds.publish import PublishOptions, PublishOutcome, publish
 from edl_api.models import PipelineRun, utcnow
+from edl_api.profiles import lifecycle
 from edl_api.runs import outcomes
 from edl_api.runs.child import EngineChild, RunControl, RunSanitiser, engine_settings
 from edl_api.runs.claim import claim_runs
@@ -189,14 +191,20 @@ class Dispatcher:
                 self._start_run(run_id)
 
     async def housekeeping(self) -> int:
-        """Delete idempotency records older than EDL_IDEMPOTENCY_RETENTION_HOURS (each
-        process may do it: the delete is idempotent)."""
+        """Delete idempotency records older than EDL_IDEMPOTENCY_RETENTION_HOURS, and the
+        profiles deleted more than EDL_DELETED_RETENTION_DAYS ago (each process may do it:
+        the deletes are idempotent)."""
         async with self.sessionmaker() as session, session.begin():
             removed = await idempotency.prune(
                 session, self.settings.idempotency_retention_hours
             )
         if removed:
             logger.info("deleted %d expired idempotency record(s)", removed)
+        async with self.sessionmaker() as session, session.begin():
+            purged = await lifecycle.purge_deleted(session, self.settings.deleted_retention_days)
+        if purged:
+            logger.info("purged deleted profile(s) %s (EDL_DELETED_RETENTION_DAYS=%s)",
+                        purged, self.settings.deleted_retention_days)
         return removed
 
     # ------------------------------------------------------------------ claiming
@@ -333,6 +341,7 @@ class Dispatcher:
         """Decide the outcome, publish a succeeded run, record. Whether this worker still
         owns the run is checked where it writes (`publish`, `_record`)."""
         report = await asyncio.to_thread(read_report, out_dir)
+        await store_record(self.sessionmaker, control.run_id, out_dir)  # explain, every run
         state, errors = outcome(control.reason, failure, returncode, report,
                                 control.last_error or None)
         if state is RunState.TIMED_OUT:

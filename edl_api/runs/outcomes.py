@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from edl_api import metrics
+from edl_api.alerts import events as alert_events
 from edl_api.errors import database_unavailable, log_unexpected
 from edl_api.models import PipelineRun, utcnow
 from edl_api.runs.claim import owned_run
@@ -156,6 +157,7 @@ async def apply(session: AsyncSession, outcome: Outcome, owner: str) -> Pipeline
     run.errors = [*run.errors, *outcome.errors]
     run.pid = None
     run.progress = {**run.progress, "stage": "finished"}
+    await alert_events.run_finished(session, run, report)  # the outbox, in this transaction
     await session.commit()
     return run
 

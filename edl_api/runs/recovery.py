@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from edl_api.alerts import events as alert_events
 from edl_api.feeds.publish import state_after_owner_died
 from edl_api.models import PipelineRun, utcnow
 from edl_api.runs import outcomes
@@ -132,6 +133,8 @@ async def resolve_orphan_run(
             .values(state=state, finished_at=utcnow(), pid=None, errors=[error],
                     progress={"stage": "finished"})
         )
+        if result.rowcount:  # type: ignore[attr-defined]
+            await alert_events.run_ended(session, run_id)
     if not result.rowcount:  # type: ignore[attr-defined]
         return False
     check_transition(run_id, RunState.RUNNING, state)
@@ -182,6 +185,8 @@ async def interrupt_dead_runs(
                        col(PipelineRun.worker) == worker)
                 .values(state=state, finished_at=utcnow(), pid=None, errors=[error])
             )
+            if result.rowcount:  # type: ignore[attr-defined]
+                await alert_events.run_ended(session, run_id)
         if result.rowcount:  # type: ignore[attr-defined]
             check_transition(run_id, RunState.RUNNING, state)
             recovered.append(run_id)

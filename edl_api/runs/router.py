@@ -37,7 +37,9 @@ TAIL_MAX = 100_000
     summary="Queue a run of a pipeline (idempotent with Idempotency-Key)",
     description="409 `pipeline_inactive` / `pipeline_deleted` for a pipeline that cannot run; "
     "429 `queue_full` (with `Retry-After`) when the profile already has "
-    "`EDL_MAX_QUEUED_RUNS_PER_PROFILE` runs waiting.",
+    "`EDL_MAX_QUEUED_RUNS_PER_PROFILE` runs waiting. With `config` (YAML) and `mode: "
+    "dry_run` it tries an unsaved config (422 `invalid_config` with line numbers, 422 "
+    "`inline_config_needs_dry_run` without dry_run).",
 )
 async def create_run(
     body: RunCreate, principal: Writer, session: SessionDep, dispatcher: DispatcherDep,
@@ -45,7 +47,8 @@ async def create_run(
 ) -> RunCreated:
     idem = idempotency.make_request(principal, "runs.create", idempotency_key, body)
     created = await service.create_run(
-        session, principal, body, idem, max_queued=settings.max_queued_runs_per_profile
+        session, principal, body, idem, max_queued=settings.max_queued_runs_per_profile,
+        max_run_bytes=settings.run_max_bytes,
     )
     # Runs after the response, i.e. after the commit: the dispatcher sees the row.
     background.add_task(dispatcher.wake)

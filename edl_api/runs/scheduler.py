@@ -179,6 +179,43 @@ async def next_run_at(
     return now  # due now: the next tick queues it
 
 
+def refresh_status(settings: Settings) -> str:
+    """The line `serve` logs at start: whether configs' refresh intervals are honoured."""
+    if settings.auto_refresh_minutes <= 0:
+        return (
+            "scheduled refresh is OFF (EDL_AUTO_REFRESH_MINUTES=0): configs' "
+            "refresh_interval_minutes are ignored; feeds change only when a run is launched "
+            "(POST /runs). Unset it (default 1) to turn refresh on"
+        )
+    return (
+        f"scheduled refresh is on: every {settings.auto_refresh_minutes:g} min the scheduler "
+        "queues the pipelines whose config's refresh_interval_minutes is due "
+        "(EDL_AUTO_REFRESH_MINUTES=0 turns it off)"
+    )
+
+
+def refresh_warnings(settings: Settings, refresh_interval_minutes: float | None) -> list[str]:
+    """What a config write answers in `warnings` about its refresh interval: a config that
+    asks to be refreshed while nothing will refresh it must say so, not fail silently."""
+    if not refresh_interval_minutes or refresh_interval_minutes <= 0:
+        return []
+    tick = settings.auto_refresh_minutes
+    if tick <= 0:
+        return [
+            f"refresh_interval_minutes is {refresh_interval_minutes:g} but the scheduler is "
+            "off (EDL_AUTO_REFRESH_MINUTES=0 on the server): this config's pipelines are not "
+            "refreshed; launch runs with POST /runs, or unset EDL_AUTO_REFRESH_MINUTES "
+            "(default 1) and restart"
+        ]
+    if refresh_interval_minutes < tick:
+        return [
+            f"refresh_interval_minutes is {refresh_interval_minutes:g} but the scheduler looks "
+            f"for due pipelines every {tick:g} min (EDL_AUTO_REFRESH_MINUTES): runs come at "
+            f"most every {tick:g} min"
+        ]
+    return []
+
+
 class RefreshScheduler:
     """APScheduler owns the timing (coalesce, one instance, misfire grace); `tick` the rules."""
 
@@ -199,7 +236,6 @@ class RefreshScheduler:
             next_run_time=datetime.now(UTC),
         )
         self._scheduler.start()
-        logger.info("scheduler started: tick every %.4g min", self.settings.auto_refresh_minutes)
 
     async def _run_tick(self) -> None:
         try:

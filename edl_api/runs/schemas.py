@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, StrictBool
+from pydantic import ConfigDict, Field, StrictBool, model_validator
 
 from edl_api.runs.state import RunState
 from edl_api.schemas import DbId, RequestModel, ResponseModel
@@ -14,14 +14,32 @@ class RunCreate(RequestModel):
         {"pipeline_id": 1},
         {"pipeline_id": 1, "mode": "dry_run", "timeout_seconds": 600, "persist": False,
          "reason": "check the new allowlist"},
+        {"pipeline_id": 1, "mode": "dry_run",
+         "config": "sources:\n  - name: ours\n    values: [203.0.113.7]\n"},
     ]})
 
-    pipeline_id: DbId
+    pipeline_id: DbId | None = Field(default=None, description="the pipeline to run (required)")
+    profile_id: DbId | None = Field(
+        default=None, description="optional check: the pipeline must belong to this profile"
+    )
+    config: str | None = Field(default=None, min_length=1, description=(
+        "an unsaved config (YAML) to try instead of the pipeline's: `mode: dry_run` only; "
+        "validated like a saved one (422 with line numbers), it becomes the run's snapshot"
+    ))
     mode: Literal["full", "dry_run"] = "full"
     timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     persist: StrictBool = True
     reason: str | None = Field(default=None, max_length=500)
     idempotency_key: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _runnable(self) -> RunCreate:
+        if self.pipeline_id is None:
+            raise ValueError(
+                "give pipeline_id (an inline config is tried as a dry run of a pipeline: "
+                "its profile's secrets, folder and run slots)"
+            )
+        return self
 
 
 class RunCreated(ResponseModel):

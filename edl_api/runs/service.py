@@ -11,11 +11,12 @@ from sqlmodel import col
 
 from edl_api import idempotency
 from edl_api.auth.principal import Principal
-from edl_api.errors import Conflict, NotFound, TooManyRequests
+from edl_api.errors import Conflict, NotFound, TooManyRequests, Unprocessable
 from edl_api.feeds.provenance import PROVENANCE
 from edl_api.models import Artifact, Pipeline, PipelineRun, Profile, ProfileConfig, utcnow
 from edl_api.pagination import Page, PageParams, paginate
 from edl_api.pipelines.service import get_pipeline
+from edl_api.profiles.service import validate_for_profile
 from edl_api.runs.schemas import (
     ArtifactInfo,
     Job,
@@ -41,6 +42,10 @@ class PipelineNotLaunchable(Conflict):
 
 class RunFinished(Conflict):
     code = "run_finished"
+
+
+class InlineNeedsDryRun(Unprocessable):
+    code = "inline_config_needs_dry_run"
 
 
 def worker_name(worker: str | None, principal: Principal) -> str | None:
@@ -113,8 +118,22 @@ def refuse_unlaunchable(pipeline: Pipeline) -> None:
 async def create_run(
     session: AsyncSession, principal: Principal, body: RunCreate,
     idem: idempotency.IdempotencyRequest | None, *, max_queued: int,
+    max_run_bytes: int | None = None,
 ) -> RunCreated:
+    assert body.pipeline_id is not None  # RunCreate requires it
     pipeline = await get_pipeline(session, principal, body.pipeline_id, write=True)
+    if body.profile_id is not None and body.profile_id != pipeline.profile_id:
+        raise Unprocessable(
+            f"pipeline {pipeline.id} belongs to profile {pipeline.profile_id}, not "
+            f"{body.profile_id}", code="pipeline_profile_mismatch",
+        )
+    if body.config is not None:
+        if body.mode != "dry_run":
+            raise InlineNeedsDryRun(
+                'an inline config only runs as a dry run: add "mode": "dry_run" (to publish '
+                "it, save it with POST /profiles/{id}/configs and bind the pipeline to it)"
+            )
+        await validate_for_profile(session, pipeline.profile_id, body.config, max_run_bytes)
 
     async def launch() -> RunCreated:
         refuse_unlaunchable(pipeline)
@@ -122,12 +141,17 @@ async def create_run(
         if config is None:  # pragma: no cover - the foreign key keeps it
             raise NotFound("the pipeline's config is gone")
         overrides = body.model_dump(
-            mode="json", exclude_unset=True, exclude={"pipeline_id", "idempotency_key"}
+            mode="json", exclude_unset=True,
+            exclude={"pipeline_id", "profile_id", "idempotency_key", "config"},
         )
+        if body.config is not None:
+            overrides["inline_config"] = True  # the snapshot is the caller's YAML
         run = new_run(
             pipeline, config, trigger="api", mode=body.mode, persist=body.persist,
             timeout_seconds=body.timeout_seconds, reason=body.reason, overrides=overrides,
         )
+        if body.config is not None:
+            run.config_snapshot = body.config
         await session.execute(
             select(col(Profile.id)).where(col(Profile.id) == pipeline.profile_id)
             .with_for_update(key_share=True)  # FOR NO KEY UPDATE: foreign-key checks go on

@@ -12,7 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from edl_api.engine.config import LEGACY_SECRET_REF, SECRET_NAME, ConfigError, load_config
-from edl_api.models import ProfileConfig, ProfileConfigVersion, ProfileSecret, utcnow
+from edl_api.models import (
+    ProfileConfig,
+    ProfileConfigVersion,
+    ProfileSecret,
+    Webhook,
+    utcnow,
+)
 from edl_api.secrets.crypto import Keyring, key_file, keyring, read_key_file, write_key_file
 from edl_api.settings import Settings
 
@@ -136,4 +142,12 @@ async def _reencrypt(maker: async_sessionmaker[AsyncSession], ring: Keyring) -> 
         ).scalars().all()
         for row in rows:
             row.ciphertext = ring.rotate(row.ciphertext or b"")
-        return len(rows)
+        # Webhook signing secrets are encrypted under the same master key (edl_api.alerts).
+        hooks = (
+            await session.execute(
+                select(Webhook).where(col(Webhook.secret_ciphertext).is_not(None))
+            )
+        ).scalars().all()
+        for hook in hooks:
+            hook.secret_ciphertext = ring.rotate(hook.secret_ciphertext or b"")
+        return len(rows) + len(hooks)

@@ -4,6 +4,7 @@ empty list: 404 `feed_type_not_published` for a type the pipeline does not outpu
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ pipeline:
 
 async def _pipeline(client: httpx.AsyncClient, yaml: str = YAML) -> tuple[int, int, str, str]:
     """(profile id, pipeline id, profile key, feed token) of a fresh tenant."""
-    profile_id, key = await make_profile(client, "a")
+    profile_id, key = await make_profile(client, f"a-{uuid.uuid4().hex[:8]}")  # names: unique
     config = await create_config(client, key, profile_id, "cfg", yaml)
     pipeline = await create_pipeline(client, key, config["id"], "p")
     token = await expect(await client.post(f"/profiles/{profile_id}/feed-tokens",

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from edl_api.feeds.prune import prune_artifacts
-from edl_api.models import Artifact
+from edl_api.feeds.prune import prune_artifacts, prune_explains
+from edl_api.models import Artifact, RunExplain
 from edl_api.settings import Settings
 from edl_api.state import AppState
 from tests.conftest import asgi_client, make_settings, running_app
@@ -91,3 +91,21 @@ async def test_the_dispatcher_prunes_after_each_run(tmp_path: Path, database_url
             feed = await client.get(f"/pipelines/{t.pipeline_id}/edl/ipv4", headers=h(t.key))
             assert feed.status_code == 200  # the served run's bytes are never dropped
             assert feed.headers["x-edl-run-id"] == str(ids[-1])
+
+
+async def test_old_explain_records_go(app: Any, client: httpx.AsyncClient, tmp_path: Path) -> None:
+    """Only the newest `keep` runs of a pipeline keep their explain records."""
+    t = await make_tenant(client, "a")
+    runs = [await publish(app, tmp_path, t.pipeline_id, {"ipv4": [f"9.9.9.{i}"]},
+                          mode="dry_run") for i in (1, 2, 3, 4)]
+    maker = AppState.of(app).sessionmaker
+    async with maker() as session, session.begin():
+        for run in runs:
+            session.add(RunExplain(run_id=run.id, pipeline_id=t.pipeline_id,
+                                   content_gzip=b"x"))
+    async with maker() as session, session.begin():
+        assert await prune_explains(session, t.pipeline_id, 2) == 2
+        assert await prune_explains(session, t.pipeline_id, 2) == 0
+    async with maker() as session:
+        left = (await session.execute(select(RunExplain.run_id))).scalars().all()
+    assert sorted(left) == [runs[2].id, runs[3].id]

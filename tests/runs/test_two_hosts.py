@@ -3,6 +3,7 @@ read a run's log the same, whichever of them ran it (GET, tail and follow)."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import httpx
@@ -30,7 +31,8 @@ async def test_logs_read_the_same_from_both_hosts(
             running_server(host("b"), tmp_path / "b") as (server_b, base_b):
         async with httpx.AsyncClient(base_url=base_a, timeout=10) as a, \
                 httpx.AsyncClient(base_url=base_b, timeout=10) as b:
-            profile_id, _ = await make_profile(a)
+            # The hosts share a database other tests use too: profile names are unique.
+            profile_id, _ = await make_profile(a, f"tenant-{uuid.uuid4().hex[:8]}")
             pipeline_id = await make_pipeline(a, profile_id, slow_yaml(upstream_port, 1.0))
             created = await launch_run(a, pipeline_id)
             run_id = created["id"]
