@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import urllib.parse
 from datetime import datetime
 from typing import Any
@@ -10,9 +9,8 @@ from typing import Any
 from pydantic import ConfigDict, Field, field_validator
 
 from edl_api.alerts.formats import Event, Format
+from edl_api.engine.config import check_http_url
 from edl_api.schemas import RequestModel, ResponseModel
-
-_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
 class WebhookCreate(RequestModel):
@@ -34,20 +32,7 @@ class WebhookCreate(RequestModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        if _CONTROL.search(url):
-            raise ValueError("must be a URL without spaces or control characters")
-        try:
-            parsed = urllib.parse.urlsplit(url)
-            parsed.port  # noqa: B018 - raises on a bad port
-        except ValueError as exc:
-            raise ValueError(f"is not a valid URL ({exc})") from None
-        if parsed.scheme.lower() not in ("http", "https"):
-            raise ValueError("must be http or https")
-        if not parsed.hostname:
-            raise ValueError("must name a host")
-        if parsed.username is not None or parsed.password is not None:
-            raise ValueError("must not contain credentials")
-        if parsed.fragment:
+        if check_http_url(url).fragment:
             raise ValueError("must not have a #fragment")
         return url
 

@@ -7,6 +7,7 @@ Errors always carry the YAML line and the dotted field path, so the API and
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Annotated, Any, Literal
 
 import jmespath
@@ -79,6 +80,27 @@ def _field_error(field: str, message: str) -> PydanticCustomError:
     return PydanticCustomError("config", "{message}", {"field": field, "message": message})
 
 
+
+def check_http_url(url: str, credentials_hint: str = "") -> urllib.parse.SplitResult:
+    """An http(s) URL a service may fetch or POST to: one host, no credentials, a real port
+    (sources and webhooks alike). Raises ValueError saying what is wrong."""
+    if len(url) > 2048 or _CONTROL.search(url) or " " in url:
+        raise ValueError("must be a URL without spaces or control characters")
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        port = parsed.port
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if parsed.scheme.lower() not in ("http", "https"):
+        raise ValueError("must be http or https")
+    if not parsed.hostname:
+        raise ValueError("must name a host")
+    if parsed.username is not None or parsed.password is not None:
+        raise ValueError(f"must not contain credentials{credentials_hint}")
+    if port == 0:
+        raise ValueError("port must be 1-65535")
+    return parsed
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -126,25 +148,7 @@ class SourceConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        import urllib.parse
-
-        if len(url) > 2048 or _CONTROL.search(url) or " " in url:
-            raise ValueError("must be a URL without spaces or control characters")
-        try:
-            parsed = urllib.parse.urlsplit(url)
-            port = parsed.port
-        except ValueError as exc:
-            raise ValueError(f"is not a valid URL ({exc})") from None
-        if parsed.scheme.lower() not in ("http", "https"):
-            raise ValueError("must be http or https")
-        if not parsed.hostname:
-            raise ValueError("must name a host")
-        if parsed.username is not None or parsed.password is not None:
-            raise ValueError(
-                "must not contain credentials; use headers with ${secret:NAME} instead"
-            )
-        if port == 0:
-            raise ValueError("port must be 1-65535")
+        check_http_url(url, "; use headers with ${secret:NAME} instead")
         if "${" in url:
             raise ValueError("secrets (${...}) may only appear in headers")
         return url
