@@ -111,3 +111,52 @@ def test_other_tenant_gets_404_and_garbage_gets_422(served: tuple[Live, int]) ->
     crossed = _explain(live, live.b.key, live.b.profile_id, "10.1.2.3", pipeline_id=pipeline)
     assert crossed.status_code == 404
     assert _explain(live, live.a.key, live.a.profile_id, "not an indicator").status_code == 422
+
+
+def _ips(values: list[str]) -> str:
+    lines = "".join(f"      - {v}\n" for v in values)
+    return f"sources:\n  - name: feed\n    values:\n{lines}pipeline:\n  outputs: [ipv4]\n"
+
+
+def test_a_value_the_guard_held_names_the_guard(served: tuple[Live, int]) -> None:
+    """The latest run carried the value, but the guard kept the last good feed (it would
+    have shrunk by more than max_shrink_percent): explain says so, not "not in sources"."""
+    live, _ = served
+    first = [f"8.8.8.{i}" for i in range(1, 11)]
+    pipeline = live.pipeline(live.a, _ips(first), name="guarded")
+    assert live.run(live.a, pipeline, persist=True)["state"] == "succeeded"
+    config_id = live.client.get(f"/pipelines/{pipeline}", headers=h(live.a.key)).json()[
+        "profile_config_id"]
+    replaced = live.client.put(
+        f"/profiles/{live.a.profile_id}/configs/{config_id}",
+        json={"yaml": _ips(["8.8.8.99"])}, headers=h(live.a.key),
+    )
+    assert replaced.status_code == 200, replaced.text
+    held = live.run(live.a, pipeline, persist=True)
+    assert held["state"] == "succeeded", held  # held feeds: the run itself succeeded
+    body = _explain(live, live.a.key, live.a.profile_id, "8.8.8.99",
+                    pipeline_id=pipeline).json()
+    found = _feed(body, "ipv4")
+    assert found["listed"] is False
+    [why] = found["why"]
+    assert why["step"] == "guard", why
+    assert str(held["id"]) in why["detail"]
+    # What the firewalls still get is the last good feed, and explain lists it.
+    kept = _feed(_explain(live, live.a.key, live.a.profile_id, "8.8.8.1",
+                          pipeline_id=pipeline).json(), "ipv4")
+    assert kept["listed"] is True
+
+
+def test_a_failed_latest_run_is_named(served: tuple[Live, int]) -> None:
+    live, _ = served
+    broken = ("sources:\n  - name: gone\n    url: http://127.0.0.1:9/feed.txt\n"
+              "pipeline:\n  outputs: [ipv4]\n")
+    pipeline = live.pipeline(live.a, broken, name="broken")
+    run = live.run(live.a, pipeline, persist=True)
+    assert run["state"] == "failed", run
+    found = _feed(_explain(live, live.a.key, live.a.profile_id, "8.8.8.8",
+                           pipeline_id=pipeline).json(), "ipv4")
+    assert found["listed"] is False
+    [why] = found["why"]
+    assert why["step"] == "run_failed", why
+    assert f"run {run['id']} failed" in why["detail"]
