@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from edl_api import __version__
 from edl_api.auth.deps import public
 from edl_api.errors import NotFound
+from edl_api.feeds.http import accepts_gzip
 
 router = APIRouter(dependencies=[Depends(public)], include_in_schema=False)
 
@@ -115,13 +116,6 @@ def _asset_url(name: str) -> str:
     return f"docs/assets/{name}?v={ASSET_VERSION}"
 
 
-def _accepts_gzip(request: Request) -> bool:
-    for part in request.headers.get("accept-encoding", "").split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip().lower() == "gzip":
-            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-    return False
-
 
 def _page(title: str, head: str, body: str) -> Response:
     document = (
@@ -176,7 +170,7 @@ async def docs_asset(name: str, request: Request, v: str | None = None) -> Respo
     wanted = {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}
     if asset.etag in wanted or asset.etag.removeprefix("W/") in wanted or "*" in wanted:
         return Response(status_code=304, headers=headers)
-    if _accepts_gzip(request):
+    if accepts_gzip(request.headers.get("accept-encoding")):
         return Response(asset.gzipped, media_type=asset.media_type,
                         headers=headers | {"Content-Encoding": "gzip"})
     return Response(asset.body, media_type=asset.media_type, headers=headers)

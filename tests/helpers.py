@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 import httpx
@@ -155,11 +155,12 @@ class LoopbackServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.port}"
 
 
+S = TypeVar("S", bound=ThreadingHTTPServer)
+
+
 @contextmanager
-def loopback(
-    directory: Path = FEEDS, routes: Mapping[str, Route] | None = None
-) -> Iterator[LoopbackServer]:
-    server = LoopbackServer(directory, routes)
+def serving(server: S) -> Iterator[S]:
+    """`server` answering in a thread until the block ends; then shut down and closed."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -168,6 +169,14 @@ def loopback(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextmanager
+def loopback(
+    directory: Path = FEEDS, routes: Mapping[str, Route] | None = None
+) -> Iterator[LoopbackServer]:
+    with serving(LoopbackServer(directory, routes)) as server:
+        yield server
 
 
 def answer(

@@ -17,19 +17,16 @@ import httpx
 
 from edl_api import __version__
 from edl_api.engine.sources import (
+    SSRF_GRANT_HINT,
     Resolver,
     SourceError,
     SsrfPolicy,
     literal_address,
+    name_the_host,
     resolve_checked,
 )
 
 USER_AGENT = f"edl-api/{__version__} (webhook)"
-GRANT_HINT = (
-    "a private destination needs a grant: EDL_SSRF_ALLOW_CIDRS / EDL_SSRF_ALLOW_HOSTS "
-    "(every profile) or the profile's ssrf_allow_cidrs / ssrf_allow_hosts "
-    "(PATCH /profiles/{id}, super-admin)"
-)
 
 
 class SendError(Exception):
@@ -86,7 +83,7 @@ def literal_refusal(url: str, policy: SsrfPolicy) -> str | None:
     if literal is None or target.host.lower().rstrip(".") in policy.allow_hosts:
         return None
     reason = policy.refusal(*literal)
-    return None if reason is None else f"refused: {target.host} is a {reason}; {GRANT_HINT}"
+    return None if reason is None else f"refused: {target.host} is a {reason}; {SSRF_GRANT_HINT}"
 
 
 async def post(
@@ -97,13 +94,8 @@ async def post(
     target = parse_target(url)
     try:
         version, address = await resolve_checked(target.host, target.port, policy, resolver)
-    except SourceError as exc:
-        text = str(exc)
-        if text.startswith("refused"):
-            text = f"{text} ({target.host}); {GRANT_HINT}"
-        elif text.startswith("cannot resolve"):
-            text = f"{text} ({target.host})"
-        raise SendError(text) from None
+    except SourceError as exc:  # the sources' wording: the host and what to do
+        raise SendError(name_the_host(str(exc), target.host)) from None
     literal = socket.inet_ntop(
         socket.AF_INET if version == 4 else socket.AF_INET6,
         address.to_bytes(4 if version == 4 else 16, "big"),

@@ -51,11 +51,6 @@ def declared(device: DeviceSpec, feed: FeedRequest) -> DeviceFeed:
     return found
 
 
-def same_kind_feeds(device: DeviceSpec, indicator_type: str) -> list[DeviceFeed]:
-    kind = indicator_kind(indicator_type)
-    return [f for f in device.feeds if indicator_kind(f.indicator_type) == kind]
-
-
 def _served_count(principal: Principal, pointer: FeedPointer) -> int:
     """What a declared feed adds to the kind's total: its published count, 0 when the
     pipeline is gone, inactive, unpublished or not the device's to read."""
@@ -67,36 +62,16 @@ def _served_count(principal: Principal, pointer: FeedPointer) -> int:
     return pointer.count
 
 
-# (device id, feed type) → (the spec it was made of, the kind's limit, the kind's feeds as
-# (pipeline_id, type, priority)): worked out once per spec, not on every poll. A changed
-# device is a new spec object (a new principal), so the identity check misses.
-KindFeeds = tuple[tuple[int, str, int], ...]
-_KIND_FEEDS: dict[tuple[int, str], tuple[DeviceSpec, int | None, KindFeeds]] = {}
-_KIND_FEEDS_MAX = 10_000
-
-
-def _kind_feeds(device: DeviceSpec, indicator_type: str) -> tuple[int | None, KindFeeds]:
-    known = _KIND_FEEDS.get((device.id, indicator_type))
-    if known is not None and known[0] is device:
-        return known[1], known[2]
-    limit = device.limit(indicator_kind(indicator_type))
-    feeds = tuple((f.pipeline_id, f.indicator_type, f.priority)
-                  for f in same_kind_feeds(device, indicator_type))
-    if len(_KIND_FEEDS) >= _KIND_FEEDS_MAX:
-        _KIND_FEEDS.clear()
-    _KIND_FEEDS[(device.id, indicator_type)] = (device, limit, feeds)
-    return limit, feeds
-
-
 def budget(
     cache: FeedCache, principal: Principal, device: DeviceSpec, feed: FeedRequest,
     pointer: FeedPointer, lookup: PointerLookup,
 ) -> Budget | None:
     """This feed's share of its kind's limit; None when a sibling feed's pointer is not
     known (`lookup` returned None: read it first)."""
-    limit, siblings = _kind_feeds(device, feed.kind)
+    limit = device.limit(indicator_kind(feed.kind))
     if limit is None:  # no known limit: every feed whole
         return Budget(pointer.count, pointer.updated_at, pointer.stale)
+    siblings = device.kind_feeds(feed.kind)
     found: list[FeedPointer] = []
     counts: list[int] = []
     stale = pointer.stale

@@ -123,12 +123,22 @@ _PIPELINE_FEED = re.compile(r"^/pipelines/([^/]+)/edl/([^/]+)$")
 _GLOBAL_FEED = re.compile(r"^/edl/([^/]+)$")
 
 
-def _number(raw: str) -> int | None:
+def db_id(raw: str) -> int | None:
     """An id the database can hold (`schemas.MAX_DB_ID`), or None."""
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 10):
         return None
     number = int(raw)
     return number if 1 <= number <= MAX_DB_ID else None
+
+
+def feed_path_parts(path: str) -> tuple[str | None, str] | None:
+    """(the raw pipeline id, None for the global feed; the raw type) a feed URL path names,
+    unchecked; None when it is no feed path (what a failed poll is recorded under)."""
+    match = _PIPELINE_FEED.match(path)
+    if match is not None:
+        return match.group(1), match.group(2)
+    match = _GLOBAL_FEED.match(path)
+    return None if match is None else (None, match.group(1))
 
 
 PORTS_CHOICES = ("drop", "strip")
@@ -155,7 +165,7 @@ def parse_feed_request(path: str, query: Mapping[str, str]) -> FeedRequest:
         raw_id, kind = match.groups()
         if kind not in FEED_TYPES or fmt not in FORMATS:
             check_type_and_format(kind, fmt)  # raises the route's error
-        pipeline_id = _number(raw_id)
+        pipeline_id = db_id(raw_id)
         if pipeline_id is None:
             raise NotFound("not found")
         return FeedRequest(kind, fmt, pipeline_id, None, _strip_ports(query, fmt))
@@ -168,7 +178,7 @@ def parse_feed_request(path: str, query: Mapping[str, str]) -> FeedRequest:
     raw_profile = query.get("profile_id")
     if raw_profile is None:
         return FeedRequest(kind, fmt, None, None, strip_ports)
-    profile_id = _number(raw_profile)
+    profile_id = db_id(raw_profile)
     if profile_id is None:
         raise Unprocessable(
             [{"loc": ["query", "profile_id"], "msg": f"must be an integer from 1 to {MAX_DB_ID}",

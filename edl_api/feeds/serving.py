@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 from collections.abc import Hashable
@@ -216,12 +217,12 @@ async def _stale_body(
         if device is not None and device.budgeted:
             budgets.declared(device, feed)
             assert feed.pipeline_id is not None
-            last = _last_pointer(cache)
-            known = last(feed.pipeline_id, feed.kind)
+            known = _stale_pointer(cache, feed.pipeline_id, feed.kind)
             if known is None:
                 raise DatabaseUnavailable() from exc
             return stale_variant(await budgets.device_body(
-                session, cache, principal, device, feed, known, last
+                session, cache, principal, device, feed, known,
+                functools.partial(_stale_pointer, cache),
             ))
         if feed.pipeline_id is None:
             key = union_key(principal, feed.profile_id, feed.kind)
@@ -235,12 +236,9 @@ async def _stale_body(
                 session, cache, members, feed.kind, feed.fmt, request_options(feed)
             )
             return stale_variant(body)
-        pointer = cache.last_pointer(feed.pipeline_id, feed.kind)
+        pointer = _stale_pointer(cache, feed.pipeline_id, feed.kind)
         if pointer is None:
             raise DatabaseUnavailable() from exc
-        if not pointer.stale:
-            pointer = replace(pointer, stale=True)
-        cache.put_pointer(pointer, feed.kind)
         require_served(principal, pointer, feed.pipeline_id, feed.kind)
         body = await pipeline_body(
             session, cache, pointer, feed.kind, feed.fmt, request_options(feed)
@@ -254,18 +252,14 @@ async def _stale_body(
         raise DatabaseUnavailable() from error
 
 
-def _last_pointer(cache: FeedCache) -> budgets.PointerLookup:
-    """The last known pointers, re-put stale (see `_stale_body`)."""
-
-    def last(pipeline_id: int, kind: str) -> FeedPointer | None:
-        pointer = cache.last_pointer(pipeline_id, kind)
-        if pointer is not None:
-            if not pointer.stale:
-                pointer = replace(pointer, stale=True)
-            cache.put_pointer(pointer, kind)
-        return pointer
-
-    return last
+def _stale_pointer(cache: FeedCache, pipeline_id: int, kind: str) -> FeedPointer | None:
+    """The last known pointer, re-put marked stale for another TTL (see `_stale_body`)."""
+    pointer = cache.last_pointer(pipeline_id, kind)
+    if pointer is not None:
+        if not pointer.stale:
+            pointer = replace(pointer, stale=True)
+        cache.put_pointer(pointer, kind)
+    return pointer
 
 
 async def _read_device_body(
@@ -274,19 +268,18 @@ async def _read_device_body(
 ) -> FeedBody:
     budgets.declared(device, feed)
     assert feed.pipeline_id is not None
-    pointer = await pipeline_pointer(session, cache, feed.pipeline_id, feed.kind)
+    # Every feed sharing this one's limit, this one included (it is declared).
     read: dict[tuple[int, str], FeedPointer] = {}
-    for other in budgets.same_kind_feeds(device, feed.kind):
-        key = (other.pipeline_id, other.indicator_type)
-        found = await pipeline_pointer(session, cache, *key)
+    for pipeline_id, indicator_type, _ in device.kind_feeds(feed.kind):
+        found = await pipeline_pointer(session, cache, pipeline_id, indicator_type)
         if found is None:
             # A declared pipeline since deleted: kept as not live (it adds nothing, and the
             # fast path need not come here for it on every poll).
-            found = FeedPointer(other.pipeline_id, 0, False)
-            cache.put_pointer(found, other.indicator_type)
-        read[key] = found
+            found = FeedPointer(pipeline_id, 0, False)
+            cache.put_pointer(found, indicator_type)
+        read[(pipeline_id, indicator_type)] = found
     return await budgets.device_body(
-        session, cache, principal, device, feed, pointer,
+        session, cache, principal, device, feed, read[(feed.pipeline_id, feed.kind)],
         lambda pipeline_id, kind: read.get((pipeline_id, kind)),
     )
 

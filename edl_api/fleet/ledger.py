@@ -270,7 +270,6 @@ def _feed_states(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     status, address and format; what is served from the latest 200/304 (None if the window
     had none: the upsert then keeps what the row says)."""
     states: dict[tuple[int, int, str], dict[str, Any]] = {}
-    served_at: dict[tuple[int, int, str], datetime] = {}
     for row in sorted(rows, key=lambda r: r["last_at"]):
         if row["indicator_type"] not in FEED_TYPES:
             continue
@@ -286,7 +285,6 @@ def _feed_states(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         state.update(fmt=row["fmt"], last_seen_at=row["last_at"],
                      last_address=row["address"], last_status=row["status"])
         if served(row["status"], row["fmt"]) and row["etag"] is not None:
-            served_at[key] = row["last_at"]
             state.update(served_etag=row["etag"], served_run_id=_run_id(row["run_ids"]),
                          entries_served=row["entries"], truncated=row["truncated"])
     return list(states.values())

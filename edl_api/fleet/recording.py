@@ -3,14 +3,12 @@ fast path and the feed routes both call these, so a poll reads the same either w
 
 from __future__ import annotations
 
-import re
-
 from starlette.datastructures import QueryParams
 from starlette.types import Scope
 
 from edl_api.errors import AppError, database_unavailable
 from edl_api.feeds.cache import FeedBody
-from edl_api.feeds.http import FeedRequest
+from edl_api.feeds.http import FeedRequest, db_id, feed_path_parts
 from edl_api.fleet.ledger import MD5_SUFFIX, PollLedger
 
 
@@ -32,9 +30,6 @@ def record_answer(
     )
 
 
-_FEED_PATH = re.compile(r"^/(?:pipelines/([^/]*)/)?edl/([^/]*)$")
-
-
 def record_failure(
     ledger: PollLedger, scope: Scope, device_id: int, feed: FeedRequest | None,
     exc: BaseException, *, md5: bool = False,
@@ -48,10 +43,9 @@ def record_failure(
     if feed is not None:
         pipeline_id, kind, fmt = feed.pipeline_id, feed.kind, feed.fmt
     else:
-        path = str(scope.get("path", "")).removesuffix(MD5_SUFFIX)
-        match = _FEED_PATH.match(path)
-        raw_id, kind = match.groups() if match else (None, "?")
-        pipeline_id = int(raw_id) if raw_id and raw_id.isdigit() and len(raw_id) <= 10 else 0
+        parts = feed_path_parts(str(scope.get("path", "")).removesuffix(MD5_SUFFIX))
+        raw_id, kind = parts if parts is not None else (None, "?")
+        pipeline_id = 0 if raw_id is None else (db_id(raw_id) or 0)
         if raw_id is not None and not pipeline_id:
             kind = "?"  # not a pipeline id: never confused with the global feed (0)
         fmt = QueryParams(scope.get("query_string", b"")).get("format", "plain")

@@ -21,7 +21,6 @@ from edl_api.auth.verifier import KeyVerifier
 from edl_api.errors import Conflict, NotFound, Unprocessable
 from edl_api.feeds.hooks import drop_key_after_commit
 from edl_api.fleet import view
-from edl_api.fleet.limits import capacity_for
 from edl_api.fleet.schemas import (
     DeviceCreate,
     DeviceCreated,
@@ -30,17 +29,17 @@ from edl_api.fleet.schemas import (
     DevicePublic,
     DeviceUpdate,
 )
-from edl_api.models import Device, Pipeline, Profile, utcnow
+from edl_api.models import Device, Pipeline, utcnow
 from edl_api.pagination import Page, PageParams
+from edl_api.profiles.service import get_profile
 
 
-async def _profile_in_scope(session: AsyncSession, principal: Principal, profile_id: int,
-                            *, write: bool = False) -> None:
+async def profile_in_scope(session: AsyncSession, principal: Principal, profile_id: int,
+                           *, write: bool = False) -> None:
+    """404 for a profile outside the caller's scope, missing or deleted (a super-admin
+    reaches every id: never a foreign-key failure), then 403 for a read-only caller."""
+    await get_profile(session, principal, profile_id)
     principal.require_profile(profile_id, write=write)
-    # A super-admin reaches every profile id, existing or not: a missing one is a 404,
-    # never a foreign-key failure.
-    if await session.get(Profile, profile_id) is None:
-        raise NotFound("not found")
 
 
 async def device_in_scope(
@@ -48,7 +47,7 @@ async def device_in_scope(
     *, write: bool = False,
 ) -> Device:
     """The profile's device, or the same 404 for a missing one and another profile's."""
-    principal.require_profile(profile_id, write=write)
+    await profile_in_scope(session, principal, profile_id, write=write)
     device = await session.get(Device, device_id)
     if device is None or device.profile_id != profile_id:
         raise NotFound("not found")
@@ -81,16 +80,7 @@ async def _check_feeds(
                 code="duplicate_feed",
             )
         seen.add(key)
-    wanted = sorted({feed.pipeline_id for feed in feeds})
-    found = set((await session.execute(
-        select(col(Pipeline.id)).where(
-            col(Pipeline.id).in_(wanted), col(Pipeline.profile_id) == profile_id,
-            col(Pipeline.deleted_at).is_(None),
-        )
-    )).scalars()) if wanted else set()
-    missing = [pid for pid in wanted if pid not in found]
-    if missing:
-        raise Unprocessable(f"pipelines not in this profile: {missing}", code="unknown_pipeline")
+    await require_pipelines(session, profile_id, [feed.pipeline_id for feed in feeds])
     return [
         {"pipeline_id": f.pipeline_id, "indicator_type": f.indicator_type, "format": f.format,
          "priority": f.priority}
@@ -104,6 +94,24 @@ def _require_live(device: Device) -> None:
             f"device {device.id} was deleted (its credential revoked); create a new device",
             code="device_revoked",
         )
+
+
+async def require_pipelines(
+    session: AsyncSession, profile_id: int, pipeline_ids: Sequence[int]
+) -> list[int]:
+    """The ids, sorted and distinct, when each names a live pipeline of the profile; else
+    422 `unknown_pipeline` naming the others (a foreign one reads as missing)."""
+    wanted = sorted(set(pipeline_ids))
+    found = set((await session.execute(
+        select(col(Pipeline.id)).where(
+            col(Pipeline.id).in_(wanted), col(Pipeline.profile_id) == profile_id,
+            col(Pipeline.deleted_at).is_(None),
+        )
+    )).scalars()) if wanted else set()
+    missing = [pid for pid in wanted if pid not in found]
+    if missing:
+        raise Unprocessable(f"pipelines not in this profile: {missing}", code="unknown_pipeline")
+    return wanted
 
 
 def _limits(limits: DeviceLimits | None) -> dict[str, int] | None:
@@ -132,7 +140,7 @@ async def create_device(
     idem: idempotency.IdempotencyRequest | None, verifier: KeyVerifier, rounds: int,
     base_url: str,
 ) -> DeviceCreated:
-    await _profile_in_scope(session, principal, profile_id, write=True)
+    await profile_in_scope(session, principal, profile_id, write=True)
 
     async def create() -> DeviceCreated:
         feeds = await _check_feeds(session, profile_id, body.vendor, body.feeds, body.limits)
@@ -177,7 +185,7 @@ async def list_devices(
     base_url: str, include_revoked: bool = False,
 ) -> Page[DevicePublic]:
     """Every device's state in one call: which are on the latest lists, stale, near capacity."""
-    principal.require_profile(profile_id)
+    await profile_in_scope(session, principal, profile_id)
     rows, total = await device_page(
         session, profile_id, page, include_revoked=include_revoked
     )
@@ -219,7 +227,6 @@ async def update_device(
         device.model = body.model
     if "expected_poll_minutes" in given and body.expected_poll_minutes is not None:
         device.expected_poll_minutes = body.expected_poll_minutes
-    capacity_for(device.vendor, device.model)  # a vendor the table knows (schema-checked)
     _changed(session, device)
     await session.flush()
     return await _one_view(session, device, base_url)

@@ -3,9 +3,9 @@ capacity they share (resolved once when the key is verified, cached with the pri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from edl_api.fleet.limits import capacity_for, with_overrides
+from edl_api.fleet.limits import capacity_for, indicator_kind, with_overrides
 from edl_api.models import Device
 
 
@@ -15,6 +15,10 @@ class DeviceFeed:
     indicator_type: str
     fmt: str = "plain"
     priority: int = 0  # higher is served whole first when the kind's limit is short
+
+
+# A capacity kind's declared feeds as (pipeline_id, indicator_type, priority).
+KindFeeds = tuple[tuple[int, str, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,23 @@ class DeviceSpec:
     fqdn_limit: int | None = None
     url_limit: int | None = None
     expected_poll_minutes: int = 60
+    # Derived from `feeds` once (a spec lives as long as its cached principal), so a poll
+    # does not regroup the feeds by kind.
+    _by_kind: dict[str, KindFeeds] = field(
+        init=False, repr=False, compare=False, hash=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        for feed in self.feeds:
+            kind = indicator_kind(feed.indicator_type)
+            self._by_kind[kind] = (
+                *self._by_kind.get(kind, ()),
+                (feed.pipeline_id, feed.indicator_type, feed.priority),
+            )
+
+    def kind_feeds(self, indicator_type: str) -> KindFeeds:
+        """The declared feeds that share `indicator_type`'s capacity kind (its limit)."""
+        return self._by_kind.get(indicator_kind(indicator_type), ())
 
     @property
     def budgeted(self) -> bool:

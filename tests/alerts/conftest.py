@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import serving
+
 
 @dataclass
 class Received:
@@ -76,12 +78,5 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Receiver()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

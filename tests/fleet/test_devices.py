@@ -189,3 +189,21 @@ async def test_public_url_names_the_feed_urls(app: Any, client: httpx.AsyncClien
     assert made["feeds"][0]["url"] == (
         f"https://edl.example.net/pipelines/{a.pipeline_id}/edl/ipv4?format=panos"
     )
+
+
+async def test_a_deleted_profiles_devices_are_missing(client: httpx.AsyncClient) -> None:
+    """After `DELETE /profiles/{id}?force=true` its devices answer 404 to every caller, the
+    super-admin too, like everything else of a deleted profile (and no new one is made)."""
+    a = await make_tenant(client, "a")
+    base = f"/profiles/{a.profile_id}/devices"
+    made = await expect(await client.post(base, json=panos(a.pipeline_id), headers=h(a.key)), 201)
+    await expect(await client.delete(f"/profiles/{a.profile_id}", params={"force": "true"},
+                                     headers=h(SUPER_KEY)))
+    tokens = f"/profiles/{a.profile_id}/feed-tokens"
+    for method, url, body in (
+        ("GET", base, None), ("GET", f"{base}/{made['id']}", None),
+        ("GET", f"{base}/{made['id']}/polls", None), ("POST", base, {"name": "new"}),
+        ("GET", tokens, None), ("POST", tokens, {"name": "new"}),
+    ):
+        r = await client.request(method, url, headers=h(SUPER_KEY), json=body)
+        assert r.status_code == 404, (method, url, r.text)

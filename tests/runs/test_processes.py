@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ async def test_restart_recovery_after_kill_9(tmp_path: Path, upstream_port: int)
     output = tmp_path / "server.out"
     with running_server(env, tmp_path, port=port, log=output) as (server, base):
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            profile_id, _ = await make_profile(client)
+            profile_id, _ = await make_profile(client, f"tenant-{uuid.uuid4().hex[:8]}")
             pipeline_id = await make_pipeline(client, profile_id, slow_yaml(upstream_port, 600))
             created = await launch_run(client, pipeline_id, persist=True)
             child = await wait_pid(client, created["id"])
@@ -76,7 +77,8 @@ async def test_two_workers_on_postgres_never_share_a_run(
         async with asgi_client(app) as client:
             run_ids = []
             for label in ("a", "b"):
-                profile_id, _ = await make_profile(client, label)
+                # The session's shared database may hold an "a" already: names are unique.
+                profile_id, _ = await make_profile(client, f"{label}-{uuid.uuid4().hex[:8]}")
                 for index in range(3):
                     pipeline_id = await make_pipeline(
                         client, profile_id, slow_yaml(upstream_port, 0.6),

@@ -86,8 +86,10 @@ def test_bad_inputs_answer_4xx_on_sqlite(live: Live) -> None:
 
 
 @pytest.fixture
-def live_pg(tmp_path: Path, pg_database: str) -> Iterator[Live]:
-    yield from start_live(tmp_path, EDL_DATABASE_URL=pg_database)
+def live_pg(tmp_path: Path, own_pg_database: tuple[str, str]) -> Iterator[Live]:
+    # A database of its own: the session's shared one may already hold profiles named
+    # "a" and "b" (names are unique), made by other tests' servers.
+    yield from start_live(tmp_path, EDL_DATABASE_URL=own_pg_database[1])
 
 
 def test_bad_inputs_answer_4xx_on_postgresql(live_pg: Live) -> None:
