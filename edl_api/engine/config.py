@@ -105,12 +105,43 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+# `${secret:NAME}` alone: a Basic password is always a profile secret, never a literal.
+_SECRET_ONLY = re.compile(r"\$\{secret:([A-Z][A-Z0-9_]{0,63})\}")
+# What a MISP restSearch `filters:` value may be (sent as the JSON request body).
+FilterValue = str | int | bool | list[str]
+
+
+class BasicAuth(_Strict):
+    """HTTP Basic for a url source (TAXII servers commonly use it); the password is a
+    `${secret:NAME}` of the profile, expanded at fetch time like a header."""
+
+    username: str = Field(min_length=1, max_length=256, pattern=r"^[^:\x00-\x1f\x7f]+$")
+    password: str
+
+    @field_validator("password")
+    @classmethod
+    def _secret_password(cls, password: str) -> str:
+        if not _SECRET_ONLY.fullmatch(password):
+            # Never echo the value: it may be a literal credential.
+            raise ValueError(
+                "must be a profile secret reference, ${secret:NAME} "
+                "(PUT /profiles/{id}/secrets/NAME first)"
+            )
+        return password
+
+    @property
+    def secret_name(self) -> str:
+        match = _SECRET_ONLY.fullmatch(self.password)
+        assert match is not None
+        return match.group(1)
+
+
 class SourceConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     url: str | None = None
     values: list[str] | None = None
     path: str | None = None
-    format: Literal["text", "csv", "json", "regex", "stix"] = "text"
+    format: Literal["text", "csv", "json", "regex", "stix", "taxii", "misp"] = "text"
     role: Literal["block", "allow"] = "block"
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     confidence: Confidence = 50
@@ -118,7 +149,11 @@ class SourceConfig(_Strict):
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     max_bytes: int = Field(default=50 * 1024 * 1024, ge=1, le=2 * 1024 * 1024 * 1024)
     headers: dict[str, str] = Field(default_factory=dict, max_length=32)
+    basic_auth: BasicAuth | None = None
     types: list[IndicatorType] | None = None
+    # Expiry: an entry older than this (by the date the source gives, else by when this
+    # source first gave it) leaves the feeds at the next run, counted `expired`.
+    max_age_days: int | None = Field(default=None, ge=1, le=3650)
     # Below this share of valid records the source fails (garbage, not a list). None: 10
     # once the source has at least MIN_VALID_LINES lines; 0 turns the check off.
     min_valid_percent: Percent | None = None
@@ -129,10 +164,24 @@ class SourceConfig(_Strict):
     column: str | int | None = None
     header: bool | Literal["auto"] | None = None
     delimiter: str | None = None
+    # csv: the column with each entry's date (for max_age_days)
+    date_column: str | int | None = None
     # json
     query: str | None = None
+    # json: JMESPath selecting the records; `query` and `date_query` then apply to each
+    records: str | None = None
+    date_query: str | None = None
     # regex
     pattern: str | None = None
+    # taxii: the collection (id or title) under the API root `url`, objects per page
+    collection: str | None = Field(default=None, min_length=1, max_length=256)
+    page_size: int | None = Field(default=None, ge=1, le=10_000)
+    # taxii, misp: `full` pulls everything each run instead of what is new since the last
+    refetch: Literal["incremental", "full"] | None = None
+    # misp: attributes with to_ids false are skipped unless this is true
+    include_non_ids: bool | None = None
+    # misp restSearch: extra body fields (type, tags, last, published, …)
+    filters: dict[str, FilterValue] | None = Field(default=None, max_length=32)
 
     @field_validator("values", mode="before")
     @classmethod
@@ -221,7 +270,7 @@ class SourceConfig(_Strict):
             raise ValueError("must be a single character other than a quote or newline")
         return delimiter
 
-    @field_validator("column")
+    @field_validator("column", "date_column")
     @classmethod
     def _check_column(cls, column: str | int) -> str | int:
         if isinstance(column, int) and not 0 <= column <= 1000:
@@ -230,7 +279,7 @@ class SourceConfig(_Strict):
             raise ValueError("column name must not be empty")
         return column
 
-    @field_validator("query")
+    @field_validator("query", "records", "date_query")
     @classmethod
     def _check_query(cls, query: str) -> str:
         try:
@@ -261,16 +310,37 @@ class SourceConfig(_Strict):
             raise _field_error(given[1], f"{given[1]} and {given[0]} are exclusive")
         if self.headers and self.url is None:
             raise _field_error("headers", "headers only apply to url sources")
-        owners = {
-            "column": "csv",
-            "header": "csv",
-            "delimiter": "csv",
-            "query": "json",
-            "pattern": "regex",
+        if self.basic_auth is not None and self.url is None:
+            raise _field_error("basic_auth", "basic_auth only applies to url sources")
+        owners: dict[str, tuple[str, ...]] = {
+            "column": ("csv",),
+            "header": ("csv",),
+            "delimiter": ("csv",),
+            "date_column": ("csv",),
+            "query": ("json",),
+            "records": ("json",),
+            "date_query": ("json",),
+            "pattern": ("regex",),
+            "collection": ("taxii",),
+            "page_size": ("taxii",),
+            "refetch": ("taxii", "misp"),
+            "include_non_ids": ("misp",),
+            "filters": ("misp",),
         }
-        for key, fmt in owners.items():
-            if getattr(self, key) is not None and self.format != fmt:
-                raise _field_error(key, f"only applies to format {fmt}")
+        for key, formats in owners.items():
+            if getattr(self, key) is not None and self.format not in formats:
+                raise _field_error(key, f"only applies to format {' or '.join(formats)}")
+        if self.format in ("taxii", "misp") and self.url is None:
+            raise _field_error(
+                "format", f"format {self.format} needs url (a server, not a file or values)"
+            )
+        if self.format == "taxii" and self.collection is None:
+            raise _field_error("collection", "format taxii needs collection (its id or title)")
+        if self.date_query is not None and self.records is None:
+            raise _field_error(
+                "date_query", "date_query needs records (the JMESPath selecting each record; "
+                "query and date_query then apply to each record)"
+            )
         if self.header is False and isinstance(self.column, str):
             raise _field_error("column", "a column name needs a header (header: true or auto)")
         if self.format == "regex" and self.pattern is None:
@@ -425,6 +495,10 @@ class PipelineConfig(_Strict):
                 for ref in _SECRET_REF.findall(value):
                     field = f"sources.{index}.headers.{header}"
                     refs.setdefault(ref.removeprefix(SECRET_PREFIX), []).append(field)
+            if source.basic_auth is not None:
+                refs.setdefault(source.basic_auth.secret_name, []).append(
+                    f"sources.{index}.basic_auth.password"
+                )
         return refs
 
 

@@ -14,6 +14,7 @@ below `source_dir`, which the run layer sets to the run's profile folder.
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import os
 import re
@@ -26,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from edl_api.engine.config import SourceConfig
+from edl_api.engine.config import BasicAuth, SourceConfig
 from edl_api.engine.indicators import cidr_ok, ipv4_to_int, ipv6_to_int
 from edl_api.engine.limits import ByteBudget
 from edl_api.engine.special import RESERVED_V4, RESERVED_V6, IntervalSet, embedded_ipv4
@@ -192,6 +193,20 @@ def expand_secrets(
     return out
 
 
+def basic_authorization(auth: BasicAuth, available: Mapping[str, str], secrets: set[str]) -> str:
+    """The `Authorization: Basic` value of a source's `basic_auth` (its password secret
+    expanded from the run's own secrets; the whole value joins `secrets` for redaction)."""
+    password = available.get(auth.secret_name)
+    if password is None:
+        raise SourceError(
+            f"basic_auth: secret {auth.secret_name} is not set for this profile"
+        )
+    token = base64.b64encode(f"{auth.username}:{password}".encode()).decode("ascii")
+    if password:
+        secrets.update((password, token))
+    return f"Basic {token}"
+
+
 class _BodyDecoder:
     """Content-Encoding decoding with a hard cap on decoded bytes (gzip bombs stop early):
     the source's `max_bytes`, and the run's byte budget shared with its other sources."""
@@ -290,10 +305,19 @@ async def fetch_url(
     available: Mapping[str, str],
     secrets: set[str],
     budget: ByteBudget | None = None,
+    *,
+    url: str | None = None,
+    method: str = "GET",
+    body: bytes | None = None,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> Fetched:
+    """GET the source's `url` (or another `url` of the same source: a TAXII page, a MISP
+    event), every hop through the SSRF guard; `method`/`body` for a search API (POST)."""
     assert source.url is not None
-    headers = expand_secrets(source.headers, available, secrets)
-    url = source.url
+    headers = {**(extra_headers or {}), **expand_secrets(source.headers, available, secrets)}
+    if source.basic_auth is not None:
+        headers["Authorization"] = basic_authorization(source.basic_auth, available, secrets)
+    url = url or source.url
     origin: tuple[str, str, int] | None = None
     for redirects in range(MAX_REDIRECTS + 1):
         parts = urllib.parse.urlsplit(url)
@@ -338,9 +362,10 @@ async def fetch_url(
             # TLS must verify the name we resolved, not the pinned address.
             extensions["sni_hostname"] = host
         request = client.build_request(
-            "GET",
+            method,
             target,
             headers=request_headers,
+            content=body,
             extensions=extensions,
             timeout=httpx.Timeout(source.timeout_seconds),
         )
@@ -354,6 +379,8 @@ async def fetch_url(
                 if not location:
                     raise SourceError(f"HTTP {response.status_code} without Location")
                 url = redirect_target(url, location)
+                if response.status_code in (301, 302, 303) and method != "GET":
+                    method, body = "GET", None  # what browsers and curl do
                 continue
             if not 200 <= response.status_code < 300:
                 raise SourceError(f"HTTP {response.status_code}")
