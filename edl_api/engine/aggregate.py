@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from edl_api.engine.indicators import BITS, cidr_ok, network_text, range_to_prefixes
 from edl_api.engine.store import Networks
+from edl_api.engine.vector import Prefixes as PrefixArrays
+from edl_api.engine.vector import VectorFamily, aggregate_arrays, fits
 
 # (network, prefixlen, source mask)
 Prefixes = list[tuple[int, int, int]]
@@ -50,10 +52,11 @@ def to_prefixes(intervals: Iterable[tuple[int, int, int]], bits: int, min_prefix
 
 @dataclass
 class FamilyFeeds:
-    hosts: list[tuple[int, int]]  # (address, mask), sorted
-    networks: Prefixes  # sorted; shorter than a host
-    union: Prefixes  # the `ip` feed part: hosts have prefixlen == bits
+    hosts: list[tuple[int, int]]  # (address, mask), sorted; empty when `vector` is set
+    networks: Prefixes | PrefixArrays  # sorted; shorter than a host
+    union: Prefixes | PrefixArrays  # the `ip` feed part: hosts have prefixlen == bits
     covered_hosts: int = 0
+    vector: VectorFamily | None = None  # the array path's result (IPv4, masks < 2**63)
 
 
 def aggregate_family(
@@ -80,6 +83,9 @@ def aggregate_family(
         union.sort()
         return FamilyFeeds(host_feed, net_feed, union)
 
+    if fits(bits, host_masks, networks):
+        arrays = aggregate_arrays(hosts, host_masks, networks, bits, min_prefix)
+        return FamilyFeeds([], arrays.networks, arrays.union, arrays.covered_hosts, arrays)
     merged = merge_intervals(networks)
     net_feed = to_prefixes(merged, bits, min_prefix)
     # Hosts inside any network leave the host feed.

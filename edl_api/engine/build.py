@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from edl_api.engine.aggregate import FamilyFeeds
 from edl_api.engine.config import PipelineConfig, SourceConfig
 from edl_api.engine.entries import FeedEntry
+from edl_api.engine.vector import Prefixes as PrefixArrays
+from edl_api.engine.vector import ipv4_texts, mask_groups
 
 
 class Provenance:
@@ -63,7 +65,28 @@ class Provenance:
         return described
 
 
+def array_entries(prefixes: PrefixArrays, provenance: Provenance) -> list[FeedEntry]:
+    """IPv4 entries of the array path: texts formatted in bulk, provenance per distinct
+    mask; the one per-entry Python step left is the FeedEntry itself."""
+    texts = ipv4_texts(prefixes.network, prefixes.prefixlen)
+    distinct, which = mask_groups(prefixes.mask)
+    is_host = (prefixes.prefixlen == 32).tolist()
+    host_described = provenance.for_type("ipv4")
+    cidr_described = provenance.for_type("cidr")
+    hosts = [("ipv4", *host_described(mask)) for mask in distinct]
+    nets = [("cidr", *cidr_described(mask)) for mask in distinct]
+    return [
+        FeedEntry(text, *(hosts[group] if host else nets[group]))
+        for text, group, host in zip(texts, which, is_host, strict=True)
+    ]
+
+
 def host_entries(feed: FamilyFeeds, version: int, provenance: Provenance) -> list[FeedEntry]:
+    if feed.vector is not None:
+        hosts = feed.vector.hosts
+        return array_entries(
+            PrefixArrays(hosts, hosts * 0 + 32, feed.vector.host_masks), provenance
+        )
     ntop = socket.inet_ntop
     family = socket.AF_INET if version == 4 else socket.AF_INET6
     size = 4 if version == 4 else 16
@@ -88,7 +111,7 @@ def host_entries(feed: FamilyFeeds, version: int, provenance: Provenance) -> lis
 
 
 def prefix_entries(
-    prefixes: list[tuple[int, int, int]],
+    prefixes: list[tuple[int, int, int]] | PrefixArrays,
     version: int,
     provenance: Provenance,
     host_entries: list[FeedEntry] | None = None,
@@ -99,6 +122,8 @@ def prefix_entries(
     Hosts that survive unmerged into the `ip` feed reuse the host feed's entry objects
     (`hosts` and `host_entries` are parallel and sorted), saving a million allocations.
     """
+    if isinstance(prefixes, PrefixArrays):
+        return array_entries(prefixes, provenance)
     ntop = socket.inet_ntop
     family = socket.AF_INET if version == 4 else socket.AF_INET6
     size = 4 if version == 4 else 16
