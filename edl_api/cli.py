@@ -216,7 +216,7 @@ def _check_config_cmd(args: argparse.Namespace) -> int:
 def _run_local_cmd(args: argparse.Namespace) -> int:
     from edl_api.engine.__main__ import run_local_main
 
-    return run_local_main(args.file, args.out)
+    return run_local_main(args.file, args.out, args.state)
 
 
 def _explain_cmd(args: argparse.Namespace) -> int:
@@ -302,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("file", help="the pipeline config (YAML)")
     local.add_argument(
         "--out", required=True, help="folder for <type>.txt and report.json (required)"
+    )
+    local.add_argument(
+        "--state", help="a previous run's OUT/state.json: TAXII/MISP refresh incrementally, "
+        "max_age_days remembers first_seen (an ok run writes OUT/state.json); default: none"
     )
     local.set_defaults(func=_run_local_cmd)
     explain = sub.add_parser(

@@ -464,3 +464,21 @@ class RunExplain(SQLModel, table=True):
     size: int = 0  # bytes of content_gzip
     content_gzip: bytes = Field(sa_type=sa.LargeBinary)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class SourceState(SQLModel, table=True):
+    """What one source of a pipeline remembers for its next run (engine/stateful.py): a
+    TAXII cursor and objects, MISP event timestamps, first_seen of entries for
+    max_age_days. Written by full, persisted runs whose engine succeeded (runs/sourcestate)."""
+
+    __tablename__ = "source_states"
+    __table_args__ = (sa.UniqueConstraint("pipeline_id", "source"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pipeline_id: int = Field(foreign_key="pipelines.id", ondelete="CASCADE")
+    source: str = Field(max_length=64)
+    key: str = Field(max_length=64)  # collect.state_key of the source that wrote it
+    data_gzip: bytes = Field(sa_type=sa.LargeBinary)  # gzip-compressed JSON
+    # The run that wrote it; no foreign key: pruning old runs must not drop the state.
+    run_id: int
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

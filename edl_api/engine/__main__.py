@@ -27,7 +27,7 @@ from typing import Any
 
 from edl_api.engine.config import ConfigError, PipelineConfig, load_config
 from edl_api.engine.destinations import private_destinations
-from edl_api.engine.entries import FeedEntry
+from edl_api.engine.entries_file import ENTRIES_FILE, write_entries, write_plain
 from edl_api.engine.explain import FILE_NAME as EXPLAIN_FILE
 from edl_api.engine.limits import apply_memory_limit, memory_error
 from edl_api.engine.pipeline import (
@@ -44,6 +44,7 @@ EXIT_NOT_OK = 2
 SECRET_PREFIX = "EDL_SECRET_"
 # What a settings file may set (`resolver` is for tests in-process only).
 SETTINGS_FIELDS = frozenset(f.name for f in fields(EngineSettings)) - {"resolver"}
+STATE_FILE = "state.json"  # per-source state for the next run (`engine.stateful`)
 
 
 def sanitise(text: str, limit: int = 2000) -> str:
@@ -98,6 +99,11 @@ def settings_from_json(text: str) -> EngineSettings:
             values[key] = tuple(str(v) for v in values[key])
     if "total_deadline_seconds" in values:
         values["total_deadline_seconds"] = float(values["total_deadline_seconds"])
+    now = values.get("now")
+    if now is not None:
+        if type(now) not in (int, float) or now <= 0:
+            raise ValueError("now must be epoch seconds (a positive number) or null")
+        values["now"] = float(now)
     for key in ("memory_mb", "max_run_bytes"):
         value = values.get(key)
         if value is not None and (type(value) is not int or value < 1):
@@ -133,33 +139,12 @@ def effective_options(config: PipelineConfig, settings: EngineSettings) -> dict[
     }
 
 
-def _entry_json(entry: FeedEntry) -> str:
-    return json.dumps(
-        {
-            "type": entry.indicator_type,
-            "value": entry.value,
-            "sources": entry.sources,
-            "tags": entry.tags,
-            "confidence": entry.confidence,
-        },
-        separators=(",", ":"),
-    )
-
-
 def write_outputs(result: EngineResult, out_dir: Path) -> None:
     """Plain feeds, provenance of every published entry, and the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for feed_type, entries in result.feeds.items():
-        body = "".join(f"{e.value}\n" for e in entries)
-        (out_dir / f"{feed_type}.txt").write_text(body, encoding="utf-8")
-    seen: set[tuple[str, str]] = set()  # the ip feed repeats ipv4/ipv6/cidr entries
-    with (out_dir / "entries.jsonl").open("w", encoding="utf-8") as handle:
-        for entries in result.feeds.values():
-            for entry in entries:
-                key = (entry.indicator_type, entry.value)
-                if key not in seen:
-                    seen.add(key)
-                    handle.write(_entry_json(entry) + "\n")
+        write_plain(entries, out_dir / f"{feed_type}.txt")
+    write_entries(result.feeds, out_dir / ENTRIES_FILE)
     (out_dir / "report.json").write_text(
         json.dumps(result.report, indent=2, sort_keys=False) + "\n", encoding="utf-8"
     )
@@ -195,11 +180,32 @@ def check_config_main(
     return 0
 
 
+def read_state(path: str | None) -> dict[str, Any]:
+    """`--state FILE`: source name -> {key, data} of the last run (absent file: none)."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError("the state file must hold a JSON object")
+    return data
+
+
+def write_state(result: EngineResult, out_dir: Path) -> None:
+    """`out/state.json` (tenant data: owner-only), written only for an ok run."""
+    fd = os.open(out_dir / STATE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(result.state, handle, separators=(",", ":"))
+
+
 def run_main(
     path: str,
     out_dir: str,
     settings: EngineSettings,
     progress: Progress,
+    state_path: str | None = None,
 ) -> int:
     try:
         config = _load(path)
@@ -211,11 +217,18 @@ def run_main(
         log(f"cannot read config: {exc.strerror}")
         return EXIT_CRASH
     try:
+        state = read_state(state_path)
+    except (OSError, ValueError) as exc:
+        log(f"cannot read state file: {getattr(exc, 'strerror', None) or exc}")
+        return EXIT_CRASH
+    try:
         log(f"engine run: {len(config.sources)} sources, "
             f"deadline {settings.total_deadline_seconds:g}s")
-        result = asyncio.run(run_pipeline(config, settings, progress))
+        result = asyncio.run(run_pipeline(config, settings, progress, state))
         result.report["options"] = effective_options(config, settings)
         write_outputs(result, Path(out_dir))
+        if result.ok:
+            write_state(result, Path(out_dir))
     except MemoryError:
         return _memory_failure(config, settings, out_dir)
     except Exception as exc:  # noqa: BLE001 - the run log must say why, then exit 1
@@ -247,17 +260,18 @@ def _memory_failure(config: PipelineConfig, settings: EngineSettings, out_dir: s
     return EXIT_NOT_OK
 
 
-def run_local_main(path: str, out_dir: str) -> int:
+def run_local_main(path: str, out_dir: str, state_path: str | None = None) -> int:
     """`edl-api run-local FILE --out DIR`: run offline with settings from the environment.
 
     On a terminal a progress bar replaces the per-event log lines; piped, it logs each
-    event as a readable line."""
+    event as a readable line. `--state FILE` (a previous run's DIR/state.json) makes it
+    incremental like a service run; an ok run writes DIR/state.json."""
     settings = settings_from_env()
     if sys.stderr.isatty():
-        status = run_main(path, out_dir, settings, TerminalProgress(sys.stderr))
+        status = run_main(path, out_dir, settings, TerminalProgress(sys.stderr), state_path)
         print(f"{'done' if status == EXIT_OK else 'failed'}: see {Path(out_dir) / 'report.json'}")
         return status
-    return run_main(path, out_dir, settings, _log_event)
+    return run_main(path, out_dir, settings, _log_event, state_path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config", required=True)
     run.add_argument("--out", required=True)
     run.add_argument("--settings", required=True, help="EngineSettings as a JSON file")
+    run.add_argument("--state", help="the last run's state.json (source name -> key, data)")
     check = commands.add_parser("check-config", help="validate a config file")
     check.add_argument("file")
     args = parser.parse_args(argv)
@@ -279,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CRASH
     # Before any work: the whole run, parsing included, lives under the limit.
     apply_memory_limit(settings.memory_mb)
-    return run_main(args.config, args.out, settings, _emit_event)
+    return run_main(args.config, args.out, settings, _emit_event, args.state)
 
 
 if __name__ == "__main__":

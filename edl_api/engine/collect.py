@@ -42,6 +42,14 @@ class Collected:
     requests: int = 0
 
 
+# Records a source gives that are deliberately not ours to publish (a MISP file hash, a
+# TAXII pattern on a process): counted in the report, but never as garbage against
+# `min_valid_percent`: a threat feed of mostly hashes is still a working feed.
+NOT_FOR_US = frozenset({
+    "not_ids", "unsupported_type", "unsupported_pattern", "unsupported_pattern_type",
+    "partial_pattern",
+})
+
 # (source, fetch, previous state data or None, now in epoch seconds) -> Collected
 Collector = Callable[[SourceConfig, Fetcher, dict[str, Any] | None, float], Awaitable[Collected]]
 

@@ -29,6 +29,7 @@ from edl_api.engine.indicators import (
     KIND_TYPE,
     TRIM,
     URL,
+    classify,
     classify_parts,
     int_to_ip,
     key_to_text,
@@ -50,6 +51,7 @@ class DropRecorder:
     invalid: dict[str, tuple[str, int]] = field(default_factory=dict)  # raw -> (reason, mask)
     filtered: dict[tuple[str, Any], int] = field(default_factory=dict)  # (kind, key) -> mask
     cut: list[tuple[str, FeedEntry]] = field(default_factory=list)  # (feed, entry)
+    expired: dict[str, tuple[str, int]] = field(default_factory=dict)  # raw -> (why, mask)
 
     def add(self, kind: str, key: Any, rule: str, mask: int) -> None:
         self.rules.append((kind, key, rule, mask))
@@ -66,6 +68,12 @@ class DropRecorder:
 
     def add_filtered(self, kind: str, key: Any, bit: int) -> None:
         self.filtered[(kind, key)] = self.filtered.get((kind, key), 0) | bit
+
+    def add_expired(self, value: str, detail: str, bit: int) -> None:
+        """An entry the expiry rule left out (`engine.expiry`); normalised in build_record."""
+        raw = value[:MAX_RAW_CHARS]
+        found = self.expired.get(raw)
+        self.expired[raw] = (detail, bit | (found[1] if found else 0))
 
 
 class _Ranges:
@@ -253,6 +261,14 @@ def build_record(
                    f"{KIND_TYPE[kind]} is not in the source's types ({wanted})", mask)
     for raw, (reason, mask) in recorder.invalid.items():
         record.add("invalid", raw, "invalid", reason, mask)
+    for raw, (detail, mask) in recorder.expired.items():
+        # Under the normalised entry, as explain looks entries up; an expired token that is
+        # not an indicator at all stays raw among the invalid ones.
+        indicators = classify(raw).indicators
+        for item in indicators:
+            record.add(item.indicator_type, item.value, "expired", detail, mask)
+        if not indicators:
+            record.add("invalid", raw, "expired", detail, mask)
     index = {s.name: i for i, s in enumerate(config.sources)}
     limits = {str(k): v for k, v in config.pipeline.max_entries.items()}
     for feed, entry in recorder.cut:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import jmespath
 import jmespath.exceptions
@@ -104,12 +103,36 @@ def _names(header: list[str]) -> str:
     return ", ".join(shown) + (", …" if len(header) > HEADER_NAMES_SHOWN else "")
 
 
+def _column_index(
+    column: str | int, header_mode: bool | Literal["auto"], first: list[str],
+    commented: list[str],
+) -> tuple[int | None, bool]:
+    """(index of `column`, whether the first data row is its header)."""
+    if isinstance(column, int):
+        return column, header_mode is True
+    wanted = column.strip().lower()
+    if wanted in first:
+        return first.index(wanted), True
+    if header_mode == "auto" and wanted in commented:
+        return commented.index(wanted), header_mode is True
+    return None, header_mode is True
+
+
 def parse_csv(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[str]:
     """CSV with a column chosen by header name or index.
 
     `header: auto` also accepts the last comment line before the data ("# a,b,c", as
     abuse.ch writes it); quoted fields and spaces after delimiters are handled.
     """
+    for value, _ in parse_csv_rows(text, source, stats, None):
+        yield value
+
+
+def parse_csv_rows(
+    text: str, source: SourceConfig, stats: ParseStats, date_column: str | int | None
+) -> Iterator[tuple[str, str | None]]:
+    """(value, the row's `date_column` cell or None) per CSV record; the date column is
+    found in the header like `column` (missing from the header: the source fails)."""
     delimiter = source.csv_delimiter
     column = source.csv_column
     header_mode = source.csv_header
@@ -132,24 +155,21 @@ def parse_csv(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[st
         data.append(line)
 
     rows = csv.reader(data, delimiter=delimiter, skipinitialspace=True, strict=False)
-    index: int | None = column if isinstance(column, int) else None
-    skip_first = header_mode is True
-    if isinstance(column, str):
-        wanted = column.strip().lower()
-        first_cells = _csv_row(data[0], delimiter) if data else []
-        first = [h.lower() for h in first_cells]
-        commented = [h.lower() for h in comment_header]
-        if wanted in first:
-            index = first.index(wanted)
-            skip_first = True
-        elif header_mode == "auto" and wanted in commented:
-            index = commented.index(wanted)
-        if index is None:
-            stats.invalid["column_not_found"] += 1
-            header = comment_header if header_mode == "auto" and comment_header else first_cells
-            if header:  # no header at all is an empty body, left to the empty-feed guard
-                stats.failure = f"column {column} not in header: {_names(header)}"
-            return
+    first_cells = _csv_row(data[0], delimiter) if data else []
+    first = [h.lower() for h in first_cells]
+    commented = [h.lower() for h in comment_header]
+    index, skip_first = _column_index(column, header_mode, first, commented)
+    date_index: int | None = None
+    if index is not None and date_column is not None:
+        date_index, date_header = _column_index(date_column, header_mode, first, commented)
+        skip_first = skip_first or date_header
+    missing = column if index is None else date_column if date_index is None else None
+    if missing is not None:
+        stats.invalid["column_not_found"] += 1
+        header = comment_header if header_mode == "auto" and comment_header else first_cells
+        if header:  # no header at all is an empty body, left to the empty-feed guard
+            stats.failure = f"column {missing} not in header: {_names(header)}"
+        return
     assert index is not None
     first_row = True
     while True:
@@ -177,7 +197,9 @@ def parse_csv(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[st
             continue
         value = row[index].strip(TRIM)
         if value:
-            yield value
+            when = row[date_index].strip(TRIM) if date_index is not None and \
+                date_index < len(row) else None
+            yield value, when or None
 
 
 def _flatten(value: Any, stats: ParseStats) -> Iterator[str]:
@@ -234,43 +256,50 @@ def parse_json(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[s
         yield from _flatten(document, stats)
 
 
-_STIX_VALUE = re.compile(
-    r"\b(ipv4-addr|ipv6-addr|domain-name|url):value\s*(?:=|ISSUBSET)\s*'((?:[^'\\]|\\.)*)'"
-)
-_STIX_OBJECTS = frozenset({"ipv4-addr", "ipv6-addr", "domain-name", "url"})
+def _search(compiled: Any, document: Any, stats: ParseStats) -> tuple[bool, Any]:
+    try:
+        return True, compiled.search(document)
+    except (jmespath.exceptions.JMESPathError, TypeError, ValueError, RecursionError):
+        stats.invalid["query_error"] += 1
+        return False, None
+
+
+def parse_json_records(
+    text: str, source: SourceConfig, stats: ParseStats
+) -> Iterator[tuple[str, Any]]:
+    """(value, the record's `date_query` result or None) for each value of each record
+    `records` selects; `query` (default: the record itself) picks a record's values."""
+    assert source.records is not None
+    stats.lines += _count_lines(text)
+    records = jmespath.compile(source.records)
+    query = jmespath.compile(source.query) if source.query else None
+    dated = jmespath.compile(source.date_query) if source.date_query else None
+    for document in _json_documents(text, stats):
+        ok, selected = _search(records, document, stats)
+        if not ok or selected is None:
+            continue
+        for record in selected if isinstance(selected, list) else [selected]:
+            if query is not None:
+                ok, values = _search(query, record, stats)
+                if not ok:
+                    continue
+            else:
+                values = record
+            when = _search(dated, record, stats)[1] if dated is not None else None
+            if isinstance(when, list):  # a query like `dates[0]` is meant; take the first
+                when = when[0] if when else None
+            for value in _flatten(values, stats):
+                yield value, when
 
 
 def parse_stix(text: str, stats: ParseStats) -> Iterator[str]:
-    """STIX 2.1: indicator patterns and cyber-observable objects of the four address types."""
-    stats.lines += _count_lines(text)
-    try:
-        document = json.loads(text)
-    except (ValueError, RecursionError):
-        stats.invalid["bad_json"] += 1
-        return
-    if isinstance(document, dict):
-        objects = document.get("objects", [document])
-    else:
-        objects = document
-    if not isinstance(objects, list):
-        stats.invalid["bad_stix"] += 1
-        return
-    for obj in objects:
-        if not isinstance(obj, dict) or obj.get("revoked") is True:
-            continue
-        kind = obj.get("type")
-        if kind == "indicator":
-            pattern = obj.get("pattern")
-            if not isinstance(pattern, str) or obj.get("pattern_type", "stix") != "stix":
-                continue
-            for _, value in _STIX_VALUE.findall(pattern):
-                value = value.replace("\\'", "'").replace("\\\\", "\\").strip(TRIM)
-                if value:
-                    yield value
-        elif kind in _STIX_OBJECTS:
-            value = obj.get("value")
-            if isinstance(value, str) and value.strip(TRIM):
-                yield value.strip(TRIM)
+    """STIX 2.1: the values of indicator patterns and of cyber-observable objects of the
+    four address types, by the same code as TAXII sources (engine.stixpatterns)."""
+    # Imported here: stixpatterns uses this module's ParseStats.
+    from edl_api.engine.stixpatterns import parse_stix_observations
+
+    for observation in parse_stix_observations(text, stats, 0.0):
+        yield observation.value
 
 
 def parse_regex(text: str, source: SourceConfig, stats: ParseStats) -> Iterator[str]:

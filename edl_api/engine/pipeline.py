@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from edl_api.engine import collect
 from edl_api.engine.aggregate import aggregate_family
 from edl_api.engine.augment import augment
 from edl_api.engine.build import (
@@ -24,21 +25,36 @@ from edl_api.engine.build import (
     name_entries,
     prefix_entries,
 )
+from edl_api.engine.collect import NOT_FOR_US, Collected
 from edl_api.engine.config import PipelineConfig, SourceConfig
 from edl_api.engine.drops import DropRecorder, build_record
 from edl_api.engine.entries import FeedEntry
+from edl_api.engine.expiry import Aging
 from edl_api.engine.explain import ExplainRecord
 from edl_api.engine.limits import BudgetExceeded, ByteBudget
+from edl_api.engine.observations import Observation
 from edl_api.engine.parsers import ParseStats, inline_values, is_html, parse
 from edl_api.engine.progress import ProgressEvent
 from edl_api.engine.rules import Allowlist, Rules
 from edl_api.engine.sources import (
+    Fetched,
     Resolver,
     SourceError,
     SsrfPolicy,
     fetch_url,
     make_client,
     read_path,
+)
+from edl_api.engine.stateful import (
+    ExtraTags,
+    SourceFetcher,
+    SourceState,
+    is_stateful,
+    merge_collected,
+    new_state,
+    parse_observations,
+    previous_of,
+    values_of,
 )
 from edl_api.engine.store import IndicatorStore, IngestStats, ingest
 
@@ -60,6 +76,8 @@ class EngineSettings:
     # together; None: no limit (in-process callers and tests).
     memory_mb: int | None = None
     max_run_bytes: int | None = None
+    # The run's clock (epoch seconds) for expiry; None: the time the run starts. Tests pin it.
+    now: float | None = None
 
 
 @dataclass(repr=False)
@@ -70,6 +88,9 @@ class EngineResult:
     ok: bool
     warnings: list[str] = field(default_factory=list)
     explain: ExplainRecord | None = None  # every dropped entry and why (`edl-api explain`)
+    # Source name -> {"key", "data"} for the next run (`engine.stateful`): the new state of
+    # each stateful source that worked, the previous one of each that failed.
+    state: dict[str, SourceState] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         # The default repr would format every entry; asyncio and loggers call repr freely.
@@ -84,6 +105,9 @@ class _Fetch:
     seconds: float = 0.0
     status: int | None = None
     content_type: str | None = None
+    collected: Collected | None = None  # a collector source's result (no `data`)
+    requests: int = 0
+    size: int = 0  # a collector's bytes over all its requests
 
 
 class _NotAList(Exception):
@@ -95,7 +119,8 @@ def _too_few_valid(source: SourceConfig, parsed: ParseStats, ingested: IngestSta
     floor = source.valid_floor(parsed.lines)
     bad = ingested.invalid.total()
     valid = ingested.tokens - bad
-    records = valid + bad + parsed.invalid.total()
+    not_for_us = sum(parsed.invalid[reason] for reason in NOT_FOR_US)
+    records = valid + bad + parsed.invalid.total() - not_for_us
     if not floor or not records or valid * 100 >= floor * records:
         return None
     share = valid * 100 // records
@@ -127,7 +152,8 @@ def _redact(text: str, secrets: set[str]) -> str:
 
 async def _fetch_all(
     config: PipelineConfig, settings: EngineSettings, deadline: float, secrets: set[str],
-    notify: Progress, byte_budget: ByteBudget,
+    notify: Progress, byte_budget: ByteBudget, now: float,
+    state: Mapping[str, SourceState] | None,
 ) -> list[_Fetch]:
     policy = SsrfPolicy.build(settings.ssrf_allow_cidrs, settings.ssrf_allow_hosts)
     semaphore = asyncio.Semaphore(FETCH_CONCURRENCY)
@@ -137,7 +163,7 @@ async def _fetch_all(
         # Fetches run concurrently: report each as it lands, so progress moves.
         notify(ProgressEvent("fetched", {
             "name": source.name, "ok": result.error is None,
-            "bytes": len(result.data or b""), "seconds": round(result.seconds, 3),
+            "bytes": len(result.data or b"") or result.size, "seconds": round(result.seconds, 3),
         }))
         return result
 
@@ -152,7 +178,21 @@ async def _fetch_all(
                 if budget <= 0:
                     raise TimeoutError
                 async with asyncio.timeout(budget):
-                    if source.url is not None:
+                    conversation = collect.collector(source.format)
+                    if conversation is not None:
+                        # A conversation (TAXII pages, MISP events): the same guard, caps
+                        # and deadline as one fetch, over every request.
+                        fetcher = SourceFetcher(
+                            client, source, policy, settings.resolver, settings.secrets,
+                            secrets, byte_budget,
+                        )
+                        try:
+                            previous = previous_of(source, state).collector
+                            result.collected = await conversation(source, fetcher, previous, now)
+                        finally:
+                            result.requests, result.size = fetcher.requests, fetcher.bytes
+                        fetched: Fetched | None = None
+                    elif source.url is not None:
                         fetched = await fetch_url(
                             client, source, policy, settings.resolver, settings.secrets,
                             secrets, byte_budget,
@@ -161,8 +201,9 @@ async def _fetch_all(
                         fetched = await asyncio.to_thread(
                             read_path, source, settings.source_dir, byte_budget
                         )
-                result.data, result.status = fetched.data, fetched.status
-                result.content_type = fetched.content_type
+                if fetched is not None:
+                    result.data, result.status = fetched.data, fetched.status
+                    result.content_type = fetched.content_type
             except (SourceError, BudgetExceeded) as exc:
                 result.error = str(exc)
             except TimeoutError:
@@ -184,10 +225,15 @@ async def _fetch_all(
 
 
 async def run_pipeline(
-    config: PipelineConfig, settings: EngineSettings, progress: Progress | None = None
+    config: PipelineConfig, settings: EngineSettings, progress: Progress | None = None,
+    state: Mapping[str, SourceState] | None = None,
 ) -> EngineResult:
-    """Run the whole engine once. `ok` is False when a non-optional source failed."""
+    """Run the whole engine once. `ok` is False when a non-optional source failed.
+
+    `state` is what the previous run's `EngineResult.state` held (source name -> {key,
+    data}); each source uses only its own, and only while its identity is unchanged."""
     started = time.monotonic()
+    now = settings.now if settings.now is not None else time.time()
     deadline = started + settings.total_deadline_seconds
     notify: Progress = progress or (lambda _event: None)
     secrets: set[str] = set()
@@ -197,13 +243,16 @@ async def run_pipeline(
 
     notify(ProgressEvent("stage", {"stage": "fetch", "sources": len(config.sources)}))
     byte_budget = ByteBudget(settings.max_run_bytes)
-    fetches = await _fetch_all(config, settings, deadline, secrets, notify, byte_budget)
+    fetches = await _fetch_all(
+        config, settings, deadline, secrets, notify, byte_budget, now, state
+    )
     stages["fetch"] = time.monotonic() - started
     if (over_budget := byte_budget.error()) is not None:
         errors.append(over_budget)  # optional sources too: the run as a whole was too big
         for fetched in fetches:  # the run fails anyway: do not parse what did arrive
-            if fetched.error is None and fetched.data is not None:
-                fetched.data, fetched.error = None, "not parsed: the run byte budget was spent"
+            if fetched.error is None and (fetched.data or fetched.collected) is not None:
+                fetched.data, fetched.collected = None, None
+                fetched.error = "not parsed: the run byte budget was spent"
 
     # Millions of long-lived small objects make each generational GC pass rescan them
     # all; nothing below creates reference cycles, so pause the collector meanwhile.
@@ -211,7 +260,8 @@ async def run_pipeline(
     gc.disable()
     try:
         return _process(
-            config, settings, fetches, secrets, errors, warnings, stages, started, deadline, notify
+            config, settings, fetches, secrets, errors, warnings, stages, started, deadline, notify,
+            now, state or {},
         )
     finally:
         if gc_was_enabled:
@@ -229,8 +279,12 @@ def _process(
     started: float,
     deadline: float,
     notify: Progress,
+    now: float,
+    state: Mapping[str, SourceState],
 ) -> EngineResult:
     mark = time.monotonic()
+    new_states: dict[str, SourceState] = {}
+    extra_tags = ExtraTags()
     block = IndicatorStore()
     allow_store = IndicatorStore()
     recorder = DropRecorder()
@@ -248,10 +302,12 @@ def _process(
             "indicators": {},
             "invalid": {},
             "filtered": 0,
+            "expired": 0,
             "seconds": round(fetched.seconds, 3),
             "error": fetched.error,
         }
         source_reports.append(report)
+        aging = Aging(now, source.max_age_days, previous_of(source, state).first_seen or {})
         if fetched.error is None:
             t0 = time.monotonic()
             parse_stats = ParseStats()
@@ -259,16 +315,32 @@ def _process(
             store = allow_store if source.role == "allow" else block
             types = frozenset(source.types) if source.types is not None else None
             tokens: Iterable[str]
+            observations: list[Observation] | None = None
             try:
                 if source.values is not None:
                     tokens = inline_values(source.values, parse_stats)
+                elif fetched.collected is not None:
+                    report.update(bytes=fetched.size, requests=fetched.requests)
+                    observations = merge_collected(fetched.collected, parse_stats)
+                    tokens = ()
                 else:
                     assert fetched.data is not None
                     report["bytes"] = len(fetched.data)
                     if is_html(fetched.data, fetched.content_type):
                         raise _NotAList("returned HTML, not a list")
-                    tokens = parse(source, fetched.data, parse_stats)
+                    observations = parse_observations(source, fetched.data, parse_stats, now)
+                    if observations is None:
+                        tokens = parse(source, fetched.data, parse_stats)
+                if observations is not None:
+                    observations = aging.admit(observations)
+                    if source.role == "block":
+                        extra_tags.add(observations)
+                    tokens = values_of(observations)
+                elif source.max_age_days is not None:
+                    tokens = aging.admit_tokens(tokens)
                 ingest(tokens, store, 1 << index, types, ingest_stats, recorder)
+                for value, why in aging.expired:
+                    recorder.add_expired(value, why, 1 << index)
                 if source.values is None:
                     fetched.error = parse_stats.failure or _too_few_valid(
                         source, parse_stats, ingest_stats
@@ -292,7 +364,10 @@ def _process(
                     f"nothing ({ingest_stats.filtered} indicators of other types)"
                 )
             invalid = parse_stats.invalid + ingest_stats.invalid
+            if observations is not None and (source.date_column or source.date_query):
+                report["undated"] = aging.undated  # judged by first_seen instead
             report.update(
+                expired=len(aging.expired),
                 lines=parse_stats.lines,
                 tokens=ingest_stats.tokens,
                 indicators=dict(sorted(ingest_stats.indicators.items())),
@@ -301,6 +376,15 @@ def _process(
                 seconds=round(fetched.seconds + time.monotonic() - t0, 3),
                 error=fetched.error,
             )
+        if is_stateful(source):
+            if fetched.error is None:
+                collected = fetched.collected.state if fetched.collected is not None else None
+                remembered = new_state(source, collected, aging.first_seen)
+            else:  # a failure loses nothing: the next run starts from the last good state
+                remembered = state.get(source.name)
+            if remembered is not None:
+                new_states[source.name] = remembered
+            fetched.collected = None
         if fetched.error is not None:
             report["status"] = "failed"
             message = f"source {source.name}: {fetched.error}"
@@ -350,6 +434,7 @@ def _process(
     feed_reports: dict[str, Any] = {}
     for output in config.pipeline.outputs:
         entries = builders[output]()
+        extra_tags.apply(entries)
         if output == "ip":
             dropped: Counter[str] = drops["ipv4"] + drops["ipv6"] + drops["cidr"]
         else:
@@ -398,6 +483,7 @@ def _process(
         "counts": {
             "tokens": sum(r["tokens"] for r in source_reports),
             "invalid": sum(sum(r["invalid"].values()) for r in source_reports),
+            "expired": sum(r["expired"] for r in source_reports),
             "unique": unique_before,
             "augmented": dict(sorted(added.items())),
             "allowlist": {
@@ -415,4 +501,4 @@ def _process(
     }
     notify(ProgressEvent("done", {"ok": ok, "published": report["counts"]["published"]}))
     return EngineResult(feeds=feeds, report=report, errors=errors, ok=ok, warnings=warnings,
-                        explain=explain)
+                        explain=explain, state=new_states)

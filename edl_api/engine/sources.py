@@ -22,7 +22,7 @@ import socket
 import urllib.parse
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -280,6 +280,8 @@ class Fetched:
     status: int | None = None
     redirects: int = 0
     content_type: str | None = None  # media type only, lowercased (no parameters)
+    # Response headers, names lowercased (a TAXII page's X-TAXII-Date-Added-Last)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def redirect_target(url: str, location: str) -> str:
@@ -397,6 +399,7 @@ async def fetch_url(
             return Fetched(
                 decoder.finish(), response.status_code, redirects,
                 media_type.strip().lower() or None,
+                {name.lower(): value for name, value in response.headers.items()},
             )
         finally:
             await response.aclose()

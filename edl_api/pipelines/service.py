@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from edl_api import idempotency
 from edl_api.auth.principal import Principal
 from edl_api.errors import Conflict, NotFound, Unprocessable
-from edl_api.models import Pipeline, utcnow
+from edl_api.models import Pipeline, SourceState, utcnow
 from edl_api.pagination import Page, PageParams, paginate
 from edl_api.pipelines.schemas import (
     PipelineConfigPatch,
@@ -122,5 +122,10 @@ async def delete_pipeline(
     if pipeline.deleted_at is None:
         pipeline.deleted_at = utcnow()
         pipeline.is_active = False
+        # What its sources were told (TAXII objects, MISP events, first-seen times) is
+        # tenant data with no use once the pipeline is gone.
+        await session.execute(
+            delete(SourceState).where(col(SourceState.pipeline_id) == pipeline.id)
+        )
         await session.flush()
     return PipelinePublic.model_validate(pipeline)

@@ -149,8 +149,11 @@ class EngineChild:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(
-        self, workdir: Path, snapshot: str, settings: EngineSettings
+        self, workdir: Path, snapshot: str, settings: EngineSettings,
+        state_file: Path | None = None,
     ) -> asyncio.subprocess.Process:
+        """`state_file`: the pipeline's per-source state (`runs.sourcestate`), passed as
+        `--state`; the child writes the new one to out/state.json."""
         out_dir = workdir / "out"
         out_dir.mkdir(parents=True, exist_ok=True)
         config_file = workdir / "config.yaml"
@@ -163,6 +166,7 @@ class EngineChild:
         self.proc = await asyncio.create_subprocess_exec(
             *engine_command(), "run", "--config", str(config_file), "--out", str(out_dir),
             "--settings", str(settings_file),
+            *(("--state", str(state_file)) if state_file is not None else ()),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             cwd=str(workdir), env=child_env(),

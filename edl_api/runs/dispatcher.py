@@ -31,7 +31,7 @@ from edl_api.feeds.explain import store_record
 from edl_api.feeds.publish import PublishOptions, PublishOutcome, publish
 from edl_api.models import PipelineRun, utcnow
 from edl_api.profiles import lifecycle
-from edl_api.runs import outcomes
+from edl_api.runs import outcomes, sourcestate
 from edl_api.runs.child import EngineChild, RunControl, RunSanitiser, engine_settings
 from edl_api.runs.claim import claim_runs
 from edl_api.runs.logs import RunLog, Sanitiser
@@ -240,12 +240,16 @@ class Dispatcher:
         failure: str | None = None
         time_limit = self.settings.run_timeout_seconds
         persist = False
+        keep_state = False
         try:
             async with self.sessionmaker() as session:
                 run = await session.get(PipelineRun, run_id)
                 if run is None:  # deleted with its pipeline: nothing to run or record
                     raise _RunGone
                 snapshot, persist = run.config_snapshot, run.persist
+                # Only a full, persisted run moves its sources' cursors; every run reads them.
+                keep_state = persist and run.mode == "full"
+                state = await sourcestate.load(session, run.pipeline_id)
                 time_limit = self._time_limit(run)
                 await run_log.note(
                     f"{run.trigger} run, mode={run.mode}, persist={run.persist}, "
@@ -258,8 +262,11 @@ class Dispatcher:
                 await run_log.note(f"secrets: {', '.join(sorted(reach.secrets))}")
             sanitiser = RunSanitiser(self.sanitiser, reach.secrets.values())
             child = EngineChild(control, run_log, sanitiser)
+            workdir.mkdir(parents=True, exist_ok=True)
+            state_file = workdir / sourcestate.STATE_FILE
+            await asyncio.to_thread(sourcestate.write_file, state_file, state)
             await child.start(
-                workdir, snapshot, engine_settings(self.settings, time_limit, reach)
+                workdir, snapshot, engine_settings(self.settings, time_limit, reach), state_file
             )
             await self._record_pid(control)
             await run_log.note("engine started")
@@ -278,7 +285,7 @@ class Dispatcher:
         try:
             if failure != "gone":
                 await self._finish(control, returncode, failure, workdir / "out", run_log,
-                                   time_limit, persist)
+                                   time_limit, persist, keep_state)
         finally:
             run_log.close()
             # The out dir can hold hundreds of MB: unlink off the event loop.
@@ -337,6 +344,7 @@ class Dispatcher:
     async def _finish(
         self, control: RunControl, returncode: int | None, failure: str | None,
         out_dir: Path, run_log: RunLog, time_limit: float, persist: bool,
+        keep_state: bool = False,
     ) -> None:
         """Decide the outcome, publish a succeeded run, record. Whether this worker still
         owns the run is checked where it writes (`publish`, `_record`)."""
@@ -346,6 +354,10 @@ class Dispatcher:
                                 control.last_error or None)
         if state is RunState.TIMED_OUT:
             errors.append(f"timed out after {time_limit:g} s")
+        if state is RunState.SUCCEEDED and keep_state:
+            # Before publishing: the state holds every current entry, so a feed the guard
+            # holds back loses nothing by the cursor having moved.
+            await sourcestate.save(self.sessionmaker, control.run_id, out_dir)
         if state is RunState.SUCCEEDED and persist:
             published = await self._publish(control, run_log, out_dir, report)
             if published is None:

@@ -100,6 +100,12 @@ class SourceReport(ResponseModel):
     # The engine reports counts per indicator type / per reason.
     indicators: dict[str, int] | int | None = None
     invalid: dict[str, int] | int | None = None
+    # Entries past their valid_until or older than max_age_days: not published.
+    expired: int | None = None
+    # Dated sources (date_column, date_query): entries without a readable date, judged
+    # by when this source first gave them instead.
+    undated: int | None = None
+    requests: int | None = None  # taxii, misp: requests made this run
     seconds: float | None = None
     error: str | None = None
 
