@@ -35,6 +35,7 @@ from edl_api.runs.router import router as runs_router
 from edl_api.secrets.router import router as secrets_router
 from edl_api.settings import Settings
 from edl_api.state import AppState, Running
+from edl_api.taxii.router import router as taxii_router
 
 logger = logging.getLogger("edl_api")
 
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feeds_router,
         fleet_router,
         webhooks_router,
+        taxii_router,
     ):
         app.include_router(router)
     return app

@@ -439,8 +439,8 @@ def document_errors(schema: dict[str, Any]) -> None:
     route's own media type: /metrics and the feeds said text/plain)."""
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
-            if not isinstance(operation, dict):
-                continue
+            if not isinstance(operation, dict) or "taxii" in operation.get("tags", ()):
+                continue  # TAXII answers its own error messages (edl_api.taxii.router)
             responses = operation.setdefault("responses", {})
             if "requestBody" in operation:
                 for status in (400, 413, 415):

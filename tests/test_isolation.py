@@ -16,6 +16,7 @@ import pytest
 
 from edl_api.app import create_app
 from edl_api.settings import Settings
+from edl_api.taxii.service import collection_id
 from tests.factories import MINIMAL_YAML, Tenant, World
 from tests.helpers import api_routes, basic, expect, h, run_to_end
 
@@ -135,6 +136,17 @@ TABLE: dict[tuple[str, str], tuple[Call, ...]] = {
     ("HEAD", "/runs/{run_id}/artifacts/{indicator_type}"): (Call(),),
     ("GET", "/jobs"): (Call(query=lambda t, a: {"profile_id": t["profile_id"]}),),
     # hosted feeds and feed tokens
+    # TAXII 2.1: B's API root, B's collection under A's root (a collection id names a
+    # pipeline's feed)
+    ("GET", "/taxii2/{profile_id}/"): (Call(),),
+    ("GET", "/taxii2/{profile_id}/collections/"): (Call(),),
+    ("GET", "/taxii2/{profile_id}/collections/{collection_id}/"): (Call(), Call(own=PROFILE)),
+    ("GET", "/taxii2/{profile_id}/collections/{collection_id}/objects/"): (
+        Call(), Call(own=PROFILE),
+    ),
+    ("GET", "/taxii2/{profile_id}/collections/{collection_id}/manifest/"): (
+        Call(), Call(own=PROFILE),
+    ),
     ("GET", "/pipelines/{pipeline_id}/edl/{indicator_type}"): (Call(),),
     ("HEAD", "/pipelines/{pipeline_id}/edl/{indicator_type}"): (Call(),),
     ("GET", "/edl/{indicator_type}"): (Call(query=lambda t, a: {"profile_id": t["profile_id"]}),),
@@ -225,6 +237,7 @@ async def _ids(client: httpx.AsyncClient, tenant: Tenant) -> tuple[Ids, str]:
         "pipeline_id": tenant.pipeline_id, "run_id": run["id"], "token_id": token["id"],
         "device_id": token["id"], "webhook_id": webhook["id"],
         "account_id": tenant.operator_id,
+        "collection_id": collection_id(tenant.pipeline_id, "ipv4"),
     }, token["token"]
 
 

@@ -43,7 +43,9 @@ def test_every_operation_is_documented(spec: dict[str, Any]) -> None:
             problems.append(f"{where}: no success response")
         elif not any(t in path for t in TEXT_ROUTES) and method != "HEAD" and ok[0] != "204":
             content = op["responses"][ok[0]].get("content", {})
-            schema = content.get("application/json", {}).get("schema", {})
+            # JSON or a JSON-based media type (TAXII's application/taxii+json;version=2.1)
+            schema = next((c.get("schema", {}) for media, c in content.items()
+                           if media.split(";")[0].endswith(("/json", "+json"))), {})
             if not schema or schema == {}:
                 problems.append(f"{where}: untyped response")
         if path not in ("/healthz", "/readyz"):

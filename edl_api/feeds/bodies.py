@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -36,7 +37,8 @@ from edl_api.feeds.render import (
     clean_plain,
     render,
 )
-from edl_api.models import Artifact, Indicator
+from edl_api.models import Artifact, Indicator, PipelineRun
+from edl_api.runs.state import RunState
 
 EMPTY_SHA = feed_content.sha256_hex(b"")
 _EMPTY_GZIP = feed_content.gzip_bytes(b"")
@@ -121,6 +123,21 @@ async def _provenance(
     return merged
 
 
+async def provenance_settled(session: AsyncSession, pointers: Sequence[FeedPointer]) -> bool:
+    """Whether the indicator store has caught up with these feeds: a feed goes live before
+    its run writes the store (`feeds.publish`), so a body with provenance built in between
+    shows the previous run's and must not be cached for the version's lifetime."""
+    run_ids = [p.run_id for p in pointers if p.run_id is not None]
+    if not run_ids:
+        return True
+    busy = await session.execute(
+        select(col(PipelineRun.id))
+        .where(col(PipelineRun.id).in_(run_ids), col(PipelineRun.state) == RunState.RUNNING)
+        .limit(1)
+    )
+    return busy.first() is None
+
+
 def _feed_entries(kind: str, lines: list[str], provenance: dict[str, list[Any]]) -> list[FeedEntry]:
     entries = []
     for line in lines:
@@ -138,8 +155,10 @@ def _feed_entries(kind: str, lines: list[str], provenance: dict[str, list[Any]])
 
 def _rendered_body(
     kind: str, fmt: str, lines: list[str], provenance: dict[str, list[Any]],
-    options: RenderOptions,
+    options: RenderOptions, published_at: datetime | None = None,
 ) -> FeedBody:
+    if published_at is not None:
+        options = replace(options, published_at=published_at)
     rendered = render(_feed_entries(kind, lines, provenance), kind, fmt, options)
     return FeedBody(
         feed_content.sha256_hex(rendered.body), rendered.body,
@@ -185,18 +204,40 @@ async def pipeline_body(
             session, cache, pointer.sha256, pointer.artifact_id
         )
         sha = pointer.sha256
+    settled = True
     if fmt == "plain":
         body = await asyncio.to_thread(_plain_body, plain, count, sha, gzipped)
     else:
+        settled = not FEED_FORMATS[fmt].needs_provenance or await provenance_settled(
+            session, [pointer]
+        )
         provenance = await _provenance(session, [pointer], kind, fmt)
         # Splitting 1M lines is CPU work too: in the worker thread, not on the loop.
         body = await asyncio.to_thread(lambda: _rendered_body(
-            kind, fmt, feed_content.split_lines(plain), provenance, options
+            kind, fmt, feed_content.split_lines(plain), provenance, options, pointer.updated_at
         ))
     prepare(body, run_ids=[pointer.run_id] if pointer.run_id else [],
             last_modified=pointer.updated_at)
-    cache.put_body(key, body)
+    if settled:
+        cache.put_body(key, body)
     return body
+
+
+async def served_entries(
+    session: AsyncSession, cache: FeedCache, pointer: FeedPointer, kind: str
+) -> tuple[list[FeedEntry], bool]:
+    """The entries of the feed `pointer` serves, with their provenance, in feed order: what
+    the TAXII server builds its per-version view from (the same artifact bytes and rows
+    as the `stix` body); and whether that provenance is settled (`provenance_settled`)."""
+    if pointer.sha256 is None or pointer.artifact_id is None:
+        return [], True
+    plain, _, _ = await _artifact_content(session, cache, pointer.sha256, pointer.artifact_id)
+    settled = await provenance_settled(session, [pointer])
+    provenance = await _provenance(session, [pointer], kind, "stix")
+    entries = await asyncio.to_thread(
+        lambda: _feed_entries(kind, feed_content.split_lines(plain), provenance)
+    )
+    return entries, settled
 
 
 def _union_lines(contents: list[bytes], kind: str) -> list[str]:
@@ -224,19 +265,26 @@ async def union_body(
         plain, _, _ = await _artifact_content(session, cache, pointer.sha256, pointer.artifact_id)
         contents.append(plain)
     lines = await asyncio.to_thread(_union_lines, contents, kind)
+    settled = True
     if fmt == "plain":
         body = await asyncio.to_thread(
             lambda: _plain_body(feed_content.join_lines(lines), len(lines))
         )
     else:
+        settled = not FEED_FORMATS[fmt].needs_provenance or await provenance_settled(
+            session, members.pointers
+        )
         provenance = await _provenance(session, members.pointers, kind, fmt)
         body = await asyncio.to_thread(
-            _rendered_body, kind, fmt, lines, provenance, options
+            _rendered_body, kind, fmt, lines, provenance, options,
+            max((p.updated_at for p in members.pointers if p.updated_at is not None),
+                default=None),
         )
     updated = [p.updated_at for p in members.pointers if p.updated_at is not None]
     prepare(body, run_ids=sorted({p.run_id for p in members.pointers if p.run_id}),
             last_modified=max(updated) if updated else None)
-    cache.put_body(key, body)
+    if settled:
+        cache.put_body(key, body)
     return body
 
 
@@ -291,7 +339,7 @@ async def _confidences(session: AsyncSession, pointer: FeedPointer, kind: str) -
 
 def _cut_body(
     kind: str, fmt: str, plain: bytes, allowed: int, provenance: dict[str, list[Any]],
-    confidences: Sequence[Any], options: RenderOptions,
+    confidences: Sequence[Any], options: RenderOptions, published_at: datetime | None = None,
 ) -> FeedBody:
     lines = feed_content.split_lines(plain)
     if provenance:
@@ -308,7 +356,7 @@ def _cut_body(
     if fmt == "plain":
         body = _plain_body(feed_content.join_lines(kept), len(kept))
     else:
-        body = _rendered_body(kind, fmt, kept, provenance, options)
+        body = _rendered_body(kind, fmt, kept, provenance, options, published_at)
     body.truncated = len(lines) - len(kept)
     return body
 
@@ -326,14 +374,18 @@ async def budget_body(
     plain = b""
     if pointer.sha256 is not None and pointer.artifact_id is not None:
         plain, _, _ = await _artifact_content(session, cache, pointer.sha256, pointer.artifact_id)
+    # The cut ranks by confidence from the indicator store, whatever the format shows.
+    settled = await provenance_settled(session, [pointer])
     provenance = await _provenance(session, [pointer], kind, fmt)  # {} unless shown
     confidences = (
         () if FEED_FORMATS[fmt].needs_provenance else await _confidences(session, pointer, kind)
     )
     body = await asyncio.to_thread(
-        _cut_body, kind, fmt, plain, allowed, provenance, confidences, options
+        _cut_body, kind, fmt, plain, allowed, provenance, confidences, options,
+        pointer.updated_at,
     )
     prepare(body, run_ids=[pointer.run_id] if pointer.run_id else [],
             last_modified=last_modified)
-    cache.put_body(key, body)
+    if settled:
+        cache.put_body(key, body)
     return body

@@ -181,6 +181,10 @@ class FeedCache:
         # A device's budget: (limit, its feeds of one kind with their versions) → key →
         # entries allowed. Keyed by content, so a new version or limit misses by itself.
         self._allocations: dict[Hashable, dict[Any, int]] = {}
+        # TAXII collection views (`edl_api.taxii.views`) by feed version: (view, bytes),
+        # LRU under their own `max_bytes`.
+        self._views: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._view_bytes = 0
         self._lock = threading.Lock()
 
     # --- bodies ------------------------------------------------------------------------
@@ -205,6 +209,29 @@ class FeedCache:
             while self._bytes > self.max_bytes and len(self._bodies) > 1:
                 _, evicted = self._bodies.popitem(last=False)
                 self._bytes -= evicted.size
+
+    # --- views -------------------------------------------------------------------------
+
+    def view(self, key: Hashable) -> Any | None:
+        found = self._views.get(key)
+        if found is None:
+            return None
+        try:
+            self._views.move_to_end(key)
+        except KeyError:  # evicted concurrently
+            pass
+        return found[0]
+
+    def put_view(self, key: Hashable, view: Any, size: int) -> None:
+        with self._lock:
+            old = self._views.pop(key, None)
+            if old is not None:
+                self._view_bytes -= old[1]
+            self._views[key] = (view, size)
+            self._view_bytes += size
+            while self._view_bytes > self.max_bytes and len(self._views) > 1:
+                _, (_, evicted) = self._views.popitem(last=False)
+                self._view_bytes -= evicted
 
     # --- allocations -------------------------------------------------------------------
 

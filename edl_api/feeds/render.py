@@ -15,12 +15,12 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from edl_api.engine.entries import FeedEntry
 from edl_api.engine.indicators import cidr_ok, has_control, int_to_ip, ip_kind
-from edl_api.feeds import grammars
+from edl_api.feeds import grammars, stix
 from edl_api.feeds.grammars import CHECKPOINT, CISCO, FORTINET, GRAMMARS, PANOS, VendorGrammar
 
 CHECKPOINT_HEADER = "#UNIQ-NAME,VALUE,TYPE,CONFIDENCE,SEVERITY,PRODUCT,COMMENT"
@@ -36,6 +36,8 @@ class RenderOptions:
     is published as host/path (blocking it on every port) instead of being dropped."""
 
     strip_ports: bool = False
+    # When the served artifact was published: the STIX time of an entry without provenance.
+    published_at: datetime | None = None
 
 
 DEFAULT_OPTIONS = RenderOptions()
@@ -205,6 +207,11 @@ def _json(entries: Sequence[FeedEntry], _type: str, _options: RenderOptions) -> 
     return RenderedFeed((body + "\n").encode(), len(entries), 0)
 
 
+def _stix(entries: Sequence[FeedEntry], _type: str, options: RenderOptions) -> RenderedFeed:
+    published_at = options.published_at or datetime.now(UTC)
+    return RenderedFeed(stix.bundle(entries, published_at), len(entries), 0)
+
+
 @dataclass(frozen=True)
 class FeedFormat:
     name: str
@@ -232,6 +239,7 @@ FEED_FORMATS: dict[str, FeedFormat] = {
         FeedFormat("json", "application/json", _json, needs_provenance=True),
         FeedFormat("cisco", _TEXT, _vendor_lines("cisco"), needs_provenance=False,
                    grammar=CISCO),
+        FeedFormat("stix", stix.STIX_MEDIA_TYPE, _stix, needs_provenance=True),
     )
 }
 FORMATS: tuple[str, ...] = tuple(FEED_FORMATS)
@@ -279,7 +287,7 @@ def body_is_clean(body: bytes) -> bool:
 def _rendered_clean(
     feed_format: FeedFormat, entries: Sequence[FeedEntry], rendered: RenderedFeed
 ) -> bool:
-    if feed_format.name == "json":  # JSON escapes them: check the values it carries
+    if feed_format.name in ("json", "stix"):  # JSON escapes them: check the values it carries
         return body_is_clean("\n".join([e.value for e in entries]).encode("utf-8", "replace"))
     return body_is_clean(rendered.body)
 

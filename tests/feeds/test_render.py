@@ -33,7 +33,8 @@ NAMES = [entry("*.bad.example", "fqdn"), entry("bad.example", "fqdn")]
 
 
 def test_formats() -> None:
-    assert FORMATS == ("plain", "panos", "fortinet", "checkpoint", "csv", "json", "cisco")
+    assert FORMATS == ("plain", "panos", "fortinet", "checkpoint", "csv", "json", "cisco",
+                       "stix")
     with pytest.raises(ValueError, match="unknown format"):
         render(IPS, "ip", "xml")
 
