@@ -12,6 +12,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import peers_bench  # noqa: E402
+
 KEYS = {"name", "value", "unit", "reference", "ratio", "target", "ok"}
 
 
@@ -50,7 +54,41 @@ def test_smoke_run_writes_one_object_per_figure(tmp_path: Path) -> None:
         f for f in figures if f["name"].endswith("_failed")]
     for prefix in ("engine_", "api_", "publish_", "search_", "auth_"):
         assert any(n.startswith(prefix) for n in measured), (prefix, sorted(measured))
+    # ours beside the peers on the same IP input: each peer either ran and produced the
+    # same prefix set, or is skipped with the reason (smoke mode installs nothing)
+    by_name = {f["name"]: f for f in figures}
+    assert by_name["engine_ip_5k_wall"]["value"] > 0
+    for peer in ("iprange", "aggregate6"):
+        row = by_name[f"engine_ip_5k_vs_{peer}"]
+        assert row["value"] is not None or row["note"].startswith("skipped:"), row
+    differing = by_name["engine_ip_5k_peers_differing"]
+    assert differing["value"] in (0, None), differing
     # nginx/wrk are not used in the smoke mode: the serving figures are skipped
     serving = [f for f in figures if f["name"].startswith("feed_")]
     assert serving
     assert all(f["ok"] is None for f in serving)
+
+
+def test_peer_input_is_public_and_the_comparison_says_how_outputs_differ(tmp_path: Path) -> None:
+    source = tmp_path / "input.txt"
+    peers_bench.generate(source, hosts=2_000, cidrs=400)
+    prefixes = peers_bench.read_prefixes(source)
+    lines = source.read_text().split()
+    assert len(lines) == 2_400
+    assert sum("/" in line for line in lines) == 400
+    firsts, lasts = peers_bench.reserved_bounds()
+    for first, last in peers_bench.intervals(prefixes):  # nothing the engine drops as reserved
+        assert all(last < lo or first > hi for lo, hi in zip(firsts, lasts, strict=True))
+
+    (tmp_path / "a.txt").write_text("# ours\n8.8.8.0/24\n1.1.1.1\n")
+    (tmp_path / "b.txt").write_text("8.8.8.0/25\n8.8.8.128/25\n1.1.1.1/32\n")
+    (tmp_path / "c.txt").write_text("8.8.8.0/24\n1.1.1.2\n")
+    ours = peers_bench.read_prefixes(tmp_path / "a.txt")
+    assert ours == {(0x08080800, 24), (0x01010101, 32)}
+    assert peers_bench.compare(ours, set(ours), "peer") is None
+    split = peers_bench.compare(ours, peers_bench.read_prefixes(tmp_path / "b.txt"), "peer")
+    assert split is not None
+    assert split.startswith("same addresses, other prefixes")
+    other = peers_bench.compare(ours, peers_bench.read_prefixes(tmp_path / "c.txt"), "peer")
+    assert other is not None
+    assert other.startswith("different address sets")

@@ -6,14 +6,17 @@ publish that changes little writes little — no per-row "touch" of a million ro
 A row with a `run_id` vanished from its sources and is kept by `retain_missing_days`;
 its `last_seen` is when it was last published.
 
-Bulk writes go through the driver (executemany, PostgreSQL COPY) with raw values;
-within this module a time is a *raw* value as the driver stores it (SQLite: text,
-PostgreSQL: naive UTC datetime).
+Bulk writes go through the driver with raw values, grouped by everything but the value
+(`RowGroups`: a million rows share a few hundred provenances): one statement per group and
+batch expands a JSON array (SQLite `json_each`) or a text[] (PostgreSQL `unnest`) into
+rows, so no per-row parameter tuple is bound or encoded. Within this module a time is a
+*raw* value as the driver stores it (SQLite: text, PostgreSQL: naive UTC datetime).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,14 +38,23 @@ SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # what SQLAlchemy's SQLite DateTime writes
 NO_VALUES = "[]"
 # Rewriting the whole type beats row-by-row changes past this share of changed rows.
 REPLACE_RATIO = 0.5
-# Rows per driver call (raw tuples) and per Core executemany (SQLAlchemy builds each
-# row's parameters on the event loop: ~10 us a row). The loop is yielded between
-# batches, so a million-row write never holds feed serving for more than one batch.
-BATCH_ROWS = 10_000
+# Values per bulk statement and rows per Core executemany (SQLAlchemy builds each row's
+# parameters on the event loop: ~10 us a row). The loop is yielded between batches; a
+# bulk statement's own work runs in the driver without the GIL (SQLite's step in
+# aiosqlite's thread, PostgreSQL in the server), only its JSON/array encoding (~2 ms per
+# 50k values) holds the loop.
+BATCH_ROWS = 50_000
 CORE_BATCH_ROWS = 2_000
 PARSE_BYTES = 512 * 1024  # entries.jsonl bytes per split/orjson call (see read_provenance)
 
 Provenance = tuple[str, str, int]  # sources JSON, tags JSON, confidence
+ProvenanceMap = dict[str, dict[str, Provenance]]  # type → value → provenance
+# The columns after the value: sources, tags, confidence, first_seen, last_seen, run_id.
+RowColumns = tuple[str, str, int, Any, Any, "int | None"]
+DEFAULT_PROVENANCE: Provenance = (NO_VALUES, NO_VALUES, 50)
+# A line of the engine's entries.jsonl whose type and value need no unescaping; the rest
+# (sources, tags, confidence) is shared by many lines and parsed once per distinct text.
+_ENTRY_LINE = re.compile(r'^\{"type":"([^"\\\n]*)","value":"([^"\\\n]*)"([,}][^\n]*)$', re.M)
 
 
 @dataclass(slots=True)
@@ -80,23 +92,88 @@ class JsonLists:
         return found
 
 
-def read_provenance(raw: bytes) -> dict[tuple[str, str], Provenance]:
-    """(type, value) → provenance from the engine's entries.jsonl bytes."""
-    lists = JsonLists()
-    provenance: dict[tuple[str, str], Provenance] = {}
-    # Split and parsed in slices: one split or orjson call holds the GIL throughout, and
-    # a million entries in one call would stall the event loop (this runs in a worker
-    # thread) for 0.1 s (split) to seconds (parse).
+class _Tails(dict[str, Provenance]):
+    """Provenance of an entry line's text after its value, parsed once per distinct text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lists = JsonLists()
+
+    def __missing__(self, rest: str) -> Provenance:
+        entry = orjson.loads("{" + rest[1:] if rest.startswith(",") else "{" + rest)
+        found = self[rest] = _provenance_of(entry, self.lists)
+        return found
+
+
+def _provenance_of(entry: dict[str, Any], lists: JsonLists) -> Provenance:
+    return (lists.text(entry.get("sources") or ()), lists.text(entry.get("tags") or ()),
+            int(entry.get("confidence", 50)))
+
+
+def read_grouped(raw: bytes) -> dict[str, dict[Provenance, list[str]]]:
+    """type → provenance → values from the engine's entries.jsonl bytes (the last line of
+    a repeated (type, value) wins, as in `read_provenance`)."""
+    tails = _Tails()
+    by_rest: dict[str, dict[str, list[str]]] = {}
+    slow: ProvenanceMap = {}
+    # A slice at a time: one split, regex or orjson call holds the GIL throughout, and a
+    # million entries in one call would stall the event loop (this runs in a worker
+    # thread) for 0.1 s to seconds.
     for start, end in line_spans(raw, PARSE_BYTES):
-        lines = [line for line in raw[start:end].split(b"\n") if line.strip()]
-        if not lines:
+        text_slice = raw[start:end].decode("utf-8")
+        found = _ENTRY_LINE.findall(text_slice)
+        lines = text_slice.count("\n") + (0 if text_slice.endswith("\n") else 1)
+        if not found or len(found) != lines:  # escapes, blank lines, another form
+            _read_slowly(text_slice, slow, tails.lists)
             continue
-        for entry in orjson.loads(b"[" + b",".join(lines) + b"]"):
-            provenance[(str(entry.get("type")), str(entry.get("value")))] = (
-                lists.text(entry.get("sources") or ()), lists.text(entry.get("tags") or ()),
-                int(entry.get("confidence", 50)),
-            )
-    return provenance
+        for kind, value, rest in found:
+            groups = by_rest.get(kind)
+            if groups is None:
+                groups = by_rest[kind] = {}
+            try:
+                groups[rest].append(value)
+            except KeyError:
+                groups[rest] = [value]
+    grouped: dict[str, dict[Provenance, list[str]]] = {}
+    for kind, groups in by_rest.items():
+        merged = grouped[kind] = {}
+        for rest, values in groups.items():
+            merged.setdefault(tails[rest], []).extend(values)
+    if slow:  # rare: fold in the slowly read lines (and any repeats) as one map
+        flat = provenance_map(grouped)
+        for kind, values_of in slow.items():
+            flat.setdefault(kind, {}).update(values_of)
+        grouped = {}
+        for kind, values_of in flat.items():
+            merged = grouped[kind] = {}
+            for value, prov in values_of.items():
+                merged.setdefault(prov, []).append(value)
+    return grouped
+
+
+def provenance_map(grouped: dict[str, dict[Provenance, list[str]]]) -> ProvenanceMap:
+    """type → value → provenance (`dict.fromkeys` per group: no per-value bytecode)."""
+    found: ProvenanceMap = {}
+    for kind, groups in grouped.items():
+        values_of = found[kind] = {}
+        for prov, values in groups.items():
+            values_of.update(dict.fromkeys(values, prov))
+    return found
+
+
+def read_provenance(raw: bytes) -> ProvenanceMap:
+    """type → value → provenance from the engine's entries.jsonl bytes."""
+    return provenance_map(read_grouped(raw))
+
+
+def _read_slowly(text_slice: str, provenance: ProvenanceMap, lists: JsonLists) -> None:
+    lines = [line for line in text_slice.split("\n") if line.strip()]
+    if not lines:
+        return
+    for entry in orjson.loads("[" + ",".join(lines) + "]"):
+        provenance.setdefault(str(entry.get("type")), {})[str(entry.get("value"))] = (
+            _provenance_of(entry, lists)
+        )
 
 
 async def load(
@@ -132,16 +209,43 @@ def _as_json_text(raw: Any) -> str:
     return raw if isinstance(raw, str) else orjson.dumps(raw).decode()
 
 
+class RowGroups:
+    """Rows of one (pipeline, type) to insert, grouped by their columns after the value."""
+
+    def __init__(self) -> None:
+        self.groups: dict[RowColumns, list[str]] = {}
+
+    def add(self, columns: RowColumns, value: str) -> None:
+        found = self.groups.get(columns)
+        if found is None:
+            self.groups[columns] = [value]
+        else:
+            found.append(value)
+
+    def extend(self, columns: RowColumns, values: list[str]) -> None:
+        found = self.groups.get(columns)
+        if found is None:
+            self.groups[columns] = values
+        else:
+            found.extend(values)
+
+    def __len__(self) -> int:
+        return sum(len(values) for values in self.groups.values())
+
+    def value_lists(self) -> list[list[str]]:
+        return list(self.groups.values())
+
+
 @dataclass
 class TypeChanges:
     """What one publish changes in the rows of one (pipeline, type)."""
 
     indicator_type: str
-    inserts: list[tuple[Any, ...]] = field(default_factory=list)  # COLUMNS order, raw
+    inserts: RowGroups = field(default_factory=RowGroups)
     updates: list[tuple[str, Provenance]] = field(default_factory=list)  # now present
     retire: list[str] = field(default_factory=list)  # present → kept by retention
     deletes: list[str] = field(default_factory=list)
-    replace_all: list[tuple[Any, ...]] | None = None  # rewrite the type instead
+    replace_all: RowGroups | None = None  # rewrite the type instead
 
     def summary(self) -> dict[str, int | bool]:
         return {
@@ -151,9 +255,18 @@ class TypeChanges:
         }
 
 
+def plan_first(kind: str, grouped: dict[Provenance, list[str]], now_raw: Any) -> TypeChanges:
+    """A type with no stored rows whose feed holds exactly its entries: every entry is an
+    insert, already grouped by provenance (no lookup per value)."""
+    changes = TypeChanges(kind)
+    for prov, values in grouped.items():
+        changes.inserts.extend((*prov, now_raw, now_raw, None), values)
+    return changes
+
+
 def plan_type(
     pipeline_id: int, kind: str, values: Sequence[str], retained: set[str],
-    provenance: dict[tuple[str, str], Provenance], stored: dict[str, StoredIndicator],
+    provenance: ProvenanceMap, stored: dict[str, StoredIndicator],
     now_raw: Any, previous_seen_raw: Any, previous_run_id: int | None,
 ) -> TypeChanges:
     """Rows to insert/update/retire/delete so the store matches the published feed.
@@ -161,20 +274,28 @@ def plan_type(
     `values` are the entries the run produced; `retained` the vanished ones that
     `retain_missing_days` keeps in the feed. When most rows change, the plan is a
     rewrite of the whole type (`replace_all`) instead."""
+    del pipeline_id  # rows are written per (pipeline, type) by `apply`
     changes = TypeChanges(kind)
-    default: Provenance = (NO_VALUES, NO_VALUES, 50)
+    own, of_ip = provenance.get(kind, {}), provenance.get("ip", {})
+
+    def prov_of(value: str) -> Provenance:
+        return own.get(value) or of_ip.get(value) or DEFAULT_PROVENANCE
+
     # Only values that have a row: the checks below look up no other. (A first publish
     # then builds no million-item set, whose resizes are single long C calls.)
     seen: set[str] = set()
+    present: dict[Provenance, RowColumns] = {}
     for value in values:
-        prov = provenance.get((kind, value)) or provenance.get(("ip", value)) or default
+        prov = prov_of(value)
         old = stored.get(value)
-        if old is not None:
-            seen.add(value)
         if old is None:
-            changes.inserts.append((pipeline_id, kind, value, prov[0], prov[1], prov[2],
-                                    now_raw, now_raw, None))
-        elif old.run_id is not None or (old.sources, old.tags, old.confidence) != prov:
+            columns = present.get(prov)
+            if columns is None:
+                columns = present[prov] = (*prov, now_raw, now_raw, None)
+            changes.inserts.add(columns, value)
+            continue
+        seen.add(value)
+        if old.run_id is not None or (old.sources, old.tags, old.confidence) != prov:
             changes.updates.append((value, prov))
     for value, old in stored.items():
         if value in seen:
@@ -187,23 +308,21 @@ def plan_type(
     work = len(changes.updates) + len(changes.deletes) + len(changes.retire)
     if work <= 1000 or work <= REPLACE_RATIO * len(stored):
         return changes
-    rows: list[tuple[Any, ...]] = []
+    rows = RowGroups()
     for value in values:
-        prov = provenance.get((kind, value)) or provenance.get(("ip", value)) or default
         old = stored.get(value)
         first_seen = old.first_seen if old is not None else now_raw
-        rows.append((pipeline_id, kind, value, prov[0], prov[1], prov[2], first_seen, now_raw,
-                     None))
+        rows.add((*prov_of(value), first_seen, now_raw, None), value)
     for value in retained:
         old = stored.get(value)
         if old is None or value in seen:
             continue
         if old.run_id is None:
-            rows.append((pipeline_id, kind, value, old.sources, old.tags, old.confidence,
-                         old.first_seen, previous_seen_raw, previous_run_id))
+            rows.add((old.sources, old.tags, old.confidence, old.first_seen,
+                      previous_seen_raw, previous_run_id), value)
         else:
-            rows.append((pipeline_id, kind, value, old.sources, old.tags, old.confidence,
-                         old.first_seen, old.last_seen, old.run_id))
+            rows.add((old.sources, old.tags, old.confidence, old.first_seen, old.last_seen,
+                      old.run_id), value)
     changes.replace_all = rows
     return changes
 
@@ -214,6 +333,7 @@ def plan_from_delta(
 ) -> TypeChanges:
     """The same changes as `plan_type`, from the entries that differ from the baseline
     (`provenance.Delta`) and the rows not present in the feed (`retained_rows`)."""
+    del pipeline_id
     changes = TypeChanges(kind)
     added: dict[str, Provenance] = delta.added[kind]
     removed: set[str] = delta.removed[kind]
@@ -221,8 +341,7 @@ def plan_from_delta(
         if value in removed or value in retained_rows:
             changes.updates.append((value, prov))
         else:
-            changes.inserts.append((pipeline_id, kind, value, prov[0], prov[1], prov[2],
-                                    now_raw, now_raw, None))
+            changes.inserts.add((*prov, now_raw, now_raw, None), value)
     for value in removed:
         if value in added:
             continue
@@ -244,8 +363,7 @@ async def apply(
     kind = changes.indicator_type
     if changes.replace_all is not None:
         await delete_types(session, pipeline_id, [kind])
-        if changes.replace_all:
-            await bulk_insert(await session.connection(), changes.replace_all)
+        await insert_groups(await session.connection(), pipeline_id, kind, changes.replace_all)
         return
     await _delete_values(session, pipeline_id, kind, changes.deletes)
     table = Indicator.__table__  # type: ignore[attr-defined]
@@ -268,8 +386,7 @@ async def apply(
     for batch in batches(changes.retire, CORE_BATCH_ROWS):
         await session.execute(retire, [{"b_value": value} for value in batch])
         await asyncio.sleep(0)
-    if changes.inserts:
-        await bulk_insert(await session.connection(), changes.inserts)
+    await insert_groups(await session.connection(), pipeline_id, kind, changes.inserts)
 
 
 def batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -300,23 +417,61 @@ async def delete_types(session: AsyncSession, pipeline_id: int, types: Sequence[
     )
 
 
+@dataclass(slots=True)
+class RowBatch:
+    """Up to BATCH_ROWS rows of one (pipeline, type) that differ only in their value."""
+
+    pipeline_id: int
+    indicator_type: str
+    columns: RowColumns
+    values: Sequence[str]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
 async def bulk_insert(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Rows in COLUMNS order with raw values, through the driver's fastest path, in
-    batches of BATCH_ROWS with the loop yielded between them."""
-    for batch in batches(rows, BATCH_ROWS):
-        await insert_batch(conn, batch)
-        await asyncio.sleep(0)
+    """Rows in COLUMNS order with raw values (grouped here, see `insert_groups`)."""
+    by_type: dict[tuple[int, str], RowGroups] = {}
+    for pipeline_id, kind, value, *columns in rows:
+        groups = by_type.get((pipeline_id, kind))
+        if groups is None:
+            groups = by_type[(pipeline_id, kind)] = RowGroups()
+        groups.add(tuple(columns), value)  # type: ignore[arg-type]
+    for (pipeline_id, kind), groups in by_type.items():
+        await insert_groups(conn, pipeline_id, kind, groups)
 
 
-async def insert_batch(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
+async def insert_groups(
+    conn: AsyncConnection, pipeline_id: int, kind: str, rows: RowGroups
+) -> None:
+    """One statement per group and BATCH_ROWS values, the loop yielded between them."""
+    for columns, values in rows.groups.items():
+        for batch in batches(values, BATCH_ROWS):
+            await insert_batch(conn, RowBatch(pipeline_id, kind, columns, batch))
+            await asyncio.sleep(0)
+
+
+_SQLITE_INSERT = (
+    f"INSERT INTO indicators ({', '.join(COLUMNS)}) "
+    "SELECT ?, ?, j.value, ?, ?, ?, ?, ?, ? FROM json_each(?) AS j"
+)
+# Casts: a parameter of INSERT … SELECT gets no type from the target column.
+_PG_INSERT = (
+    f"INSERT INTO indicators ({', '.join(COLUMNS)}) "
+    "SELECT $1::integer, $2::varchar, v, $3::json, $4::json, $5::integer, $6::timestamp, "
+    "$7::timestamp, $8::integer FROM unnest($9::text[]) AS v"
+)
+
+
+async def insert_batch(conn: AsyncConnection, batch: RowBatch) -> None:
+    """A batch as one statement: the database expands the values into rows."""
+    head = (batch.pipeline_id, batch.indicator_type, *batch.columns)
     if conn.dialect.name == "postgresql":
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         assert driver is not None
-        # COPY runs inside the transaction the session already opened.
-        await driver.copy_records_to_table("indicators", records=rows, columns=list(COLUMNS))
+        # Runs inside the transaction the session already opened.
+        await driver.execute(_PG_INSERT, *head, list(batch.values))
         return
-    placeholders = ", ".join("?" for _ in COLUMNS)
-    await conn.exec_driver_sql(
-        f"INSERT INTO indicators ({', '.join(COLUMNS)}) VALUES ({placeholders})", list(rows)
-    )
+    await conn.exec_driver_sql(_SQLITE_INSERT, (*head, orjson.dumps(batch.values).decode()))
