@@ -48,6 +48,7 @@ from edl_api.feeds import indicators as indicator_store  # noqa: E402
 from edl_api.feeds.publish import PublishOptions  # noqa: E402
 from edl_api.feeds.publish import publish as publish_run  # noqa: E402
 from edl_api.models import Artifact, Pipeline, PipelineRun, utcnow  # noqa: E402
+from edl_api.runs.recovery import worker_identity  # noqa: E402
 from edl_api.settings import Settings  # noqa: E402
 from edl_api.state import AppState  # noqa: E402
 
@@ -82,8 +83,8 @@ def write_run(out_dir: Path, lines: list[str], source: str = "bench") -> None:
 
 
 async def new_run(session: Any, pipeline_id: int, worker: str) -> PipelineRun:
-    """A run row as the dispatcher claims it (running, owned by the app's dispatcher, so
-    its recovery leaves the run alone)."""
+    """A run row as a dispatcher claims it (running, owned by a live worker on this host,
+    so recovery leaves the run alone)."""
     pipeline = await session.get(Pipeline, pipeline_id)
     run = PipelineRun(
         pipeline_id=pipeline_id, profile_id=pipeline.profile_id,
@@ -99,7 +100,9 @@ async def publish(app: Any, pipeline_id: int, out_dir: Path) -> tuple[float, flo
     """As the dispatcher publishes (`feeds.publish.publish`: feeds committed live, then
     the indicator store). Returns (seconds until live, seconds in all, run id)."""
     state = AppState.of(app)
-    worker = state.dispatcher.identity
+    # A live worker that is not the app's dispatcher (this process's parent): its watchdog
+    # would resolve a run of its own identity that has no task of its own mid-publish.
+    worker = worker_identity(os.getppid())
     async with state.sessionmaker() as session:
         run = await new_run(session, pipeline_id, worker)
         await session.commit()

@@ -39,6 +39,7 @@ from edl_api.app import create_app  # noqa: E402
 from edl_api.feeds.publish import PublishOptions  # noqa: E402
 from edl_api.feeds.publish import publish as publish_run  # noqa: E402
 from edl_api.models import PipelineRun  # noqa: E402
+from edl_api.runs.recovery import worker_identity  # noqa: E402
 from edl_api.settings import Settings  # noqa: E402
 from edl_api.state import AppState  # noqa: E402
 
@@ -64,7 +65,7 @@ class LapCatcher(logging.Handler):
 async def one_publish(app: Any, pipeline_id: int, out_dir: Path, catcher: LapCatcher
                       ) -> dict[str, float]:
     state = AppState.of(app)
-    worker = state.dispatcher.identity
+    worker = worker_identity(os.getppid())  # not the dispatcher's: its watchdog would take it
     async with state.sessionmaker() as session:
         run = await new_run(session, pipeline_id, worker)
         await session.commit()

@@ -47,9 +47,10 @@ def _process_start(pid: int) -> int | None:
         return None
 
 
-def worker_identity() -> str:
-    """host:pid:start — unique per process, and checkable for liveness on the same host."""
-    pid = os.getpid()
+def worker_identity(pid: int | None = None) -> str:
+    """host:pid:start of this process (or of another local `pid`) — unique per process, and
+    checkable for liveness on the same host."""
+    pid = os.getpid() if pid is None else pid
     return f"{socket.gethostname()}:{pid}:{_process_start(pid) or 0}"
 
 

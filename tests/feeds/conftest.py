@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from edl_api.engine.pipeline import EngineSettings
 from edl_api.feeds.publish import PublishOptions, PublishOutcome
 from edl_api.feeds.publish import publish as publish_run_output
 from edl_api.models import PipelineRun
+from edl_api.runs.recovery import worker_identity
 from edl_api.runs.state import RunState, check_transition
 from edl_api.state import AppState
 from tests.factories import create_config, create_pipeline, make_profile
@@ -57,9 +59,12 @@ def entry(kind: str, value: str, sources: list[str] | None = None, **extra: Any)
 
 
 def owner(app: Any) -> str:
-    """The app's own dispatcher identity: recovery leaves runs it owns alone (a made-up
-    worker would look dead and have its run interrupted mid-test)."""
-    return AppState.of(app).dispatcher.identity
+    """A live worker on this host that is not the app's dispatcher (this process's parent):
+    recovery leaves its runs alone, and so does the dispatcher's watchdog, which would
+    resolve a run of its own identity without a task of its own (a made-up worker would
+    look dead and have its run interrupted mid-test)."""
+    assert AppState.of(app).dispatcher.identity != worker_identity(os.getppid())
+    return worker_identity(os.getppid())
 
 
 def publish_options(yaml: str) -> PublishOptions:

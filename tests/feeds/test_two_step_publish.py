@@ -12,7 +12,7 @@ from edl_api.feeds import publish as publishing
 from edl_api.feeds.publish import PublishOptions, store_and_repoint
 from edl_api.models import HostedFeed, Pipeline, PipelineRun, ProfileConfig
 from edl_api.state import AppState
-from tests.feeds.conftest import entry, make_tenant, publish
+from tests.feeds.conftest import entry, make_tenant, owner, publish
 from tests.helpers import expect as ok
 from tests.helpers import h, run_to_end
 
@@ -108,7 +108,7 @@ async def test_an_older_run_never_writes_over_a_newer_runs_indicators(
         older = PipelineRun(
             pipeline_id=t.pipeline_id, profile_id=t.profile_id, profile_config_id=config.id,
             config_version=config.version, config_snapshot=config.yaml, state="running",
-            trigger="api", mode="full", worker=AppState.of(app).dispatcher.identity,
+            trigger="api", mode="full", worker=owner(app),
         )
         session.add(older)
         await session.flush()
