@@ -60,6 +60,23 @@ async def launch_run(
     return await expect(await client.post("/runs", json=payload, headers=h(key)), 202)  # type: ignore[no-any-return]
 
 
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    """A blocking client's `expect`: the JSON body after checking the status."""
+    assert response.status_code == status, f"{response.status_code}: {response.text}"
+    return response.json()
+
+
+def run_sync(http: httpx.Client, pipeline_id: int, timeout: float = 30) -> dict[str, Any]:
+    """A persisted run through a real server (a blocking client), to its final state."""
+    run = ok(http.post("/runs", json={"pipeline_id": pipeline_id, "persist": True}), 202)
+    deadline = time.monotonic() + timeout
+    while run["state"] not in FINISHED:
+        assert time.monotonic() < deadline, run
+        time.sleep(0.1)
+        run = ok(http.get(f"/runs/{run['id']}"))
+    return run  # type: ignore[no-any-return]
+
+
 async def get_run(client: httpx.AsyncClient, run_id: int, key: str = SUPER_KEY) -> dict[str, Any]:
     return await expect(await client.get(f"/runs/{run_id}", headers=h(key)))  # type: ignore[no-any-return]
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -183,16 +183,25 @@ async def _page(
     return _answer(envelope(view, page), headers)
 
 
+def _paging(
+    added_after: AddedAfter = None, limit: Limit = None, next: Next = None,  # noqa: A002
+    match_id: MatchId = None, match_type: MatchType = None,
+    match_version: MatchVersion = None, match_spec_version: MatchSpec = None,
+) -> None:
+    """The paging and filter parameters, declared once for validation and OpenAPI; their
+    values are read from the query by `service.read_query`."""
+
+
+Paging = Annotated[None, Depends(_paging)]
+
+
 @router.get("/{profile_id}/collections/{collection_id}/objects/",
             response_model=EnvelopeResource, response_class=TaxiiResponse, responses=_ERRORS,
             operation_id="taxii_objects", summary="A collection's STIX 2.1 indicators",
             description=_PAGING)
 async def objects(
     profile_id: PathId, collection_id: str, request: Request, principal: FeedReader,
-    session: SessionDep, cache: FeedCacheDep, added_after: AddedAfter = None,
-    limit: Limit = None, next: Next = None, match_id: MatchId = None,  # noqa: A002
-    match_type: MatchType = None, match_version: MatchVersion = None,
-    match_spec_version: MatchSpec = None,
+    session: SessionDep, cache: FeedCacheDep, _paging: Paging,
 ) -> Response:
     return await _page(request, principal, session, cache, profile_id, collection_id,
                        views.objects_envelope)
@@ -204,10 +213,7 @@ async def objects(
             description=_PAGING)
 async def manifest(
     profile_id: PathId, collection_id: str, request: Request, principal: FeedReader,
-    session: SessionDep, cache: FeedCacheDep, added_after: AddedAfter = None,
-    limit: Limit = None, next: Next = None, match_id: MatchId = None,  # noqa: A002
-    match_type: MatchType = None, match_version: MatchVersion = None,
-    match_spec_version: MatchSpec = None,
+    session: SessionDep, cache: FeedCacheDep, _paging: Paging,
 ) -> Response:
     return await _page(request, principal, session, cache, profile_id, collection_id,
                        views.manifest_envelope)

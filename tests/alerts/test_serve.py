@@ -7,39 +7,25 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from edl_api.alerts import signing
 from tests.alerts.conftest import Receiver
 from tests.conftest import SUPER_KEY
-from tests.helpers import h, running_server, service_env
+from tests.helpers import h, ok, run_sync, running_server, service_env
 
 SECRET = "serve-test-shared-secret-42"
 FINISHED = {"succeeded", "failed", "cancelled", "timed_out", "interrupted"}
 
 
-def _ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
 def _pipeline(http: httpx.Client, profile_id: int, name: str, yaml: str) -> int:
-    config = _ok(http.post(f"/profiles/{profile_id}/configs",
+    config = ok(http.post(f"/profiles/{profile_id}/configs",
                            json={"name": name, "yaml": yaml}), 201)
-    return int(_ok(http.post("/pipelines", json={"profile_config_id": config["id"],
+    return int(ok(http.post("/pipelines", json={"profile_config_id": config["id"],
                                                  "name": name}), 201)["id"])
 
 
-def _run(http: httpx.Client, pipeline_id: int) -> dict[str, Any]:
-    run = _ok(http.post("/runs", json={"pipeline_id": pipeline_id, "persist": True}), 202)
-    deadline = time.monotonic() + 30
-    while run["state"] not in FINISHED:
-        assert time.monotonic() < deadline, run
-        time.sleep(0.1)
-        run = _ok(http.get(f"/runs/{run['id']}"))
-    return run
 
 
 def test_held_feed_and_failed_run_reach_the_receiver(tmp_path: Path, receiver: Receiver) -> None:
@@ -52,25 +38,25 @@ def test_held_feed_and_failed_run_reach_the_receiver(tmp_path: Path, receiver: R
     receiver.feed = "".join(f"45.33.32.{i}\n" for i in range(1, 11)).encode()
     with running_server(env, tmp_path) as (_proc, base), \
             httpx.Client(base_url=base, headers=h(SUPER_KEY), timeout=10) as http:
-        profile_id = _ok(http.post("/profiles", json={"name": "alerts"}), 201)["profile"]["id"]
-        hook = _ok(http.post(f"/profiles/{profile_id}/webhooks", json={
+        profile_id = ok(http.post("/profiles", json={"name": "alerts"}), 201)["profile"]["id"]
+        hook = ok(http.post(f"/profiles/{profile_id}/webhooks", json={
             "url": f"{receiver.url}/edl-alerts", "events": ["run_failed", "guard_held"],
             "secret": SECRET}), 201)
         listed = _pipeline(http, profile_id, "listed",
                            f"sources:\n  - name: feed\n    url: {receiver.url}/feed\n")
-        assert _run(http, listed)["state"] == "succeeded"
+        assert run_sync(http, listed)["state"] == "succeeded"
         receiver.feed = b"45.33.32.1\n"  # 90 % smaller: the guard keeps the last good feed
-        held = _run(http, listed)
+        held = run_sync(http, listed)
         assert held["state"] == "succeeded"
         assert "guard" in " ".join(held["errors"])
         broken = _pipeline(http, profile_id, "broken",
                            f"sources:\n  - name: gone\n    url: {receiver.url}/missing\n")
-        failed = _run(http, broken)
+        failed = run_sync(http, broken)
         assert failed["state"] == "failed"
         posts = receiver.wait_for(3)  # guard_held answered 500 once, then each one 200
         deadline = time.monotonic() + 10
         while True:
-            page = _ok(http.get(f"/profiles/{profile_id}/webhooks/{hook['id']}/deliveries"))
+            page = ok(http.get(f"/profiles/{profile_id}/webhooks/{hook['id']}/deliveries"))
             if all(d["state"] == "delivered" for d in page["items"]) and page["total"] == 2:
                 break
             assert time.monotonic() < deadline, [(d['event'], d['payload']) for d in page['items']]

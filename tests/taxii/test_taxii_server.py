@@ -16,40 +16,27 @@ from stix2validator import ValidationOptions, validate_instance
 from taxii2client.v21 import Collection, Server, as_pages
 
 from tests.conftest import SUPER_KEY
-from tests.helpers import FINISHED, basic, h, running_server, service_env
+from tests.helpers import basic, h, ok, run_sync, running_server, service_env
 
 TAXII = "application/taxii+json;version=2.1"
 FIRST = [f"45.33.32.{i}" for i in range(1, 6)]
 ADDED = ["45.33.40.1", "45.33.40.2"]
 
 
-def _ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
 def _yaml(values: list[str]) -> str:
     return f"sources:\n  - name: inline\n    values: {json.dumps(values)}\n    tags: [c2]\n"
 
 
-def _run(http: httpx.Client, pipeline_id: int) -> None:
-    run = _ok(http.post("/runs", json={"pipeline_id": pipeline_id, "persist": True}), 202)
-    deadline = time.monotonic() + 30
-    while run["state"] not in FINISHED:
-        assert time.monotonic() < deadline, run
-        time.sleep(0.1)
-        run = _ok(http.get(f"/runs/{run['id']}"))
-    assert run["state"] == "succeeded", run
 
 
 def _tenant(http: httpx.Client, name: str, yaml: str) -> dict[str, Any]:
-    created = _ok(http.post("/profiles", json={"name": name}), 201)
+    created = ok(http.post("/profiles", json={"name": name}), 201)
     profile_id = created["profile"]["id"]
-    config = _ok(http.post(f"/profiles/{profile_id}/configs",
+    config = ok(http.post(f"/profiles/{profile_id}/configs",
                            json={"name": name, "yaml": yaml}), 201)
-    pipeline = _ok(http.post("/pipelines", json={"profile_config_id": config["id"],
+    pipeline = ok(http.post("/pipelines", json={"profile_config_id": config["id"],
                                                  "name": f"{name}-pipe"}), 201)
-    _run(http, pipeline["id"])
+    assert run_sync(http, pipeline["id"])["state"] == "succeeded"
     return {"profile_id": profile_id, "key": created["api_key"], "config_id": config["id"],
             "pipeline_id": pipeline["id"], "name": name}
 
@@ -62,7 +49,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
             httpx.Client(base_url=base, headers=h(SUPER_KEY), timeout=30) as http:
         a = _tenant(http, "taxii-a", _yaml([*FIRST, "evil.example"]))
         b = _tenant(http, "taxii-b", _yaml(["45.33.50.1"]))
-        device = _ok(http.post(f"/profiles/{a['profile_id']}/devices", json={
+        device = ok(http.post(f"/profiles/{a['profile_id']}/devices", json={
             "name": "tip-1", "feeds": [{"pipeline_id": a["pipeline_id"],
                                         "indicator_type": "fqdn"}]}), 201)
         yield {"base": base, "http": http, "a": a, "b": b, "device": device["token"]}
@@ -119,9 +106,9 @@ def test_discovery_root_collections_objects_paging_and_added_after(served: Any) 
     assert _ids(collection.get_objects(added_after=last)) == []
 
     # New values: a second run adds them; added_after the first set's last returns them only.
-    _ok(http.put(f"/profiles/{a['profile_id']}/configs/{a['config_id']}",
+    ok(http.put(f"/profiles/{a['profile_id']}/configs/{a['config_id']}",
                  json={"yaml": _yaml([*FIRST, *ADDED, "evil.example"])}))
-    _run(http, a["pipeline_id"])
+    assert run_sync(http, a["pipeline_id"])["state"] == "succeeded"
     newer = collection.get_objects(added_after=last)
     assert sorted(o["name"] for o in newer["objects"]) == ADDED
     raw = requests.get(f"{collection.url}objects/", params={"added_after": last},
