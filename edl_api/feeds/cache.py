@@ -233,6 +233,12 @@ class FeedCache:
                 _, (_, evicted) = self._views.popitem(last=False)
                 self._view_bytes -= evicted
 
+    def drop_view(self, key: Hashable) -> None:
+        with self._lock:
+            old = self._views.pop(key, None)
+            if old is not None:
+                self._view_bytes -= old[1]
+
     # --- allocations -------------------------------------------------------------------
 
     def allocation(self, key: Hashable) -> dict[Any, int] | None:

@@ -175,8 +175,27 @@ async def view(
     found = cache.view(key)
     if isinstance(found, views.CollectionView):
         return found
-    entries, settled = await served_entries(session, cache, pointer, feed.kind)
-    built = await asyncio.to_thread(views.build_view, entries, pointer.updated_at)
+    # One build per version at a time: a TIP's parallel first requests wait for it (and
+    # build it themselves if that build did not finish: its client went away, or it failed).
+    building = cache.view(("building", key))
+    if isinstance(building, asyncio.Future):
+        try:
+            done: views.CollectionView = await asyncio.shield(building)
+            return done
+        except asyncio.CancelledError:
+            if not building.cancelled():
+                raise  # this request was cancelled, not the build it waited for
+    future: asyncio.Future[views.CollectionView] = asyncio.get_running_loop().create_future()
+    cache.put_view(("building", key), future, 0)
+    try:
+        entries, settled = await served_entries(session, cache, pointer, feed.kind)
+        built = await asyncio.to_thread(views.build_view, entries, pointer.updated_at)
+    except BaseException:
+        future.cancel()
+        raise
+    finally:
+        cache.drop_view(("building", key))
+    future.set_result(built)
     if settled:  # else first_seen and tags are the previous run's: built again next time
         cache.put_view(key, built, built.size)
     return built

@@ -196,7 +196,7 @@ def test_accept_limit_and_next_errors(served: Any) -> None:
     assert r.status_code == 200  # over the cap: served the cap
 
 
-def test_the_taxii_view_is_built_once_per_version() -> None:
+def test_a_100k_entry_view_is_one_buffer_under_80_mb() -> None:
     from datetime import UTC, datetime
 
     from edl_api.engine.entries import FeedEntry
