@@ -12,9 +12,10 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:  # imported by the commands that talk to a server: run-local does not
+    import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "EDL_CLI_URL"
@@ -28,6 +29,8 @@ class CliError(Exception):
 
 class Remote:
     def __init__(self, url: str, key: str, timeout: float = 30.0) -> None:
+        import httpx
+
         self.url = url.rstrip("/")
         self.client = httpx.Client(
             base_url=self.url, headers={"X-API-Key": key}, timeout=timeout,
@@ -62,6 +65,8 @@ class Remote:
         raise CliError(f"{what}: HTTP {status} {reason}")
 
     def get(self, path: str, what: str, **params: Any) -> httpx.Response:
+        import httpx
+
         query = {k: v for k, v in params.items() if v is not None}
         try:
             response = self.client.get(path, params=query)
@@ -164,6 +169,8 @@ def _runs_show(remote: Remote, args: argparse.Namespace) -> Any:
 
 
 def _runs_logs(remote: Remote, args: argparse.Namespace) -> Any:
+    import httpx
+
     path, what = f"/runs/{args.run_id}/logs", f"run {args.run_id}"
     params = {k: v for k, v in (("tail", args.tail), ("follow", "true" if args.follow else None))
               if v is not None}

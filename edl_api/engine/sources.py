@@ -23,14 +23,15 @@ import urllib.parse
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from edl_api.engine.config import BasicAuth, SourceConfig
 from edl_api.engine.indicators import cidr_ok, ipv4_to_int, ipv6_to_int
 from edl_api.engine.limits import ByteBudget
 from edl_api.engine.special import RESERVED_V4, RESERVED_V6, IntervalSet, embedded_ipv4
+
+if TYPE_CHECKING:  # httpx is imported when a run has a url source (`make_client`)
+    import httpx
 
 MAX_REDIRECTS = 5
 # Inflate at most this much per step: a bomb's next step is refused before it is made.
@@ -315,6 +316,8 @@ async def fetch_url(
 ) -> Fetched:
     """GET the source's `url` (or another `url` of the same source: a TAXII page, a MISP
     event), every hop through the SSRF guard; `method`/`body` for a search API (POST)."""
+    import httpx
+
     assert source.url is not None
     headers = {**(extra_headers or {}), **expand_secrets(source.headers, available, secrets)}
     if source.basic_auth is not None:
@@ -442,6 +445,8 @@ def _safe(text: str, secrets: set[str]) -> str:
 
 
 def make_client() -> httpx.AsyncClient:
+    import httpx
+
     # trust_env=False: no proxy or netrc from the environment may redirect or decorate requests.
     return httpx.AsyncClient(
         trust_env=False,

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from edl_api.engine import collect
 from edl_api.engine.collect import Collected, state_key
@@ -25,7 +23,9 @@ from edl_api.engine.limits import ByteBudget
 from edl_api.engine.observations import Observation, parse_when
 from edl_api.engine.parsers import ParseStats, decode, parse_csv_rows, parse_json_records
 from edl_api.engine.sources import Fetched, Resolver, SourceError, SsrfPolicy, fetch_url
-from edl_api.engine.stixpatterns import parse_stix_observations
+
+if TYPE_CHECKING:
+    import httpx
 
 SourceState = dict[str, Any]  # {"key": str, "data": dict}
 
@@ -127,6 +127,9 @@ def parse_observations(
         return [Observation(v, parse_when(when) if when is not None else None)
                 for v, when in parse_json_records(decode(data), source, stats)]
     if source.format == "stix":  # valid_until, labels, dates: expiry applies
+        # The pattern parser (ANTLR) loads only for runs that have STIX.
+        from edl_api.engine.stixpatterns import parse_stix_observations
+
         return parse_stix_observations(decode(data), stats, now)
     return None
 
