@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
 
 from edl_api.engine.aggregate import FamilyFeeds
 from edl_api.engine.config import PipelineConfig, SourceConfig
@@ -65,20 +68,90 @@ class Provenance:
         return described
 
 
-def array_entries(prefixes: PrefixArrays, provenance: Provenance) -> list[FeedEntry]:
+Described = tuple[str, list[str], list[str], int]  # type, sources, tags, confidence
+
+
+class ArrayEntries(list[FeedEntry]):
+    """The entries of the array path, made only when used: `entries_file` writes the
+    plain feed and entries.jsonl from each entry's text and group (one per distinct type
+    and mask) without a FeedEntry per entry.
+
+    Any use as a list (iteration, indexing, comparison, `+`, mutation) first fills it with
+    the FeedEntry objects, once; from then on they may change in place (tags added), so
+    `intact` turns False and the writers read the objects instead.
+    """
+
+    def __init__(self, texts: list[str], group: list[int], described: list[Described]) -> None:
+        super().__init__()
+        self.texts, self.group, self.described = texts, group, described
+        self.intact = True
+
+    def detach(self) -> None:
+        """Make the FeedEntry objects now (idempotent)."""
+        if self.intact:
+            self.intact = False
+            described = self.described
+            list.extend(self, [
+                FeedEntry(text, *described[code])
+                for text, code in zip(self.texts, self.group, strict=True)
+            ])
+            self.texts, self.group, self.described = [], [], []
+
+    def __len__(self) -> int:
+        return len(self.texts) if self.intact else list.__len__(self)
+
+    def __repr__(self) -> str:
+        return f"ArrayEntries({len(self)} entries)"
+
+    def __radd__(self, other: list[FeedEntry]) -> list[FeedEntry]:
+        return list(other) + list(iter(self))
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return list, (list(iter(self)),)  # a copy or pickle is a plain list
+
+
+def _filled(method: Callable[..., Any]) -> Callable[..., Any]:
+    def filled(self: ArrayEntries, *args: Any, **kwargs: Any) -> Any:
+        self.detach()
+        return method(self, *args, **kwargs)
+
+    filled.__name__ = method.__name__
+    return filled
+
+
+# Every list operation but len() and repr() works on the filled list.
+for _name in (
+    "__iter__", "__reversed__", "__getitem__", "__setitem__", "__delitem__", "__contains__",
+    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__add__", "__iadd__",
+    "__mul__", "__rmul__", "__imul__", "append", "extend", "insert", "pop", "remove",
+    "clear", "copy", "count", "index", "reverse", "sort",
+):
+    setattr(ArrayEntries, _name, _filled(getattr(list, _name)))
+
+
+def array_entries(prefixes: PrefixArrays, provenance: Provenance) -> ArrayEntries:
     """IPv4 entries of the array path: texts formatted in bulk, provenance per distinct
-    mask; the one per-entry Python step left is the FeedEntry itself."""
+    mask, the FeedEntry objects only if something uses them (`ArrayEntries`)."""
     texts = ipv4_texts(prefixes.network, prefixes.prefixlen)
     distinct, which = mask_groups(prefixes.mask)
-    is_host = (prefixes.prefixlen == 32).tolist()
     host_described = provenance.for_type("ipv4")
     cidr_described = provenance.for_type("cidr")
-    hosts = [("ipv4", *host_described(mask)) for mask in distinct]
-    nets = [("cidr", *cidr_described(mask)) for mask in distinct]
-    return [
-        FeedEntry(text, *(hosts[group] if host else nets[group]))
-        for text, group, host in zip(texts, which, is_host, strict=True)
-    ]
+    # Group 2k is mask k as a network, 2k + 1 as a host.
+    described: list[Described] = []
+    for mask in distinct:
+        described.append(("cidr", *cidr_described(mask)))
+        described.append(("ipv4", *host_described(mask)))
+    group = (np.asarray(which, dtype=np.int64) * 2 + (prefixes.prefixlen == 32)).tolist()
+    return ArrayEntries(texts, group, described)
+
+
+def join_entries(first: list[FeedEntry], second: list[FeedEntry]) -> list[FeedEntry]:
+    """`first + second`, keeping an `ArrayEntries` as it is when the other part is empty."""
+    if not second:
+        return first
+    if not first:
+        return second
+    return first + second
 
 
 def host_entries(feed: FamilyFeeds, version: int, provenance: Provenance) -> list[FeedEntry]:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from json.encoder import encode_basestring_ascii  # what json.dumps uses for a str
 from pathlib import Path
 
+from edl_api.engine.build import ArrayEntries
 from edl_api.engine.entries import BASE_TYPES, FeedEntry
 
 ENTRIES_FILE = "entries.jsonl"
@@ -71,6 +72,9 @@ def entry_chunks(feeds: Mapping[str, Sequence[FeedEntry]]) -> Iterator[str]:
         # A value repeats across feeds only where two feeds share a base type; inside one
         # feed every (type, value) is unique by construction (keys of the store's maps).
         shared = any(base_count[b] > 1 for b in BASE_TYPES.get(feed_type, (feed_type,)))
+        if not shared and isinstance(entries, ArrayEntries) and entries.intact:
+            yield from _array_chunks(entries)
+            continue
         for start in range(0, len(entries), CHUNK):
             chunk = entries[start : start + CHUNK]
             if shared:
@@ -84,6 +88,23 @@ def entry_chunks(feeds: Mapping[str, Sequence[FeedEntry]]) -> Iterator[str]:
             yield "".join([line(entry) for entry in chunk])
 
 
+def _array_chunks(entries: ArrayEntries) -> Iterator[str]:
+    """The lines of array-path entries from their texts and groups: a dotted quad needs
+    no JSON escaping, so each line is its group's two constant halves around the text."""
+    heads: list[str] = []
+    tails: list[str] = []
+    for kind, sources, tags, confidence in entries.described:
+        heads.append(f'{{"type":{encode_basestring_ascii(kind)},"value":"')
+        tails.append('"' + _tail(FeedEntry("", kind, sources, tags, confidence)))
+    texts, group = entries.texts, entries.group
+    for start in range(0, len(texts), CHUNK):
+        end = start + CHUNK
+        yield "".join([
+            heads[code] + text + tails[code]
+            for text, code in zip(texts[start:end], group[start:end], strict=True)
+        ])
+
+
 def write_entries(feeds: Mapping[str, Sequence[FeedEntry]], path: Path) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for chunk in entry_chunks(feeds):
@@ -92,5 +113,8 @@ def write_entries(feeds: Mapping[str, Sequence[FeedEntry]], path: Path) -> None:
 
 def write_plain(entries: Iterable[FeedEntry], path: Path) -> None:
     """`<type>.txt`: one value a line, each ending in a newline."""
-    values = [e.value for e in entries]
+    if isinstance(entries, ArrayEntries) and entries.intact:
+        values = entries.texts
+    else:
+        values = [e.value for e in entries]
     path.write_text("\n".join(values) + "\n" if values else "", encoding="utf-8")

@@ -15,13 +15,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edl_api.engine import collect
+from edl_api.engine import bulk, collect
 from edl_api.engine.aggregate import aggregate_family
 from edl_api.engine.augment import augment
 from edl_api.engine.build import (
     Provenance,
     cap_entries,
     host_entries,
+    join_entries,
     name_entries,
     prefix_entries,
 )
@@ -329,7 +330,12 @@ def _process(
                     if is_html(fetched.data, fetched.content_type):
                         raise _NotAList("returned HTML, not a list")
                     observations = parse_observations(source, fetched.data, parse_stats, now)
-                    if observations is None:
+                    if observations is None and bulk.takes(source):
+                        # Dotted quads and short CIDRs as arrays; the rest line by line.
+                        bulk.ingest_text(fetched.data, store, 1 << index, types, parse_stats,
+                                         ingest_stats, recorder)
+                        tokens = ()
+                    elif observations is None:
                         tokens = parse(source, fetched.data, parse_stats)
                 if observations is not None:
                     observations = aging.admit(observations)
@@ -413,18 +419,23 @@ def _process(
         block.sorted_hosts.get(6, []), block.ipv6, block.networks6, 128, min_prefix.ipv6, aggregate
     )
     stages["aggregate"] = time.monotonic() - mark
+    # The families hold all the feeds need: free the host maps (a million ints at 1M)
+    # before the entries are built, which is where the run's memory peaks.
+    for mapping in (block.ipv4, block.ipv6, block.sorted_hosts):
+        mapping.clear()
+    block.networks4, block.networks6 = [], []
 
     mark = time.monotonic()
     builders: dict[str, Callable[[], list[FeedEntry]]] = {
         "ipv4": lambda: host_entries(family4, 4, provenance),
         "ipv6": lambda: host_entries(family6, 6, provenance),
-        "cidr": lambda: (
-            prefix_entries(family4.networks, 4, provenance)
-            + prefix_entries(family6.networks, 6, provenance)
+        "cidr": lambda: join_entries(
+            prefix_entries(family4.networks, 4, provenance),
+            prefix_entries(family6.networks, 6, provenance),
         ),
-        "ip": lambda: (
-            prefix_entries(family4.union, 4, provenance)
-            + prefix_entries(family6.union, 6, provenance)
+        "ip": lambda: join_entries(
+            prefix_entries(family4.union, 4, provenance),
+            prefix_entries(family6.union, 6, provenance),
         ),
         "fqdn": lambda: name_entries(block.fqdn, "fqdn", provenance),
         "url": lambda: name_entries(block.url, "url", provenance),

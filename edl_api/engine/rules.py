@@ -15,6 +15,7 @@ from typing import Any, Literal
 import re2
 from publicsuffixlist import PSLFILE, PublicSuffixList, encode_idn
 
+from edl_api.engine.bulk_rules import ipv4_networks
 from edl_api.engine.config import RulesConfig, re2_options
 from edl_api.engine.drops import DropRecorder
 from edl_api.engine.indicators import (
@@ -304,6 +305,12 @@ class Rules:
         drops = self.drops["cidr"]
         kind = CIDR4 if version == 4 else CIDR6
         recorder = self.recorder
+        checks: list[tuple[str, IntervalSet]] = []
+        if self.config.exclude_reserved:
+            checks.append(("exclude_reserved", RESERVED_V4 if version == 4 else RESERVED_V6))
+        checks.append(("allow", self.allow.v4 if version == 4 else self.allow.v6))
+        if version == 4 and not self.patterns:
+            return ipv4_networks(mapping, min_prefix, checks, drops, self.split, recorder)
         pieces: Networks = []
         for (network, prefixlen), mask in mapping.items():
             if prefixlen < min_prefix:
@@ -319,10 +326,6 @@ class Rules:
             first, last = network_bounds(network, prefixlen, bits)
             pieces.append((first, last, mask))
         pieces.sort()
-        checks: list[tuple[str, IntervalSet]] = []
-        if self.config.exclude_reserved:
-            checks.append(("exclude_reserved", RESERVED_V4 if version == 4 else RESERVED_V6))
-        checks.append(("allow", self.allow.v4 if version == 4 else self.allow.v6))
         for rule, excluded in checks:
             if not excluded:
                 continue

@@ -226,7 +226,12 @@ def _distinct(values: Array) -> Array:
 def or_packed_ipv4(mapping: dict[int, int], packed: bytes | bytearray, bit: int) -> None:
     """OR `bit` into the mask of each packed (4-byte, network order) address; one sort
     and one dict update instead of a conversion and a lookup per token."""
-    keys = _distinct(np.frombuffer(packed, dtype=">u4").astype(np.int64)).tolist()
+    or_ipv4_keys(mapping, np.frombuffer(packed, dtype=">u4").astype(np.int64), bit)
+
+
+def or_ipv4_keys(mapping: dict[int, int], addresses: Array, bit: int) -> None:
+    """OR `bit` into the mask of each address (any order, repeats allowed)."""
+    keys = _distinct(addresses).tolist()
     if not mapping:
         mapping.update(dict.fromkeys(keys, bit))
         return
