@@ -282,7 +282,9 @@ class Indicator(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     # No index of its own: the unique (pipeline_id, indicator_type, value) one leads with it.
-    pipeline_id: int = Field(foreign_key="pipelines.id", ondelete="CASCADE")
+    # No foreign key either (migration 0015: its per-row check cost a 1M publish ~6 s on
+    # PostgreSQL); `profiles.lifecycle.purge_deleted` deletes a purged pipeline's rows.
+    pipeline_id: int
     indicator_type: str = Field(max_length=10)
     value: str = Field(max_length=2100, index=True)
     sources: list[str] = _json(list)

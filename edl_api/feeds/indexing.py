@@ -15,7 +15,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,8 +29,8 @@ from sqlmodel import col
 from edl_api.engine.entries import BASE_TYPES
 from edl_api.engine.indicators import ip_kind
 from edl_api.feeds import content as feed_content
+from edl_api.feeds import entries_reader, provenance
 from edl_api.feeds import indicators as indicator_store
-from edl_api.feeds import provenance
 from edl_api.models import Artifact, HostedFeed, PipelineRun
 
 logger = logging.getLogger("edl_api.feeds")
@@ -63,6 +63,8 @@ class PreparedFeed:
     lines: list[str]
     retained: set[str]
     diff: dict[str, Any]
+    # True while `lines` is still to be split from `content` (after the feeds went live).
+    lines_pending: bool = False
 
 
 
@@ -150,6 +152,9 @@ class PendingIndicators:
     # Loaded before the guard when retention needed them; otherwise read afterwards.
     stored: dict[str, dict[str, indicator_store.StoredIndicator]] | None = None
     delta: provenance.Delta | None = None
+    # What going live did not need (feed lines, entries.jsonl, the diff), left by
+    # `feeds.publish` to run once the feeds are live; `write_indicators` runs it if needed.
+    settle: Callable[[], Awaitable[None]] | None = None
 
 
 
@@ -182,6 +187,8 @@ async def write_indicators(
     with the rows it describes: if this never happens, the next publish compares with
     the rows themselves and repairs them."""
     with gc_paused():
+        if pending.settle is not None:
+            await pending.settle()
         clock = Clock()
         serving = {
             feed.indicator_type: feed.run_id
@@ -268,8 +275,8 @@ def _plan(
 ) -> list[indicator_store.TypeChanges]:
     """CPU work, off the event loop: provenance from entries.jsonl (as `read_entries` read
     it), then a plan per base type of `previous`."""
-    grouped = indicator_store.read_grouped(entries_raw)
-    provenance: indicator_store.ProvenanceMap | None = None
+    grouped = entries_reader.read_grouped(entries_raw)
+    provenance: entries_reader.ProvenanceMap | None = None
     plans = []
     for base in previous:
         feed = prepared.get(base)
@@ -281,7 +288,7 @@ def _plan(
             plans.append(indicator_store.plan_first(base, grouped.get(base, {}), now_raw))
             continue
         if provenance is None:
-            provenance = indicator_store.provenance_map(grouped)
+            provenance = entries_reader.provenance_map(grouped)
         if feed is not None:
             retained = feed.retained
             values = [v for v in feed.lines if v not in retained] if retained else feed.lines

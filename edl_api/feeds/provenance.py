@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from edl_api.feeds.indicators import JsonLists, Provenance
+from edl_api.feeds.entries_reader import JsonLists, Provenance
 
 PROVENANCE = "provenance"  # the artifact type (fits Artifact.indicator_type)
 _PREFIX = b'{"type":"'

@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,6 @@ from edl_api.feeds.hooks import mark_changed
 from edl_api.feeds.indexing import (
     Clock,
     PendingIndicators,
-    PreparedFeed,
     find_delta,
     gc_paused,
     read_entries,
@@ -48,6 +48,7 @@ from edl_api.feeds.indexing import (
     updated_bases,
     write_indicators,
 )
+from edl_api.feeds.prepared import finish_feeds, prepare_feeds
 from edl_api.feeds.prune import prune_artifacts, prune_explains
 from edl_api.feeds.render import drop_reports
 from edl_api.fleet.capacity import add_capacity_report
@@ -95,7 +96,7 @@ async def _publish(
     outcome = PublishOutcome()
     stage = on_stage or _no_stage
     pending: PendingIndicators | None = None
-    render_drops: dict[str, Any] = {}
+    drops_task: asyncio.Future[dict[str, Any]] | None = None
     held: list[str] = []
     pipeline_id: int | None = None
 
@@ -116,8 +117,14 @@ async def _publish(
 
     async def index(session: AsyncSession, run: PipelineRun) -> None:
         assert pending is not None
-        run.counts = {**run.counts, "render_drops": render_drops}
+        assert drops_task is not None
+        await record_diff(session, run)
         await write_indicators(session, run, pending)
+        run.counts = {**run.counts, "render_drops": await drops_task}
+
+    async def record_diff(_session: AsyncSession, run: PipelineRun) -> None:
+        assert pending is not None
+        run.diff = {**(run.diff or {}), **{k: f.diff for k, f in pending.prepared.items()}}
 
     await stage("publishing", "storing artifacts")
     try:
@@ -133,12 +140,16 @@ async def _publish(
         outcome.live_after_seconds = time.monotonic() - started
         await stage("indexing", f"feeds live after {outcome.live_after_seconds:.1f} s; "
                     "updating the indicator store")
-        # What each vendor format leaves out, known before any firewall polls (run
-        # detail); computed once the feeds are live, outside any transaction.
-        render_drops = await asyncio.to_thread(
-            drop_reports, {kind: feed.lines for kind, feed in pending.prepared.items()}
-        )
         try:
+            if pending.settle is not None:  # lines, diffs, entries: outside any transaction
+                await pending.settle()
+            # What each vendor format leaves out, known before any firewall polls (run
+            # detail); computed once the feeds are live, outside any transaction.
+            # In a worker thread beside the indicator store's write (whose SQL runs
+            # without the GIL): ~0.7 s of CPU at 1M off the publish's critical path.
+            drops_task = asyncio.ensure_future(asyncio.to_thread(
+                drop_reports, {kind: feed.lines for kind, feed in pending.prepared.items()}
+            ))
             if not await _as_owner(sessionmaker, run_id, owner, index):
                 return PublishOutcome(owned=False)
         except Exception as exc:
@@ -146,6 +157,10 @@ async def _publish(
                 f"indicator store not updated: {failure_text(exc, run_id, 'indexing')} "
                 "(search shows the previous run's entries until the next run)"
             )
+            try:  # the run's diff still says what its feeds changed
+                await _as_owner(sessionmaker, run_id, owner, record_diff)
+            except Exception:
+                logger.exception("run %s: recording the diff failed", run_id)
     outcome.seconds = time.monotonic() - started
     if pending is not None:  # a million lines freed on the loop would stall it
         await release_lines(pending)
@@ -210,37 +225,33 @@ async def state_after_owner_died(
     return RunState.INTERRUPTED, f"worker {worker} stopped while the run was running"
 
 
-def _prepare(
-    out_dir: Path, types: list[str], old_contents: dict[str, bytes],
-    retained_by_type: dict[str, set[str]],
-) -> dict[str, PreparedFeed]:
-    """CPU work, off the event loop: read, merge retained entries, hash, diff (the gzip
-    copies are made afterwards, in parallel: zlib runs without the GIL)."""
-    prepared: dict[str, PreparedFeed] = {}
-    for kind in types:
-        raw = (out_dir / f"{kind}.txt").read_bytes()
-        lines = feed_content.split_lines(raw)
-        old = old_contents.get(kind)
-        retained = retained_by_type.get(kind, set())
-        # A first publish needs no set of its lines (the engine writes them distinct):
-        # building one costs ~50 ms of single C calls (resizes) at 1M (see CHUNK_BYTES).
-        line_set: set[str] | list[str] = lines
-        if retained or old is not None:
-            line_set = feed_content.line_set(lines)
-            retained = retained - line_set
-        if retained:
-            assert isinstance(line_set, set)
-            lines = feed_content.sorted_lines([*lines, *retained])
-            line_set |= retained
-        body = feed_content.join_lines(lines)
-        old_set = (
-            feed_content.line_set(feed_content.split_lines(old)) if old is not None else None
-        )
-        prepared[kind] = PreparedFeed(
-            kind, body, b"", feed_content.sha256_hex(body),
-            len(lines), lines, retained, feed_content.diff_summary(old_set, line_set),
-        )
-    return prepared
+async def _read_entries(
+    out_dir: Path, types: list[str], base_types: list[str]
+) -> tuple[bytes, dict[str, int] | None, bool]:
+    """entries.jsonl, its entries per type, and whether those agree with the feed files
+    (only then is it the next publish's baseline)."""
+    entries_raw, counts, engine_counts = await asyncio.to_thread(
+        read_entries, out_dir, types, base_types
+    )
+    consistent = counts is not None and all(
+        counts.get(b) == engine_counts.get(b) for b in base_types if b in engine_counts
+    )
+    return entries_raw, counts, consistent
+
+
+async def _settle(
+    pending: PendingIndicators, out_dir: Path, types: list[str],
+    old_contents: dict[str, bytes | None], candidate: int | None, *, entries_read: bool,
+) -> None:
+    """What the feeds going live did not need, done once they are: the feeds' lines and
+    diffs, and (unless retention read them first) entries.jsonl and the delta baseline
+    (`candidate`, if the entries agree with the feeds)."""
+    pending.settle = None
+    await asyncio.to_thread(finish_feeds, pending.prepared, old_contents)
+    if not entries_read:
+        raw, counts, consistent = await _read_entries(out_dir, types, pending.base_types)
+        pending.entries_raw, pending.counts, pending.keep_entries = raw, counts, consistent
+        pending.baseline = candidate if consistent else None
 
 
 def source_feed(feeds: dict[str, HostedFeed], base: str) -> HostedFeed | None:
@@ -287,29 +298,17 @@ async def store_and_repoint(
             )
         ).scalars()
     }
-    old_contents: dict[str, bytes] = {}
-    if current:
-        rows = await session.execute(
-            select(col(Artifact.indicator_type), col(Artifact.content)).where(
-                col(Artifact.id).in_([f.artifact_id for f in current.values()])
-            )
-        )
-        old_contents = {str(row[0]): bytes(row[1]) for row in rows}
     full = run.mode == "full" and live
     base_types = sorted({b for t in types for b in BASE_TYPES[t]})
     clock = Clock()
-    entries_raw, counts, engine_counts = await asyncio.to_thread(
-        read_entries, out_dir, types, base_types
-    )
-    consistent = counts is not None and all(
-        counts.get(b) == engine_counts.get(b) for b in base_types if b in engine_counts
-    )
-    baseline = _baseline_run(current, base_types, types) if full and consistent else None
-    clock.lap("read_entries")
-
-    # Retention decides what the feeds hold, so it needs the stored rows now; without
-    # it they are read after the feeds went live (`write_indicators`).
+    # Retention decides what the feeds hold, so it needs the entries and the stored rows
+    # now; without it both are read after the feeds went live (`_settle`).
     retain = full and options.retain_missing_days > 0
+    entries_raw, counts, consistent = b"", None, False
+    if retain:
+        entries_raw, counts, consistent = await _read_entries(out_dir, types, base_types)
+        clock.lap("read_entries")
+    baseline = _baseline_run(current, base_types, types) if full and consistent else None
     stored: dict[str, dict[str, indicator_store.StoredIndicator]] | None = None
     delta: provenance.Delta | None = None
     retained_by_type: dict[str, set[str]] = {}
@@ -338,19 +337,36 @@ async def store_and_repoint(
             retained_by_type[kind] = set().union(
                 *(kept.get(b, set()) for b in BASE_TYPES[kind])
             )
-    prepared = await asyncio.to_thread(_prepare, out_dir, types, old_contents, retained_by_type)
+    prepared = await asyncio.to_thread(prepare_feeds, out_dir, types, retained_by_type)
     clock.lap("prepare")
 
     decisions = {
         kind: guard_decision(run, live, feed, current.get(kind), options)
         for kind, feed in prepared.items()
     }
-    gzipped_feeds = await asyncio.gather(
-        *(asyncio.to_thread(feed_content.gzip_bytes, f.content) for f in prepared.values()),
-    )
+    published = {k for k, d in decisions.items() if d.published}
+    # The replaced feeds' bytes, for the diffs: not read back when the sha256 is the same.
+    old_contents: dict[str, bytes | None] = {
+        kind: None for kind, feed in current.items()
+        if kind in prepared and feed.sha256 == prepared[kind].sha256
+    }
+    changed = [f.artifact_id for k, f in current.items() if k in prepared and k not in old_contents]
+    if changed:
+        rows = await session.execute(
+            select(col(Artifact.indicator_type), col(Artifact.content))
+            .where(col(Artifact.id).in_(changed))
+        )
+        old_contents.update({str(row[0]): bytes(row[1]) for row in rows})
+    if not published:  # nothing goes live: nothing to hurry for
+        await asyncio.to_thread(finish_feeds, prepared, old_contents)
+    # One gzip per distinct body (the "ip" feed is often the "ipv4" one, byte for byte).
+    bodies = {f.sha256: f.content for f in prepared.values()}
+    gzipped_by_sha = dict(zip(bodies, await asyncio.gather(
+        *(asyncio.to_thread(feed_content.gzip_bytes, body) for body in bodies.values()),
+    ), strict=True))
     artifacts: dict[str, Artifact] = {}
-    for (kind, feed), gzipped in zip(prepared.items(), gzipped_feeds, strict=True):
-        feed.gzip = gzipped
+    for kind, feed in prepared.items():
+        gzipped = feed.gzip = gzipped_by_sha[feed.sha256]
         artifacts[kind] = Artifact(
             run_id=run.id, pipeline_id=run.pipeline_id, indicator_type=kind,
             sha256=feed.sha256, count=feed.count, size=len(feed.content), content=feed.content,
@@ -360,7 +376,6 @@ async def store_and_repoint(
         session.add(artifacts[kind])
     await session.flush()
     clock.lap("store_artifacts")
-    published = {k for k, d in decisions.items() if d.published}
     pending: PendingIndicators | None = None
     if published:
         previous: dict[str, tuple[datetime, int | None]] = {}
@@ -374,6 +389,11 @@ async def store_and_repoint(
             run.id, run.pipeline_id, prepared, published, previous, baseline,
             base_types, entries_raw, counts, keep_entries=consistent, now=now, stored=stored,
             delta=delta,
+        )
+        # Without retention the entries are read once live: the baseline waits for them.
+        candidate = _baseline_run(current, base_types, types) if full else None
+        pending.settle = partial(
+            _settle, pending, out_dir, types, old_contents, candidate, entries_read=retain
         )
         for kind in sorted(published):
             new_feed = prepared[kind]
@@ -391,7 +411,8 @@ async def store_and_repoint(
         clock.lap("repoint")
         mark_changed(session, run.pipeline_id)
 
-    run.diff = {**(run.diff or {}), **{k: f.diff for k, f in prepared.items()}}
+    if not published:
+        run.diff = {**(run.diff or {}), **{k: f.diff for k, f in prepared.items()}}
     run.counts = {
         **(run.counts or {}),
         "feeds": {

@@ -18,7 +18,7 @@ from sqlmodel import col
 from edl_api.auth.principal import Principal
 from edl_api.errors import Conflict, Forbidden
 from edl_api.feeds.hooks import drop_key_after_commit, drop_unions_after_commit, mark_changed
-from edl_api.models import Device, Pipeline, PipelineRun, Profile, utcnow
+from edl_api.models import Device, Indicator, Pipeline, PipelineRun, Profile, utcnow
 from edl_api.profiles import keys as profile_keys
 from edl_api.profiles.schemas import ProfileDeleted
 from edl_api.profiles.service import get_profile
@@ -125,5 +125,10 @@ async def purge_deleted(session: AsyncSession, retention_days: float) -> list[in
         ).scalars() if pid is not None
     ]
     if ids:
+        # The indicator store has no foreign key (migration 0015): its rows go explicitly.
+        pipelines = select(col(Pipeline.id)).where(col(Pipeline.profile_id).in_(ids))
+        await session.execute(
+            delete(Indicator).where(col(Indicator.pipeline_id).in_(pipelines))
+        )
         await session.execute(delete(Profile).where(col(Profile.id).in_(ids)))
     return ids

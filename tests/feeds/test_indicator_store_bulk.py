@@ -21,8 +21,7 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from edl_api.feeds import indexing
-from edl_api.feeds import indicators as indicator_store
+from edl_api.feeds import entries_reader, indexing
 from edl_api.models import PipelineRun
 from edl_api.state import AppState
 from tests.feeds.conftest import entry, make_tenant, prepare_run, publish, publish_prepared
@@ -177,8 +176,8 @@ def test_the_grouped_reader_matches_one_json_parse_per_line(monkeypatch: Any) ->
                 orjson.dumps(e.get("sources") or []).decode(),
                 orjson.dumps(e.get("tags") or []).decode(), int(e.get("confidence", 50)))
     for size in (512 * 1024, 300, 1):
-        monkeypatch.setattr(indicator_store, "PARSE_BYTES", size)
-        assert indicator_store.read_provenance(raw) == reference
+        monkeypatch.setattr(entries_reader, "PARSE_BYTES", size)
+        assert entries_reader.read_provenance(raw) == reference
 
 
 async def test_a_200k_write_leaves_the_loop_free(

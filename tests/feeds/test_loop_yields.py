@@ -22,6 +22,7 @@ import httpx
 
 from edl_api.engine.indicators import sort_key
 from edl_api.feeds import content as feed_content
+from edl_api.feeds import entries_reader
 from edl_api.feeds import indicators as indicator_store
 from edl_api.models import PipelineRun
 from edl_api.state import AppState
@@ -148,10 +149,10 @@ def test_sliced_helpers_give_what_one_call_gives(monkeypatch: Any) -> None:
         f'{{"type":"ipv4","value":"{v}","sources":["s{i % 3}"],"confidence":{i}}}\n'
         for i, v in enumerate(_ips(30))
     ).encode()
-    whole = indicator_store.read_provenance(entries)
-    monkeypatch.setattr(indicator_store, "PARSE_BYTES", 50)
+    whole = entries_reader.read_provenance(entries)
+    monkeypatch.setattr(entries_reader, "PARSE_BYTES", 50)
     assert sum(len(values) for values in whole.values()) == 30
-    assert indicator_store.read_provenance(entries) == whole
+    assert entries_reader.read_provenance(entries) == whole
 
 
 async def test_publishing_restores_the_switch_interval_and_gc(
