@@ -251,7 +251,9 @@ async def run_pipeline(
     if (over_budget := byte_budget.error()) is not None:
         errors.append(over_budget)  # optional sources too: the run as a whole was too big
         for fetched in fetches:  # the run fails anyway: do not parse what did arrive
-            if fetched.error is None and (fetched.data or fetched.collected) is not None:
+            if fetched.error is None and (
+                fetched.data is not None or fetched.collected is not None
+            ):
                 fetched.data, fetched.collected = None, None
                 fetched.error = "not parsed: the run byte budget was spent"
 
