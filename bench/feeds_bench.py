@@ -82,6 +82,33 @@ def write_run(out_dir: Path, lines: list[str], source: str = "bench") -> None:
                                      "tags": [], "confidence": 50}, separators=(",", ":")) + "\n")
 
 
+def pg_admin(pg_url: str, sql: str) -> None:
+    """One statement on the server's maintenance database (CREATE/DROP DATABASE)."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(pg_url)
+
+    async def run() -> None:
+        conn = await asyncpg.connect(host=url.host, port=url.port or 5432,
+                                     user=url.username, database=url.database)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def throwaway_database(pg_url: str, prefix: str) -> tuple[str, str]:
+    """(URL, name) of a new database for this bench process, made on `pg_url`'s server."""
+    from sqlalchemy.engine import make_url
+
+    name = f"{prefix}_{os.getpid()}"
+    pg_admin(pg_url, f'CREATE DATABASE "{name}"')
+    return make_url(pg_url).set(database=name).render_as_string(hide_password=False), name
+
+
 async def new_run(session: Any, pipeline_id: int, worker: str) -> PipelineRun:
     """A run row as a dispatcher claims it (running, owned by a live worker on this host,
     so recovery leaves the run alone)."""
@@ -397,22 +424,7 @@ def main() -> int:
     db_url = None
     pg_name = None
     if args.pg:
-        import asyncpg
-        from sqlalchemy.engine import make_url
-
-        url = make_url(args.pg)
-        pg_name = f"edl_bench_{os.getpid()}"
-
-        async def admin(sql: str) -> None:
-            conn = await asyncpg.connect(host=url.host, port=url.port or 5432,
-                                         user=url.username, database=url.database)
-            try:
-                await conn.execute(sql)
-            finally:
-                await conn.close()
-
-        asyncio.run(admin(f'CREATE DATABASE "{pg_name}"'))
-        db_url = url.set(database=pg_name).render_as_string(hide_password=False)
+        db_url, pg_name = throwaway_database(args.pg, "edl_bench")
     env = {"EDL_DATA_DIR": str(work / "data"), "EDL_LOG_DIR": str(work / "logs"),
            "EDL_API_KEY": KEY, "EDL_BCRYPT_ROUNDS": "4", "EDL_LOG_LEVEL": args.log_level,
            "EDL_AUTO_REFRESH_MINUTES": "0"}
@@ -567,19 +579,7 @@ def main() -> int:
         for proc in procs:
             stop(proc)
         if pg_name:
-            async def drop() -> None:
-                import asyncpg
-                from sqlalchemy.engine import make_url
-
-                url = make_url(args.pg)
-                conn = await asyncpg.connect(host=url.host, port=url.port or 5432,
-                                             user=url.username, database=url.database)
-                try:
-                    await conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
-                finally:
-                    await conn.close()
-
-            asyncio.run(drop())
+            pg_admin(args.pg, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
         if args.keep:
             print(f"work folder kept: {work}")
         else:

@@ -33,7 +33,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from feeds_bench import KEY, YAML, ipv4_lines, new_run, write_run  # noqa: E402
+from feeds_bench import (  # noqa: E402
+    KEY,
+    YAML,
+    ipv4_lines,
+    new_run,
+    pg_admin,
+    throwaway_database,
+    write_run,
+)
 
 from edl_api.app import create_app  # noqa: E402
 from edl_api.feeds.publish import PublishOptions  # noqa: E402
@@ -151,24 +159,9 @@ def main() -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edl-indicator-bench-"))
-    db_url, pg_name, admin = None, None, None
+    db_url, pg_name = None, None
     if args.pg:
-        import asyncpg
-        from sqlalchemy.engine import make_url
-
-        url = make_url(args.pg)
-        pg_name = f"edl_bench_ind_{os.getpid()}"
-
-        async def admin(sql: str) -> None:
-            conn = await asyncpg.connect(host=url.host, port=url.port or 5432,
-                                         user=url.username, database=url.database)
-            try:
-                await conn.execute(sql)
-            finally:
-                await conn.close()
-
-        asyncio.run(admin(f'CREATE DATABASE "{pg_name}"'))
-        db_url = url.set(database=pg_name).render_as_string(hide_password=False)
+        db_url, pg_name = throwaway_database(args.pg, "edl_bench_ind")
     settings = Settings(_env_file=None, data_dir=work / "data", log_dir=work / "logs",  # type: ignore[call-arg]
                         api_key=KEY, bcrypt_rounds=4, database_url=db_url,
                         auto_refresh_minutes=0)
@@ -179,8 +172,8 @@ def main() -> int:
                                 "entries": args.entries, "repeat": args.repeat,
                                 "load_before": load[0], "load_after": os.getloadavg()[0]}
     finally:
-        if admin is not None and pg_name is not None:
-            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
+        if args.pg and pg_name is not None:
+            pg_admin(args.pg, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
     for name in ("first", "churn"):
         print(f"{name}: median indexing {report[name]['indexing']:.2f}s over "
               f"{report[name]['runs_indexing']}; " + ", ".join(
