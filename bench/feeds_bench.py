@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edl_api.app import create_app  # noqa: E402
+from edl_api.engine.entries import FeedEntry  # noqa: E402
+from edl_api.engine.entries_file import ENTRIES_FILE, write_entries  # noqa: E402
 from edl_api.feeds import indicators as indicator_store  # noqa: E402
 from edl_api.feeds.publish import PublishOptions  # noqa: E402
 from edl_api.feeds.publish import publish as publish_run  # noqa: E402
@@ -75,11 +77,11 @@ def ipv4_lines(count: int, seed: int = 0, offset: int = 0) -> list[str]:
 def write_run(out_dir: Path, lines: list[str], source: str = "bench") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "ipv4.txt").write_text("".join(f"{v}\n" for v in lines))
-    with (out_dir / "entries.jsonl").open("w") as handle:
-        for value in lines:
-            # the engine's own form (compact separators), as `python -m edl_api.engine` writes
-            handle.write(json.dumps({"type": "ipv4", "value": value, "sources": [source],
-                                     "tags": [], "confidence": 50}, separators=(",", ":")) + "\n")
+    # the engine's own grouped entries file, as `python -m edl_api.engine` writes it
+    sources: list[str] = [source]
+    tags: list[str] = []
+    entries = [FeedEntry(value, "ipv4", sources, tags, 50) for value in lines]
+    write_entries({"ipv4": entries}, out_dir / ENTRIES_FILE)
 
 
 def pg_admin(pg_url: str, sql: str) -> None:

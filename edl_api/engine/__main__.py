@@ -3,7 +3,7 @@
     python -m edl_api.engine run --config FILE --out DIR --settings FILE
     python -m edl_api.engine check-config FILE
 
-`run` writes DIR/<type>.txt (plain), DIR/entries.jsonl and DIR/report.json and exits
+`run` writes DIR/<type>.txt (plain), DIR/entries.grouped and DIR/report.json and exits
 0 on success, 2 when the engine result is not ok, 1 on a crash. Its settings come from
 the `--settings` JSON file alone (the run layer's one channel: SSRF grants, source
 folder, deadline, the run's secrets, its memory limit and byte budget); the environment

@@ -1,29 +1,34 @@
-"""The engine's entries.jsonl read for the indicator store: values grouped by provenance.
+"""The engine's entries file read for the indicator store: values grouped by provenance.
 
-A million entry lines share a few hundred provenance texts (sources, tags, confidence), so
-each line is cut by one regex into type, value and the text after the value, and that
-text is parsed once per distinct form. Read a slice of whole lines at a time: one regex
-or orjson call over the whole file would hold the GIL (and so the event loop) for seconds.
+The file (`engine.entries_file`) is JSON headers, each followed by its bare values, so a
+million entries cost a split per slice, not a parse per line. Lines that are whole JSON
+entries (the legacy `entries.jsonl` form, or a value the engine could not write bare) are
+parsed one by one. Read a slice of whole lines at a time: one split or set call over the
+whole file would hold the GIL (and so the event loop) for a long C call.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import orjson
 
+from edl_api.engine.entries_file import MAGIC
 from edl_api.feeds.content import line_spans
 
 NO_VALUES = "[]"
-PARSE_BYTES = 512 * 1024  # entries.jsonl bytes per split/orjson call (see read_provenance)
+PARSE_BYTES = 512 * 1024  # file bytes per decode/split call
+_MAGIC = MAGIC.encode()
 
 Provenance = tuple[str, str, int]  # sources JSON, tags JSON, confidence
 ProvenanceMap = dict[str, dict[str, Provenance]]  # type → value → provenance
-# A line of the engine's entries.jsonl whose type and value need no unescaping; the rest
-# (sources, tags, confidence) is shared by many lines and parsed once per distinct text.
-_ENTRY_LINE = re.compile(r'^\{"type":"([^"\\\n]*)","value":"([^"\\\n]*)"([,}][^\n]*)$', re.M)
+Grouped = dict[str, dict[Provenance, list[str]]]  # type → provenance → values
+
+
+class EntriesFormatError(ValueError):
+    """The entries file is not in a form the engine writes."""
 
 
 class JsonLists:
@@ -40,66 +45,116 @@ class JsonLists:
         return found
 
 
-class _Tails(dict[str, Provenance]):
-    """Provenance of an entry line's text after its value, parsed once per distinct text."""
+def provenance_of(entry: dict[str, Any], lists: JsonLists) -> Provenance:
+    return (lists.text(entry.get("sources") or ()), lists.text(entry.get("tags") or ()),
+            int(entry.get("confidence", 50)))
+
+
+def is_grouped(raw: bytes) -> bool:
+    return raw.startswith(_MAGIC)
+
+
+def pieces(raw: bytes) -> Iterator[tuple[str, str]]:
+    """("header", line) / ("entry", line) / ("values", block of value lines) in file order;
+    a block is whole lines, each ending in a newline except perhaps the file's last."""
+    start = len(_MAGIC) if is_grouped(raw) else 0
+    for begin, end in line_spans(raw[start:] if start else raw, PARSE_BYTES):
+        text = (raw[start + begin:start + end] if start else raw[begin:end]).decode("utf-8")
+        at, size = 0, len(text)
+        while at < size:
+            if text.startswith("{", at):
+                stop = text.find("\n", at)
+                stop = size if stop < 0 else stop + 1
+                line = text[at:stop].rstrip("\n")
+                yield ("entry" if '"value":' in line and _is_entry(line) else "header"), line
+                at = stop
+                continue
+            header = text.find("\n{", at)
+            stop = size if header < 0 else header + 1
+            yield "values", text[at:stop]
+            at = stop
+
+
+def _is_entry(line: str) -> bool:
+    """A JSON line with a "value" key is one whole entry (a header has none)."""
+    try:
+        return "value" in orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise EntriesFormatError(f"entries file: a line is not JSON: {line[:80]!r}") from exc
+
+
+def block_values(block: str) -> list[str]:
+    values = block.split("\n")
+    if values and not values[-1]:
+        values.pop()
+    if "" in values:  # blank lines: never written by the engine, tolerated
+        values = [value for value in values if value]
+    return values
+
+
+class _Headers(dict[str, tuple[str, Provenance]]):
+    """(type, provenance) of a header line, parsed once per distinct text."""
 
     def __init__(self) -> None:
         super().__init__()
         self.lists = JsonLists()
 
-    def __missing__(self, rest: str) -> Provenance:
-        entry = orjson.loads("{" + rest[1:] if rest.startswith(",") else "{" + rest)
-        found = self[rest] = _provenance_of(entry, self.lists)
+    def __missing__(self, line: str) -> tuple[str, Provenance]:
+        try:
+            entry = orjson.loads(line)
+            found = self[line] = (str(entry["type"]), provenance_of(entry, self.lists))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise EntriesFormatError(f"entries file: a bad header: {line[:80]!r}") from exc
         return found
 
 
-def _provenance_of(entry: dict[str, Any], lists: JsonLists) -> Provenance:
-    return (lists.text(entry.get("sources") or ()), lists.text(entry.get("tags") or ()),
-            int(entry.get("confidence", 50)))
-
-
-def read_grouped(raw: bytes) -> dict[str, dict[Provenance, list[str]]]:
-    """type → provenance → values from the engine's entries.jsonl bytes (the last line of
-    a repeated (type, value) wins, as in `read_provenance`)."""
-    tails = _Tails()
-    by_rest: dict[str, dict[str, list[str]]] = {}
-    slow: ProvenanceMap = {}
-    # A slice at a time: one split, regex or orjson call holds the GIL throughout, and a
-    # million entries in one call would stall the event loop (this runs in a worker
-    # thread) for 0.1 s to seconds.
-    for start, end in line_spans(raw, PARSE_BYTES):
-        text_slice = raw[start:end].decode("utf-8")
-        found = _ENTRY_LINE.findall(text_slice)
-        lines = text_slice.count("\n") + (0 if text_slice.endswith("\n") else 1)
-        if not found or len(found) != lines:  # escapes, blank lines, another form
-            _read_slowly(text_slice, slow, tails.lists)
-            continue
-        for kind, value, rest in found:
-            groups = by_rest.get(kind)
-            if groups is None:
-                groups = by_rest[kind] = {}
-            try:
-                groups[rest].append(value)
-            except KeyError:
-                groups[rest] = [value]
-    grouped: dict[str, dict[Provenance, list[str]]] = {}
-    for kind, groups in by_rest.items():
-        merged = grouped[kind] = {}
-        for rest, values in groups.items():
-            merged.setdefault(tails[rest], []).extend(values)
-    if slow:  # rare: fold in the slowly read lines (and any repeats) as one map
-        flat = provenance_map(grouped)
-        for kind, values_of in slow.items():
-            flat.setdefault(kind, {}).update(values_of)
-        grouped = {}
-        for kind, values_of in flat.items():
-            merged = grouped[kind] = {}
-            for value, prov in values_of.items():
-                merged.setdefault(prov, []).append(value)
+def read_grouped(raw: bytes) -> Grouped:
+    """type → provenance → values from the engine's entries file (either form)."""
+    headers = _Headers()
+    grouped: Grouped = {}
+    current: list[str] | None = None
+    for kind, text in pieces(raw):
+        if kind == "values":
+            values = block_values(text)
+            if current is None and values:
+                raise EntriesFormatError("entries file: values before any header")
+            if current is not None:
+                current.extend(values)
+        elif kind == "header":
+            of, prov = headers[text]
+            current = grouped.setdefault(of, {}).setdefault(prov, [])
+        else:
+            entry = orjson.loads(text)
+            of, prov = str(entry.get("type")), provenance_of(entry, headers.lists)
+            grouped.setdefault(of, {}).setdefault(prov, []).append(str(entry.get("value")))
     return grouped
 
 
-def provenance_map(grouped: dict[str, dict[Provenance, list[str]]]) -> ProvenanceMap:
+def entry_counts(raw: bytes, types: list[str]) -> dict[str, int] | None:
+    """Entries per type, or None when the file is not in a form the engine writes."""
+    counts = dict.fromkeys(types, 0)
+    headers = _Headers()
+    current: str | None = None
+    try:
+        for kind, text in pieces(raw):
+            if kind == "values":
+                found = len(block_values(text))
+                if current is None and found:
+                    return None
+                if current in counts:
+                    counts[current] += found
+            elif kind == "header":
+                current = headers[text][0]
+            else:
+                of = str(orjson.loads(text).get("type"))
+                if of in counts:
+                    counts[of] += 1
+    except (EntriesFormatError, UnicodeDecodeError):
+        return None
+    return counts
+
+
+def provenance_map(grouped: Grouped) -> ProvenanceMap:
     """type → value → provenance (`dict.fromkeys` per group: no per-value bytecode)."""
     found: ProvenanceMap = {}
     for kind, groups in grouped.items():
@@ -110,15 +165,25 @@ def provenance_map(grouped: dict[str, dict[Provenance, list[str]]]) -> Provenanc
 
 
 def read_provenance(raw: bytes) -> ProvenanceMap:
-    """type → value → provenance from the engine's entries.jsonl bytes."""
+    """type → value → provenance from the engine's entries file."""
     return provenance_map(read_grouped(raw))
 
 
-def _read_slowly(text_slice: str, provenance: ProvenanceMap, lists: JsonLists) -> None:
-    lines = [line for line in text_slice.split("\n") if line.strip()]
-    if not lines:
-        return
-    for entry in orjson.loads("[" + ",".join(lines) + "]"):
-        provenance.setdefault(str(entry.get("type")), {})[str(entry.get("value"))] = (
-            _provenance_of(entry, lists)
-        )
+def as_json_lines(raw: bytes) -> bytes:
+    """The entries file as JSON Lines, one whole entry a line (what a download gives):
+    the legacy form is returned as it is."""
+    if not is_grouped(raw):
+        return raw
+    out: list[str] = []
+    head = tail = ""
+    for kind, text in pieces(raw):
+        if kind == "header":
+            cut = text.index(',"sources":')
+            head, tail = text[:cut] + ',"value":', text[cut:] + "\n"
+        elif kind == "entry":
+            out.append(text + "\n")
+        else:
+            out.append("".join(
+                head + encode_basestring_ascii(value) + tail for value in block_values(text)
+            ))
+    return "".join(out).encode()

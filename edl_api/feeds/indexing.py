@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from edl_api.engine.entries import BASE_TYPES
+from edl_api.engine.entries_file import ENTRIES_FILE, LEGACY_ENTRIES_FILE
 from edl_api.engine.indicators import ip_kind
 from edl_api.feeds import content as feed_content
 from edl_api.feeds import entries_reader, provenance
@@ -101,7 +102,6 @@ def gc_paused() -> Iterator[None]:
 
 
 RELEASE_CHUNK = 20_000
-ENTRY_COUNT_BYTES = 4 << 20
 
 
 def _drain(*lists: list[Any]) -> None:
@@ -152,7 +152,7 @@ class PendingIndicators:
     # Loaded before the guard when retention needed them; otherwise read afterwards.
     stored: dict[str, dict[str, indicator_store.StoredIndicator]] | None = None
     delta: provenance.Delta | None = None
-    # What going live did not need (feed lines, entries.jsonl, the diff), left by
+    # What going live did not need (feed lines, the entries file, the diff), left by
     # `feeds.publish` to run once the feeds are live; `write_indicators` runs it if needed.
     settle: Callable[[], Awaitable[None]] | None = None
 
@@ -245,27 +245,17 @@ async def write_indicators(
 def read_entries(
     out_dir: Path, types: list[str], base_types: list[str]
 ) -> tuple[bytes, dict[str, int] | None, dict[str, int]]:
-    """entries.jsonl, its entries per type, and the engine's line count per own feed."""
-    path = out_dir / "entries.jsonl"
+    """The entries file, its entries per type, and the engine's line count per own feed
+    (a run directory of an engine before the grouped form has `entries.jsonl`)."""
+    path = out_dir / ENTRIES_FILE
+    if not path.is_file():
+        path = out_dir / LEGACY_ENTRIES_FILE
     raw = path.read_bytes() if path.is_file() else b""
     engine_counts = {
         kind: (out_dir / f"{kind}.txt").read_bytes().count(b"\n")
         for kind in types if kind in base_types
     }
-    return raw, _entry_counts(raw, base_types), engine_counts
-
-
-def _entry_counts(raw: bytes, types: list[str]) -> dict[str, int] | None:
-    """`provenance.entry_counts` summed over slices of whole lines: each count is a
-    single C call, ~25-50 ms over a million entries' ~100 MB."""
-    totals = dict.fromkeys(types, 0)
-    for start, end in feed_content.line_spans(raw, ENTRY_COUNT_BYTES):
-        counts = provenance.entry_counts(raw[start:end], types)
-        if counts is None:
-            return None
-        for kind, count in counts.items():
-            totals[kind] += count
-    return totals
+    return raw, entries_reader.entry_counts(raw, base_types), engine_counts
 
 
 def _plan(
@@ -273,7 +263,7 @@ def _plan(
     stored: dict[str, dict[str, indicator_store.StoredIndicator]],
     previous: dict[str, tuple[Any, int | None]], now_raw: Any, counts: dict[str, int] | None,
 ) -> list[indicator_store.TypeChanges]:
-    """CPU work, off the event loop: provenance from entries.jsonl (as `read_entries` read
+    """CPU work, off the event loop: provenance from the entries file (as `read_entries` read
     it), then a plan per base type of `previous`."""
     grouped = entries_reader.read_grouped(entries_raw)
     provenance: entries_reader.ProvenanceMap | None = None

@@ -228,7 +228,7 @@ async def state_after_owner_died(
 async def _read_entries(
     out_dir: Path, types: list[str], base_types: list[str]
 ) -> tuple[bytes, dict[str, int] | None, bool]:
-    """entries.jsonl, its entries per type, and whether those agree with the feed files
+    """The entries file, its entries per type, and whether those agree with the feed files
     (only then is it the next publish's baseline)."""
     entries_raw, counts, engine_counts = await asyncio.to_thread(
         read_entries, out_dir, types, base_types
@@ -244,7 +244,7 @@ async def _settle(
     old_contents: dict[str, bytes | None], candidate: int | None, *, entries_read: bool,
 ) -> None:
     """What the feeds going live did not need, done once they are: the feeds' lines and
-    diffs, and (unless retention read them first) entries.jsonl and the delta baseline
+    diffs, and (unless retention read them first) the entries file and the delta baseline
     (`candidate`, if the entries agree with the feeds)."""
     pending.settle = None
     await asyncio.to_thread(finish_feeds, pending.prepared, old_contents)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import select, union_all
@@ -12,6 +13,8 @@ from edl_api.auth.principal import Principal
 from edl_api.engine.indicators import BITS, classify, ip_network, key_to_text, url_host
 from edl_api.errors import AppError, NotFound, Unprocessable
 from edl_api.feeds.cache import FeedBody, prepare
+from edl_api.feeds.content import gzip_bytes, sha256_hex
+from edl_api.feeds.entries_reader import as_json_lines, is_grouped
 from edl_api.feeds.provenance import PROVENANCE, decompress
 from edl_api.feeds.publish import source_feed
 from edl_api.feeds.schemas import (
@@ -251,9 +254,19 @@ async def run_artifact(
             f"this artifact's bytes were dropped on {artifact.pruned_at:%Y-%m-%d %H:%M} UTC "
             "(EDL_ARTIFACT_KEEP_RUNS keeps the newest runs' and what is served)"
         )
-    content = artifact.content
-    if artifact.indicator_type == PROVENANCE:  # stored compressed only
-        content = decompress(artifact.content_gzip)
-    body = FeedBody(artifact.sha256, content, artifact.content_gzip, artifact.count)
+    if artifact.indicator_type == PROVENANCE:
+        body = await asyncio.to_thread(_provenance_download, artifact)
+    else:
+        body = FeedBody(artifact.sha256, artifact.content, artifact.content_gzip, artifact.count)
     prepare(body, run_ids=[run_id], last_modified=artifact.created_at)
     return body, artifact
+
+
+def _provenance_download(artifact: Artifact) -> FeedBody:
+    """A provenance artifact is stored compressed only, in the engine's grouped form since
+    the grouped entries file: it is downloaded as JSON Lines, one whole entry a line."""
+    stored = decompress(artifact.content_gzip)
+    if not is_grouped(stored):  # a legacy entries.jsonl, as it was stored
+        return FeedBody(artifact.sha256, stored, artifact.content_gzip, artifact.count)
+    lines = as_json_lines(stored)
+    return FeedBody(sha256_hex(lines), lines, gzip_bytes(lines), artifact.count)

@@ -9,8 +9,15 @@ import numpy as np
 
 from edl_api.engine.build import ArrayEntries, Provenance, array_entries, join_entries
 from edl_api.engine.config import load_config
-from edl_api.engine.entries_file import entry_json, write_entries, write_plain
+from edl_api.engine.entries_file import (
+    ENTRIES_FILE,
+    entry_json,
+    read_entries_file,
+    write_entries,
+    write_plain,
+)
 from edl_api.engine.vector import Prefixes
+from edl_api.feeds.entries_reader import as_json_lines
 
 CONFIG = """
 sources:
@@ -34,9 +41,15 @@ def _entries() -> ArrayEntries:
 def test_bulk_lines_equal_per_entry_json(tmp_path: Path) -> None:
     entries = _entries()
     assert entries.intact
-    write_entries({"ip": entries}, tmp_path / "entries.jsonl")
-    expected = "".join(entry_json(entry) + "\n" for entry in entries)
-    assert (tmp_path / "entries.jsonl").read_text(encoding="utf-8") == expected
+    write_entries({"ip": entries}, tmp_path / ENTRIES_FILE)
+    bulk = (tmp_path / ENTRIES_FILE).read_bytes()
+    expected = sorted(entry_json(entry) for entry in entries)
+    assert sorted(as_json_lines(bulk).decode().splitlines()) == expected
+    # The same file as the per-entry writer gives from the detached objects.
+    detached = _entries()
+    detached.detach()
+    write_entries({"ip": detached}, tmp_path / "objects")
+    assert sorted(bulk.splitlines()) == sorted((tmp_path / "objects").read_bytes().splitlines())
     assert [e.value for e in entries] == ["0.0.0.0/8", "1.2.3.4", "10.0.0.0/24",
                                           "255.255.255.254/31"]
     assert [e.indicator_type for e in entries] == ["cidr", "ipv4", "cidr", "cidr"]
@@ -48,9 +61,9 @@ def test_detached_entries_use_their_objects(tmp_path: Path) -> None:
     entries = _entries()
     entries.detach()
     entries[1].tags = ["changed"]
-    write_entries({"ip": entries}, tmp_path / "entries.jsonl")
-    lines = (tmp_path / "entries.jsonl").read_text().splitlines()
-    assert '"tags":["changed"]' in lines[1]
+    write_entries({"ip": entries}, tmp_path / ENTRIES_FILE)
+    read = read_entries_file(tmp_path / ENTRIES_FILE)
+    assert [e["tags"] for e in read if e["value"] == "1.2.3.4"] == [["changed"]]
     write_plain(entries, tmp_path / "ip.txt")
     assert (tmp_path / "ip.txt").read_text().splitlines()[1] == "1.2.3.4"
 
@@ -65,7 +78,7 @@ def test_join_keeps_array_entries_only_when_alone() -> None:
 
 def test_entries_are_made_only_when_used(tmp_path: Path) -> None:
     entries = _entries()
-    write_entries({"ip": entries}, tmp_path / "entries.jsonl")
+    write_entries({"ip": entries}, tmp_path / ENTRIES_FILE)
     write_plain(entries, tmp_path / "ip.txt")
     assert entries.intact  # the writers needed no FeedEntry
     assert len(entries) == 4

@@ -14,6 +14,7 @@ import pytest
 from edl_api.engine.__main__ import settings_to_json
 from edl_api.engine.config import load_config, validate_config_document
 from edl_api.engine.document import load_config_document
+from edl_api.engine.entries_file import ENTRIES_FILE, read_entries_file
 from edl_api.engine.pipeline import EngineResult, EngineSettings, run_pipeline
 from edl_api.engine.progress import describe, parse_event
 from tests.helpers import FEEDS
@@ -195,7 +196,7 @@ def test_cli_run_writes_artifacts(tmp_path: Path) -> None:
         assert (out / f"{feed_type}.txt").read_text() == "".join(f"{v}\n" for v in values)
     report = json.loads((out / "report.json").read_text())
     assert report["ok"] is True
-    entries = [json.loads(line) for line in (out / "entries.jsonl").read_text().splitlines()]
+    entries = read_entries_file(out / ENTRIES_FILE)
     assert {
         "type": "url",
         "value": "paste.example.net/raw/ab12CD",

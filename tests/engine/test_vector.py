@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 
 from edl_api.engine import aggregate, vector
 from edl_api.engine.entries import FeedEntry
-from edl_api.engine.entries_file import entry_json, write_entries
+from edl_api.engine.entries_file import ENTRIES_FILE, entry_json, read_entries_file, write_entries
 from edl_api.engine.indicators import classify_parts
 from edl_api.engine.store import IndicatorStore, IngestStats, ingest
+from edl_api.feeds.entries_reader import as_json_lines
 
 BITS = 32
 
@@ -161,8 +162,20 @@ def test_entries_file_is_the_reference_json(tmp_path: Path) -> None:
         "ip": [FeedEntry("192.0.2.1", "ipv4", *shared, 70), FeedEntry("192.0.2.0/31", "cidr",
                ["a"], [], 5)],
     }
-    path = tmp_path / "entries.jsonl"
+    path = tmp_path / ENTRIES_FILE
     write_entries(entries, path)
     expected = [entry_json(e) for e in [*entries["ipv4"], *entries["url"], entries["ip"][1]]]
-    assert path.read_text(encoding="utf-8").splitlines() == expected
+    header = '{"type":"ipv4","sources":["a","b"],"tags":["t\\u00e9","q\\""],"confidence":70}'
+    assert path.read_text(encoding="utf-8").splitlines() == [
+        "#edl-entries 2", header, "192.0.2.1",
+        '{"type":"ipv4","sources":["a"],"tags":[],"confidence":5}', "192.0.2.2",
+        '{"type":"url","sources":["a","b"],"tags":["t\\u00e9","q\\""],"confidence":70}',
+        'http://x.example/\u00e9"\\',
+        '{"type":"cidr","sources":["a"],"tags":[],"confidence":5}', "192.0.2.0/31",
+    ]
+    # Read back (and downloaded) it is the reference JSON of every entry, each once.
+    assert sorted(json.dumps(e, separators=(",", ":")) for e in read_entries_file(path)) == (
+        sorted(expected)
+    )
+    assert sorted(as_json_lines(path.read_bytes()).decode().splitlines()) == sorted(expected)
     assert json.loads(expected[2])["value"] == 'http://x.example/\u00e9"\\'

@@ -13,6 +13,8 @@ import pytest
 
 from edl_api.engine.__main__ import effective_options
 from edl_api.engine.config import load_config
+from edl_api.engine.entries import FeedEntry
+from edl_api.engine.entries_file import ENTRIES_FILE, LEGACY_ENTRIES_FILE, write_entries
 from edl_api.engine.pipeline import EngineSettings
 from edl_api.feeds.publish import PublishOptions, PublishOutcome
 from edl_api.feeds.publish import publish as publish_run_output
@@ -102,12 +104,18 @@ async def prepare_run(
         (out_dir / f"{kind}.txt").write_text("".join(f"{v}\n" for v in lines))
     if entries is None:
         entries = [entry(k, v) for k, lines in feeds.items() if k != "ip" for v in lines]
-    # compact: the engine's own form (steady-state delta path); spaced: any other
-    # JSON lines (the full comparison path).
-    separators = (",", ":") if compact else (", ", ": ")
-    (out_dir / "entries.jsonl").write_text(
-        "".join(json.dumps(e, separators=separators) + "\n" for e in entries)
-    )
+    # compact: the engine's own grouped form (steady-state delta path); else the legacy
+    # JSON Lines of an older engine (the full comparison path).
+    if compact:
+        write_entries({"entries": [
+            FeedEntry(e["value"], e["type"], e.get("sources", []), e.get("tags", []),
+                      e.get("confidence", 50))
+            for e in entries
+        ]}, out_dir / ENTRIES_FILE)
+    else:
+        (out_dir / LEGACY_ENTRIES_FILE).write_text(
+            "".join(json.dumps(e, separators=(", ", ": ")) + "\n" for e in entries)
+        )
     return run_id, out_dir, snapshot
 
 

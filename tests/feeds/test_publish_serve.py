@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.utils import format_datetime
@@ -11,6 +12,9 @@ import httpx
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 
+from edl_api.engine.entries_file import ENTRIES_FILE
+from edl_api.feeds.content import sha256_hex
+from edl_api.feeds.entries_reader import as_json_lines
 from edl_api.models import Artifact, HostedFeed, utcnow
 from edl_api.state import AppState
 from tests.feeds.conftest import make_tenant, prepare_run, publish, publish_prepared
@@ -287,5 +291,11 @@ async def test_provenance_artifact_downloadable(
     run = await publish(app, tmp_path, t.pipeline_id, {"ipv4": V4})
     r = await client.get(f"/runs/{run.id}/artifacts/provenance", headers=h(t.key))
     assert r.status_code == 200
-    assert r.text == (tmp_path / f"run-{run.id}" / "entries.jsonl").read_text()
+    # Stored in the engine's grouped form, downloaded as JSON Lines: one whole entry a line.
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert sorted(e["value"] for e in lines) == sorted(V4)
+    assert all(e["type"] == "ipv4" and e["sources"] for e in lines)
+    stored = (tmp_path / f"run-{run.id}" / ENTRIES_FILE).read_bytes()
+    assert r.content == as_json_lines(stored)
+    assert r.headers["etag"] == f'"{sha256_hex(r.content)}"'
     assert r.headers["x-edl-count"] == "4"
