@@ -66,83 +66,93 @@ def plain_value(value: str) -> bool:
     return bool(value) and value[0] not in "{#" and "\n" not in value and "\r" not in value
 
 
-def _feed_entries(feeds: Mapping[str, Sequence[FeedEntry]]) -> Iterator[Sequence[FeedEntry]]:
-    """Each feed's entries, those already given by an earlier feed left out (the `ip` feed
-    repeats the ipv4/ipv6/cidr entries)."""
-    base_count: dict[str, int] = {}
-    for feed_type in feeds:
-        for base in BASE_TYPES.get(feed_type, (feed_type,)):
-            base_count[base] = base_count.get(base, 0) + 1
-    seen: set[tuple[str, str]] = set()
-    for feed_type, entries in feeds.items():
-        # A value repeats across feeds only where two feeds share a base type; inside one
-        # feed every (type, value) is unique by construction (keys of the store's maps).
-        if not any(base_count[b] > 1 for b in BASE_TYPES.get(feed_type, (feed_type,))):
-            yield entries
-            continue
-        fresh = []
-        for entry in entries:
-            key = (entry.indicator_type, entry.value)
-            if key not in seen:
-                seen.add(key)
-                fresh.append(entry)
-        yield fresh
+class _Written:
+    """Values already written per base type that more than one feed holds (the `ip` feed
+    repeats the ipv4/ipv6/cidr entries): a later feed writes only the others."""
+
+    def __init__(self, feeds: Mapping[str, Sequence[FeedEntry]]) -> None:
+        count: dict[str, int] = {}
+        for feed_type in feeds:
+            for base in BASE_TYPES.get(feed_type, (feed_type,)):
+                count[base] = count.get(base, 0) + 1
+        self.shared = {base for base, n in count.items() if n > 1}
+        self.seen: dict[str, set[str]] = {}
+
+    def fresh(self, kind: str, values: list[str]) -> list[str]:
+        """`values` (distinct: one feed's, of one group) less those written before."""
+        if kind not in self.shared:
+            return values
+        seen = self.seen.setdefault(kind, set())
+        if seen:
+            values = [value for value in values if value not in seen]
+        seen.update(values)
+        return values
 
 
 def entry_chunks(feeds: Mapping[str, Sequence[FeedEntry]]) -> Iterator[str]:
-    """The text of entries.grouped, a few `CHUNK`s of entries at a time."""
+    """The text of entries.grouped, group by group, `CHUNK` values a string. Inside one
+    feed every (type, value) is unique by construction (keys of the store's maps)."""
+    written = _Written(feeds)
     yield MAGIC
-    for entries in _feed_entries(feeds):
+    for entries in feeds.values():
         if isinstance(entries, ArrayEntries) and entries.intact:
-            yield from _array_chunks(entries)
+            groups = _array_groups(entries)
         else:
-            yield from _object_chunks(entries)
+            groups, whole = _object_groups(entries)
+            if whole:  # values that cannot be written bare: one whole entry a line
+                fresh = [e for e in whole if written.fresh(e.indicator_type, [e.value])]
+                yield "".join(entry_json(entry) + "\n" for entry in fresh)
+        for (kind, header), values in groups.items():
+            values = written.fresh(kind, values)
+            if not values:
+                continue
+            yield header
+            for start in range(0, len(values), CHUNK):
+                yield "\n" + "\n".join(values[start:start + CHUNK])
+            yield "\n"
 
 
-def _object_chunks(entries: Sequence[FeedEntry]) -> Iterator[str]:
+Groups = dict[tuple[str, str], list[str]]  # (type, header line) → values
+
+
+def _object_groups(entries: Sequence[FeedEntry]) -> tuple[Groups, list[FeedEntry]]:
     # Headers keyed by the list objects' ids (alive, held by the entries, all along), then
     # groups by header text: equal lists in distinct objects share a group.
-    headers: dict[GroupKey, str] = {}
-    groups: dict[str, list[str]] = {}
-    whole: list[str] = []
+    headers: dict[GroupKey, tuple[str, str]] = {}
+    groups: Groups = {}
+    whole: list[FeedEntry] = []
     for entry in entries:
         if not plain_value(entry.value):
-            whole.append(entry_json(entry) + "\n")
+            whole.append(entry)
             continue
         key = (entry.indicator_type, id(entry.sources), id(entry.tags), entry.confidence)
-        header = headers.get(key)
-        if header is None:
-            header = headers[key] = header_json(
+        found = headers.get(key)
+        if found is None:
+            found = headers[key] = (entry.indicator_type, header_json(
                 entry.indicator_type, entry.sources, entry.tags, entry.confidence
-            )
-        values = groups.get(header)
+            ))
+        values = groups.get(found)
         if values is None:
-            values = groups[header] = []
+            values = groups[found] = []
         values.append(entry.value)
-    for header, values in groups.items():
-        yield header
-        for start in range(0, len(values), CHUNK):
-            yield "\n" + "\n".join(values[start:start + CHUNK])
-        yield "\n"
-    if whole:
-        yield "".join(whole)
+    return groups, whole
 
 
-def _array_chunks(entries: ArrayEntries) -> Iterator[str]:
+def _array_groups(entries: ArrayEntries) -> Groups:
     """Array-path entries from their texts and group codes: dotted quads and networks are
     always plain values, so each group is its header and its texts, in feed order."""
     members: list[list[str]] = [[] for _ in entries.described]
     appends = [values.append for values in members]
     for text, code in zip(entries.texts, entries.group, strict=True):
         appends[code](text)
+    groups: Groups = {}
     for (kind, sources, tags, confidence), values in zip(entries.described, members,
                                                           strict=True):
-        if not values:
-            continue
-        yield header_json(kind, sources, tags, confidence)
-        for start in range(0, len(values), CHUNK):
-            yield "\n" + "\n".join(values[start:start + CHUNK])
-        yield "\n"
+        if values:
+            groups.setdefault((kind, header_json(kind, sources, tags, confidence)), []).extend(
+                values
+            )
+    return groups
 
 
 def write_entries(feeds: Mapping[str, Sequence[FeedEntry]], path: Path) -> None:
