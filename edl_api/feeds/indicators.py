@@ -9,7 +9,8 @@ its `last_seen` is when it was last published.
 Bulk writes go through the driver with raw values, grouped by everything but the value
 (`RowGroups`: a million rows share a few hundred provenances): one statement per group and
 batch expands a JSON array (SQLite `json_each`) or a text[] (PostgreSQL `unnest`) into
-rows, so no per-row parameter tuple is bound or encoded. Within this module a time is a
+rows, so no per-row parameter tuple is bound or encoded; updates and deletes likewise
+match a batch of values at once. Within this module a time is a
 *raw* value as the driver stores it (SQLite: text, PostgreSQL: naive UTC datetime).
 """
 
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, text, update
+from sqlalchemy import bindparam, delete, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
@@ -37,13 +38,11 @@ COLUMNS = (
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # what SQLAlchemy's SQLite DateTime writes
 # Rewriting the whole type beats row-by-row changes past this share of changed rows.
 REPLACE_RATIO = 0.5
-# Values per bulk statement and rows per Core executemany (SQLAlchemy builds each row's
-# parameters on the event loop: ~10 us a row). The loop is yielded between batches; a
-# bulk statement's own work runs in the driver without the GIL (SQLite's step in
-# aiosqlite's thread, PostgreSQL in the server), only its JSON/array encoding (~2 ms per
-# 50k values) holds the loop.
+# Values per bulk statement. The loop is yielded between batches; a bulk statement's own
+# work runs in the driver without the GIL (SQLite's step in aiosqlite's thread,
+# PostgreSQL in the server), only its JSON/array encoding (~2 ms per 50k values) holds
+# the loop.
 BATCH_ROWS = 50_000
-CORE_BATCH_ROWS = 2_000
 # SQLite: a page cache (KiB, negative) for inserts of at least BULK_CACHE_ROWS rows; the
 # default 2 MB spills the indexes' pages to the file again and again (30 % more CPU).
 BULK_CACHE_ROWS = 100_000
@@ -260,34 +259,31 @@ async def apply(
     session: AsyncSession, pipeline_id: int, changes: TypeChanges,
     previous_run_id: int | None, previous_seen: datetime,
 ) -> None:
-    """Write one type's changes: bulk insert through the driver, executemany for the rest."""
+    """Write one type's changes, set-based: one statement per BATCH_ROWS values (and per
+    provenance for updates), never a parameter tuple per row."""
     kind = changes.indicator_type
+    conn = await session.connection()
     if changes.replace_all is not None:
         await delete_types(session, pipeline_id, [kind])
-        await insert_groups(await session.connection(), pipeline_id, kind, changes.replace_all)
+        await insert_groups(conn, pipeline_id, kind, changes.replace_all)
         return
-    await _delete_values(session, pipeline_id, kind, changes.deletes)
-    table = Indicator.__table__  # type: ignore[attr-defined]
-    where = (
-        (table.c.pipeline_id == pipeline_id) & (table.c.indicator_type == kind)
-        & (table.c.value == bindparam("b_value"))
-    )
-    set_provenance = update(table).where(where).values(
-        sources=bindparam("b_sources"), tags=bindparam("b_tags"),
-        confidence=bindparam("b_confidence"), run_id=None,
-    )
-    for batch in batches(changes.updates, CORE_BATCH_ROWS):
-        await session.execute(set_provenance, [
-            {"b_value": value, "b_sources": orjson.loads(prov[0]),
-             "b_tags": orjson.loads(prov[1]), "b_confidence": prov[2]}
-            for value, prov in batch
-        ])
-        await asyncio.sleep(0)
-    retire = update(table).where(where).values(last_seen=previous_seen, run_id=previous_run_id)
-    for batch in batches(changes.retire, CORE_BATCH_ROWS):
-        await session.execute(retire, [{"b_value": value} for value in batch])
-        await asyncio.sleep(0)
-    await insert_groups(await session.connection(), pipeline_id, kind, changes.inserts)
+    postgres = conn.dialect.name == "postgresql"
+    await _by_values(conn, _PG_DELETE if postgres else _SQLITE_DELETE,
+                     (pipeline_id, kind), changes.deletes)
+    by_provenance: dict[Provenance, list[str]] = {}
+    for value, prov in changes.updates:
+        found = by_provenance.get(prov)
+        if found is None:
+            by_provenance[prov] = [value]
+        else:
+            found.append(value)
+    for prov, values in by_provenance.items():
+        await _by_values(conn, _PG_SET_PROVENANCE if postgres else _SQLITE_SET_PROVENANCE,
+                         (pipeline_id, kind, *prov), values)
+    seen_raw = RawTime(conn.dialect.name).to_raw(previous_seen)
+    await _by_values(conn, _PG_RETIRE if postgres else _SQLITE_RETIRE,
+                     (pipeline_id, kind, seen_raw, previous_run_id), changes.retire)
+    await insert_groups(conn, pipeline_id, kind, changes.inserts)
 
 
 def batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -295,18 +291,45 @@ def batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[start:start + size]
 
 
-async def _delete_values(
-    session: AsyncSession, pipeline_id: int, kind: str, values: Sequence[str]
+# The rows of one (pipeline, type) whose values are in a list: an index probe per value
+# (PostgreSQL: `= ANY` on the unique index; SQLite: `IN` a json_each, probed likewise).
+_ROWS_OF = " WHERE pipeline_id = {0} AND indicator_type = {1} AND value {2}"
+_PG_VALUES = "= ANY(${0}::text[])"
+_SQLITE_VALUES = "IN (SELECT value FROM json_each(?))"
+_PG_DELETE = "DELETE FROM indicators" + _ROWS_OF.format("$1", "$2", _PG_VALUES.format(3))
+_SQLITE_DELETE = "DELETE FROM indicators" + _ROWS_OF.format("?", "?", _SQLITE_VALUES)
+_PG_SET_PROVENANCE = (
+    "UPDATE indicators SET sources = $3::json, tags = $4::json, confidence = $5::integer, "
+    "run_id = NULL" + _ROWS_OF.format("$1", "$2", _PG_VALUES.format(6))
+)
+_SQLITE_SET_PROVENANCE = (
+    "UPDATE indicators SET sources = ?, tags = ?, confidence = ?, run_id = NULL"
+    + _ROWS_OF.format("?", "?", _SQLITE_VALUES)
+)
+_PG_RETIRE = (
+    "UPDATE indicators SET last_seen = $3::timestamp, run_id = $4::integer"
+    + _ROWS_OF.format("$1", "$2", _PG_VALUES.format(5))
+)
+_SQLITE_RETIRE = (
+    "UPDATE indicators SET last_seen = ?, run_id = ?" + _ROWS_OF.format("?", "?", _SQLITE_VALUES)
+)
+
+
+async def _by_values(
+    conn: AsyncConnection, statement: str, head: tuple[Any, ...], values: Sequence[str]
 ) -> None:
-    if not values:
-        return
-    table = Indicator.__table__  # type: ignore[attr-defined]
-    statement = delete(table).where(
-        (table.c.pipeline_id == pipeline_id) & (table.c.indicator_type == kind)
-        & (table.c.value == bindparam("b_value"))
-    )
-    for batch in batches(values, CORE_BATCH_ROWS):
-        await session.execute(statement, [{"b_value": value} for value in batch])
+    """`statement` once per BATCH_ROWS values. `head` is (pipeline, type, *columns to set):
+    PostgreSQL's numbered parameters take it as is, SQLite's `?` in the statement's
+    order (the SET columns first)."""
+    sqlite = conn.dialect.name == "sqlite"
+    for batch in batches(values, BATCH_ROWS):
+        if sqlite:
+            params = (*head[2:], *head[:2], orjson.dumps(list(batch)).decode())
+            await conn.exec_driver_sql(statement, params)
+        else:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            await driver.execute(statement, *head, list(batch))
         await asyncio.sleep(0)
 
 

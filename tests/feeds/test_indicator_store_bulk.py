@@ -19,10 +19,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from edl_api.feeds import entries_reader, indexing
-from edl_api.models import PipelineRun
+from edl_api.feeds import indicators as indicator_store
+from edl_api.models import HostedFeed, Indicator, PipelineRun
 from edl_api.state import AppState
 from tests.feeds.conftest import entry, make_tenant, prepare_run, publish, publish_prepared
 
@@ -86,9 +87,11 @@ async def test_a_first_publish_stores_every_entry_with_its_own_provenance(
     # Values the fast reader leaves to the slow one: a quote, a backslash, non-ASCII.
     urls = ['http://a.example/q="x"', "http://b.example/p\\q", "http://ü.example/", "http://c/"]
     names = ["a.example", "b.example"]
-    entries = _mixed(ips) + _mixed(urls, "url") + _mixed(names, "fqdn")
+    # Sources whose JSON holds a backslash and a tab (escaped for PostgreSQL's COPY).
+    odd = [entry("fqdn", "c.example", ["s\\1", "tab\there"], tags=['q"t'])]
+    entries = _mixed(ips) + _mixed(urls, "url") + _mixed(names, "fqdn") + odd
     run = await publish(app, tmp_path, t.pipeline_id,
-                        {"ipv4": ips, "url": urls, "fqdn": names}, entries)
+                        {"ipv4": ips, "url": urls, "fqdn": [*names, "c.example"]}, entries)
     assert run.errors == []
     summary = run.counts["indicators"]
     assert summary["method"] == "full"
@@ -103,8 +106,9 @@ async def test_a_first_publish_stores_every_entry_with_its_own_provenance(
 
 
 async def test_a_churn_publish_touches_only_the_changed_rows(
-    app: Any, client: httpx.AsyncClient, tmp_path: Path
+    app: Any, client: httpx.AsyncClient, tmp_path: Path, monkeypatch: Any
 ) -> None:
+    monkeypatch.setattr(indicator_store, "BATCH_ROWS", 7)  # each change spans statements
     t = await make_tenant(client, "bulk2", shrink=100)
     first = _ips(5000)
     entries = _mixed(first)
@@ -154,6 +158,44 @@ async def test_retention_and_a_rewrite_keep_vanished_rows(
         assert run.counts["indicators"]["ipv4"]["rewritten"] is True
     assert _provenance({k: after[k] for k in after if k not in gone}) == _expected(
         _mixed(second))
+
+
+async def test_a_churn_over_many_statements_updates_retires_and_deletes_the_right_rows(
+    app: Any, client: httpx.AsyncClient, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Updates, retirements and deletes are set-based statements of BATCH_ROWS values
+    (per provenance for updates): with batches of 7, each kind spans several."""
+    monkeypatch.setattr(indicator_store, "BATCH_ROWS", 7)
+    t = await make_tenant(client, "bulk6", retain=3, shrink=100)
+    first = _ips(300)
+    entries = _mixed(first)
+    await publish(app, tmp_path, t.pipeline_id, {"ipv4": first}, entries)
+    before = await _rows(app, t.pipeline_id)
+    async with AppState.of(app).sessionmaker() as session:
+        feed = await session.get(HostedFeed, (t.pipeline_id, "ipv4"))
+        assert feed is not None
+        first_run, first_time = feed.run_id, feed.updated_at
+    # 60 vanish (retained), 40 new, 50 change provenance (two new ones)
+    second = first[60:] + _ips(40, offset=10_000)
+    again = [dict(e) for e in entries[60:]] + _mixed(_ips(40, offset=10_000))
+    for i, changed in enumerate(again[:50]):
+        changed["sources"], changed["confidence"] = [f"moved{i % 2}"], 90 + i % 2
+    run = await publish(app, tmp_path, t.pipeline_id, {"ipv4": second}, again)
+    assert run.errors == []
+    summary = run.counts["indicators"]["ipv4"]
+    assert {k: summary[k] for k in ("inserted", "updated", "retired", "rewritten")} == {
+        "inserted": 40, "updated": 50, "retired": 60, "rewritten": False}
+    after = await _rows(app, t.pipeline_id)
+    assert len(after) == 340
+    assert _provenance({k: v for k, v in after.items() if v[4] is None}) == _expected(again)
+    async with AppState.of(app).sessionmaker() as session:
+        retired = (await session.execute(select(Indicator).where(
+            Indicator.pipeline_id == t.pipeline_id, Indicator.run_id.is_not(None)  # type: ignore[union-attr]
+        ))).scalars().all()
+    # off the feed: the replaced feed's run and time, their provenance and rows kept
+    assert sorted(row.value for row in retired) == sorted(first[:60])
+    assert all(row.run_id == first_run and row.last_seen == first_time for row in retired)
+    assert all(after[("ipv4", v)][:4] == before[("ipv4", v)][:4] for v in first[:60])
 
 
 def test_the_grouped_reader_matches_one_json_parse_per_line(monkeypatch: Any) -> None:
