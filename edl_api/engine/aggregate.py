@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from edl_api.engine.indicators import BITS, cidr_ok, network_text, range_to_prefixes
-from edl_api.engine.store import Networks
+from edl_api.engine.store import IndicatorStore, Networks
 from edl_api.engine.vector import Prefixes as PrefixArrays
-from edl_api.engine.vector import VectorFamily, aggregate_arrays, fits
+from edl_api.engine.vector import VectorFamily, aggregate_arrays, aggregate_sorted, fits
 
 # (network, prefixlen, source mask)
 Prefixes = list[tuple[int, int, int]]
@@ -108,6 +108,21 @@ def aggregate_family(
     union_intervals = merge_intervals(combined)
     union = to_prefixes(union_intervals, bits, min_prefix)
     return FamilyFeeds(host_feed, net_feed, union, covered)
+
+
+def aggregate_ipv4(store: IndicatorStore, min_prefix: int, aggregate: bool = True) -> FamilyFeeds:
+    """`aggregate_family` of the store's IPv4 hosts and networks after the rules, from
+    the host arrays when they are arrays (no million-key dict, no sort of one)."""
+    networks = store.networks4
+    arrays = store.hosts4.arrays() if aggregate else None
+    if arrays is not None and fits(32, {}, networks):
+        vector = aggregate_sorted(arrays[0], arrays[1], networks, 32, min_prefix)
+        return FamilyFeeds([], vector.networks, vector.union, vector.covered_hosts, vector)
+    masks = store.ipv4
+    hosts = store.sorted_hosts.get(4)
+    return aggregate_family(
+        sorted(masks) if hosts is None else hosts, masks, networks, 32, min_prefix, aggregate
+    )
 
 
 def aggregate_values(values: Iterable[str]) -> list[str]:

@@ -3,6 +3,7 @@ of its source mask (computed once per distinct mask), in feed order."""
 
 from __future__ import annotations
 
+import gc
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -69,11 +70,12 @@ class Provenance:
 
 
 Described = tuple[str, list[str], list[str], int]  # type, sources, tags, confidence
+Reuse = tuple["ArrayEntries", list[int]]
 
 
 class ArrayEntries(list[FeedEntry]):
     """The entries of the array path, made only when used: `entries_file` writes the
-    plain feed and entries.jsonl from each entry's text and group (one per distinct type
+    plain feed and the entries file from each entry's text and group (one per distinct type
     and mask) without a FeedEntry per entry.
 
     Any use as a list (iteration, indexing, comparison, `+`, mutation) first fills it with
@@ -81,21 +83,51 @@ class ArrayEntries(list[FeedEntry]):
     `intact` turns False and the writers read the objects instead.
     """
 
-    def __init__(self, texts: list[str], group: list[int], described: list[Described]) -> None:
+    def __init__(
+        self, texts: list[str], group: list[int], described: list[Described],
+        reuse: Reuse | None = None,
+    ) -> None:
         super().__init__()
         self.texts, self.group, self.described = texts, group, described
         self.intact = True
+        self.moved = False  # a list operation may have changed which entry is where
+        self.prefixes: PrefixArrays | None = None  # what the texts were made of
+        # The `ip` feed's hosts are the host feed's entries: (that feed, and for each
+        # entry here its index there or -1), so filling both makes each host once.
+        self.reuse = reuse
 
     def detach(self) -> None:
         """Make the FeedEntry objects now (idempotent)."""
+        if not self.intact:
+            return
+        # A million new objects would trigger collector passes that each rescan every
+        # object alive (seconds); these hold no cycles, so pause it meanwhile.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            self._fill()
+        finally:
+            if paused:
+                gc.enable()
+
+    def _fill(self) -> None:
         if self.intact:
             self.intact = False
             described = self.described
-            list.extend(self, [
-                FeedEntry(text, *described[code])
-                for text, code in zip(self.texts, self.group, strict=True)
-            ])
-            self.texts, self.group, self.described = [], [], []
+            reuse = self.reuse
+            if reuse is not None and not reuse[0].moved:
+                reuse[0].detach()
+                shared = list.copy(reuse[0])
+                list.extend(self, [
+                    shared[at] if at >= 0 else FeedEntry(text, *described[code])
+                    for text, code, at in zip(self.texts, self.group, reuse[1], strict=True)
+                ])
+            else:
+                list.extend(self, [
+                    FeedEntry(text, *described[code])
+                    for text, code in zip(self.texts, self.group, strict=True)
+                ])
+            self.texts, self.group, self.described, self.reuse = [], [], [], None
 
     def __len__(self) -> int:
         return len(self.texts) if self.intact else list.__len__(self)
@@ -110,9 +142,19 @@ class ArrayEntries(list[FeedEntry]):
         return list, (list(iter(self)),)  # a copy or pickle is a plain list
 
 
+MOVING = frozenset({
+    "__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend", "insert", "pop",
+    "remove", "clear", "reverse", "sort",
+})
+
+
 def _filled(method: Callable[..., Any]) -> Callable[..., Any]:
+    moving = method.__name__ in MOVING
+
     def filled(self: ArrayEntries, *args: Any, **kwargs: Any) -> Any:
         self.detach()
+        if moving:
+            self.moved = True
         return method(self, *args, **kwargs)
 
     filled.__name__ = method.__name__
@@ -129,9 +171,27 @@ for _name in (
     setattr(ArrayEntries, _name, _filled(getattr(list, _name)))
 
 
-def array_entries(prefixes: PrefixArrays, provenance: Provenance) -> ArrayEntries:
+def _reuse(prefixes: PrefixArrays, hosts: list[FeedEntry] | None) -> Reuse | None:
+    """Where each host of `prefixes` is in the host feed `hosts` (same address and mask)."""
+    if not isinstance(hosts, ArrayEntries) or hosts.prefixes is None or hosts.moved:
+        return None
+    known = hosts.prefixes
+    if not len(known) or len(known) != len(hosts):
+        return None
+    at = np.minimum(np.searchsorted(known.network, prefixes.network), len(known) - 1)
+    same = (
+        (prefixes.prefixlen == 32) & (known.network[at] == prefixes.network)
+        & (known.mask[at] == prefixes.mask)
+    )
+    return hosts, np.where(same, at, -1).tolist()
+
+
+def array_entries(
+    prefixes: PrefixArrays, provenance: Provenance, hosts: list[FeedEntry] | None = None,
+) -> ArrayEntries:
     """IPv4 entries of the array path: texts formatted in bulk, provenance per distinct
-    mask, the FeedEntry objects only if something uses them (`ArrayEntries`)."""
+    mask, the FeedEntry objects only if something uses them (`ArrayEntries`); `hosts`:
+    the host feed, whose entries the hosts here reuse when both are filled."""
     texts = ipv4_texts(prefixes.network, prefixes.prefixlen)
     distinct, which = mask_groups(prefixes.mask)
     host_described = provenance.for_type("ipv4")
@@ -142,16 +202,38 @@ def array_entries(prefixes: PrefixArrays, provenance: Provenance) -> ArrayEntrie
         described.append(("cidr", *cidr_described(mask)))
         described.append(("ipv4", *host_described(mask)))
     group = (np.asarray(which, dtype=np.int64) * 2 + (prefixes.prefixlen == 32)).tolist()
-    return ArrayEntries(texts, group, described)
+    entries = ArrayEntries(texts, group, described, _reuse(prefixes, hosts))
+    entries.prefixes = prefixes
+    return entries
 
 
 def join_entries(first: list[FeedEntry], second: list[FeedEntry]) -> list[FeedEntry]:
-    """`first + second`, keeping an `ArrayEntries` as it is when the other part is empty."""
+    """`first + second`, keeping an `ArrayEntries` one (the `ip` feed's IPv4 part) as
+    arrays: the few IPv6 entries join its texts and groups instead of a FeedEntry being
+    made for each of its (many) entries now, at the run's memory peak."""
     if not second:
         return first
     if not first:
         return second
-    return first + second
+    if not isinstance(first, ArrayEntries) or not first.intact:
+        return first + second
+    texts, group = list(first.texts), list(first.group)
+    described = list(first.described)
+    codes: dict[tuple[str, int, int, int], int] = {}
+    for entry in second:
+        if entry.first_seen is not None or entry.last_seen is not None:
+            return first + second  # not expressible as (text, group)
+        key = (entry.indicator_type, id(entry.sources), id(entry.tags), entry.confidence)
+        code = codes.get(key)
+        if code is None:
+            code = codes[key] = len(described)
+            described.append((entry.indicator_type, entry.sources, entry.tags, entry.confidence))
+        texts.append(entry.value)
+        group.append(code)
+    reuse = first.reuse
+    if reuse is not None:
+        reuse = (reuse[0], reuse[1] + [-1] * len(second))
+    return ArrayEntries(texts, group, described, reuse)
 
 
 def host_entries(feed: FamilyFeeds, version: int, provenance: Provenance) -> list[FeedEntry]:
@@ -196,7 +278,7 @@ def prefix_entries(
     (`hosts` and `host_entries` are parallel and sorted), saving a million allocations.
     """
     if isinstance(prefixes, PrefixArrays):
-        return array_entries(prefixes, provenance)
+        return array_entries(prefixes, provenance, host_entries)
     ntop = socket.inet_ntop
     family = socket.AF_INET if version == 4 else socket.AF_INET6
     size = 4 if version == 4 else 16

@@ -21,7 +21,6 @@ from edl_api.engine.config import SourceConfig
 from edl_api.engine.drops import DropRecorder
 from edl_api.engine.parsers import ParseStats, parse_text
 from edl_api.engine.store import IndicatorStore, IngestStats, ingest
-from edl_api.engine.vector import or_ipv4_keys
 
 WIDTH = 18  # "255.255.255.255/31" is the longest line taken in bulk
 MIN_WIDTH = 7  # "1.2.3.4"
@@ -48,9 +47,10 @@ def _scan(matrix: U8, length: I64) -> tuple[Any, Any, I64, I64]:
     rows = len(length)
     columns = np.ascontiguousarray(matrix.T)  # one contiguous row per character position
     ok = (length >= MIN_WIDTH) & (length <= WIDTH)
-    fields = np.zeros((5, rows), dtype=np.int32)
+    # int16: a valid field is at most 3 digits; an invalid row may wrap, harmlessly
+    fields = np.zeros((5, rows), dtype=np.int16)
     field = np.zeros(rows, dtype=np.int8)  # separators seen so far
-    value = np.zeros(rows, dtype=np.int32)
+    value = np.zeros(rows, dtype=np.int16)
     digits = np.zeros(rows, dtype=np.int8)
     leading_zero = np.zeros(rows, dtype=bool)
     slash_at = np.zeros(rows, dtype=bool)  # the current field is the length after `/`
@@ -58,6 +58,7 @@ def _scan(matrix: U8, length: I64) -> tuple[Any, Any, I64, I64]:
         char = columns[column]
         active = column < length
         d = char - np.uint8(48)  # wraps below "0": one compare for "is a digit"
+        d16 = d.astype(np.int16)
         is_digit = active & (d <= 9)
         is_dot = active & (char == 46)
         is_slash = active & (char == 47)
@@ -78,7 +79,7 @@ def _scan(matrix: U8, length: I64) -> tuple[Any, Any, I64, I64]:
             digits[at] = 0
             leading_zero[at] = False
             slash_at |= is_slash
-        value = np.where(is_digit, value * 10 + d, value)
+        value = np.where(is_digit, value * 10 + d16, value)
         leading_zero |= is_digit & (digits == 0) & (d == 0)
         digits += is_digit
     ok &= digits > 0
@@ -171,7 +172,7 @@ def ingest_text(
     parse_stats.invalid.update(rest_stats.invalid)
     ingest(tokens, store, bit, types, ingest_stats, recorder)
     if len(bulk.hosts):
-        or_ipv4_keys(store.ipv4, bulk.hosts, bit)
+        store.hosts4.add(bulk.hosts, bit)
         ingest_stats.indicators["ipv4"] += len(bulk.hosts)
     if len(bulk.cidr_network):
         plen = bulk.cidr_prefixlen

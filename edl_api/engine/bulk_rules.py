@@ -6,6 +6,7 @@ as one `np.searchsorted` that finds the few networks it touches; only those go t
 from __future__ import annotations
 
 from collections import Counter
+from itertools import chain
 
 import numpy as np
 
@@ -36,7 +37,9 @@ def ipv4_networks(
     `checks` (rule, excluded set) in order, as `Rules._networks(mapping, 4)` gives them."""
     if not mapping:
         return []
-    keys = np.array(list(mapping), dtype=np.int64).reshape(-1, 2)
+    # fromiter over the flattened pairs: ~2x np.array of a list of tuples
+    keys = np.fromiter(chain.from_iterable(mapping), dtype=np.int64,
+                       count=2 * len(mapping)).reshape(-1, 2)
     masks = list(mapping.values())  # Python ints: a mask may pass 2**63
     network, prefixlen = keys[:, 0], keys[:, 1]
     short = prefixlen < min_prefix

@@ -47,6 +47,10 @@ _from_bytes = int.from_bytes
 # Possessive quantifiers (3.11+) keep this linear and ~2x faster than a backtracking form;
 # the 63-character label limit is checked separately.
 _FQDN_RE = re.compile(r"(?:[a-z0-9_]++(?:-++[a-z0-9_]++)*+\.)++(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})")
+# A token this matches whole that starts with a letter and is at most 63 characters long
+# is an FQDN as it is: classify_parts gives [(FQDN, token)] (ingest's fast path).
+PLAIN_NAME_RE = _FQDN_RE
+PLAIN_NAME_MAX = 63
 _TLD_RE = re.compile(r"[a-z]{2,63}|xn--[a-z0-9-]{1,59}")
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ftp": 21}

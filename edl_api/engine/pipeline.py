@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edl_api.engine import bulk, collect
-from edl_api.engine.aggregate import aggregate_family
+from edl_api.engine.aggregate import aggregate_family, aggregate_ipv4
 from edl_api.engine.augment import augment
 from edl_api.engine.build import (
     Provenance,
@@ -414,16 +414,15 @@ def _process(
     notify(ProgressEvent("stage", {"stage": "aggregate"}))
     aggregate = config.pipeline.aggregate
     min_prefix = config.rules.min_prefix
-    family4 = aggregate_family(
-        block.sorted_hosts.get(4, []), block.ipv4, block.networks4, 32, min_prefix.ipv4, aggregate
-    )
+    family4 = aggregate_ipv4(block, min_prefix.ipv4, aggregate)
     family6 = aggregate_family(
         block.sorted_hosts.get(6, []), block.ipv6, block.networks6, 128, min_prefix.ipv6, aggregate
     )
     stages["aggregate"] = time.monotonic() - mark
     # The families hold all the feeds need: free the host maps (a million ints at 1M)
     # before the entries are built, which is where the run's memory peaks.
-    for mapping in (block.ipv4, block.ipv6, block.sorted_hosts):
+    block.hosts4.clear()
+    for mapping in (block.ipv6, block.sorted_hosts):
         mapping.clear()
     block.networks4, block.networks6 = [], []
 
@@ -436,7 +435,8 @@ def _process(
             prefix_entries(family6.networks, 6, provenance),
         ),
         "ip": lambda: join_entries(
-            prefix_entries(family4.union, 4, provenance),
+            # hosts shared with the ipv4 feed, when it is built (first) too
+            prefix_entries(family4.union, 4, provenance, feeds.get("ipv4")),
             prefix_entries(family6.union, 6, provenance),
         ),
         "fqdn": lambda: name_entries(block.fqdn, "fqdn", provenance),

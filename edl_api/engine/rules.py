@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 import re2
 from publicsuffixlist import PSLFILE, PublicSuffixList, encode_idn
 
@@ -38,6 +40,7 @@ from edl_api.engine.special import RESERVED_V4, RESERVED_V6, IntervalSet
 from edl_api.engine.store import IndicatorStore, Networks
 
 DropCounts = dict[str, Counter[str]]  # published type -> rule -> n
+Array = npt.NDArray[np.int64]
 
 
 PUBLIC_SUFFIX = "public_suffix"  # the drop reason in run reports
@@ -203,8 +206,17 @@ class Rules:
         self.patterns = [re2.compile(p, options=re2_options()) for p in config.exclude_regex]
         self.drops: DropCounts = {t: Counter() for t in ("ipv4", "ipv6", "cidr", "fqdn", "url")}
         self.split: Counter[str] = Counter()  # networks partly removed (rule -> n)
-        sections = config.public_suffix_sections
-        self.suffixes = None if sections == "off" else public_suffixes(sections)
+        self._suffixes: PublicSuffixes | None = None
+
+    @property
+    def suffixes(self) -> PublicSuffixes | None:
+        """The Public Suffix List, parsed on first use (~0.2 s: an IP-only run never)."""
+        sections = self.config.public_suffix_sections
+        if sections == "off":
+            return None
+        if self._suffixes is None:
+            self._suffixes = public_suffixes(sections)
+        return self._suffixes
 
     # -- helpers
 
@@ -226,7 +238,12 @@ class Rules:
             (FQDN, "fqdn"),
             (URL, "url"),
         ):
-            mapping = store.maps()[kind]
+            if kind == IPV4 and (
+                (kind_type in include and self.config.min_confidence <= 0)
+                or not len(store.hosts4)
+            ):
+                continue  # no dict made for nothing: `_hosts` reads the arrays
+            mapping = store.ipv4 if kind == IPV4 else store.sinks()[kind]
             if kind_type not in include:
                 if mapping:
                     self.drops[kind_type]["include_types"] += len(mapping)
@@ -258,6 +275,11 @@ class Rules:
             self.drops[KIND_TYPE[kind]][rule] += len(doomed)
 
     def _hosts(self, store: IndicatorStore, version: int) -> None:
+        if version == 4 and not self.patterns:
+            arrays = store.hosts4.arrays()
+            if arrays is not None:
+                store.hosts4.replace(*self._hosts4(*arrays))
+                return
         mapping = store.ipv4 if version == 4 else store.ipv6
         kind_type = "ipv4" if version == 4 else "ipv6"
         kind = IPV4 if version == 4 else IPV6
@@ -297,6 +319,30 @@ class Rules:
                     kept.append(key)
             keys = kept
         store.sorted_hosts[version] = keys
+
+    def _hosts4(self, keys: Array, masks: Array) -> tuple[Array, Array]:
+        """`_hosts` for IPv4 hosts as sorted arrays: the same drops, in the same order."""
+        checks: list[tuple[str, IntervalSet]] = []
+        if self.config.exclude_reserved:
+            checks.append(("exclude_reserved", RESERVED_V4))
+        checks.append(("allow", self.allow.v4))
+        for rule, excluded in checks:
+            if not excluded or not len(keys):
+                continue
+            starts = np.array(excluded.starts, dtype=np.int64)
+            ends = np.array(excluded.ends, dtype=np.int64)
+            at = np.searchsorted(starts, keys, side="right") - 1
+            inside = (at >= 0) & (keys <= ends[np.maximum(at, 0)])
+            hit = np.flatnonzero(inside)
+            if not len(hit):
+                continue
+            self.drops["ipv4"][rule] += len(hit)
+            if self.recorder is not None:
+                for key, mask in zip(keys[hit].tolist(), masks[hit].tolist(), strict=True):
+                    self.recorder.add(IPV4, key, rule, mask)
+            keep = ~inside
+            keys, masks = keys[keep], masks[keep]
+        return keys, masks
 
     def _networks(self, mapping: dict[tuple[int, int], int], version: int) -> Networks:
         """Networks as sorted (first, last, mask) pieces after min_prefix, reserved and allow."""
@@ -347,6 +393,8 @@ class Rules:
         return pieces
 
     def _names(self, mapping: dict[str, int]) -> None:
+        if not mapping:
+            return
         drops = self.drops["fqdn"]
         suffixes = self.suffixes
         allow = self.allow
@@ -370,6 +418,8 @@ class Rules:
             del mapping[name]
 
     def _urls(self, mapping: dict[str, int], hosts: dict[str, tuple[int, int] | str]) -> None:
+        if not mapping:
+            return
         drops = self.drops["url"]
         allow = self.allow
         reserved = self.config.exclude_reserved

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from edl_api.engine.hosts4 import Hosts4
 from edl_api.engine.indicators import (
     CIDR4,
     CIDR6,
@@ -19,10 +20,11 @@ from edl_api.engine.indicators import (
     IPV4,
     IPV6,
     KIND_TYPE,
+    PLAIN_NAME_MAX,
+    PLAIN_NAME_RE,
     URL,
     classify_parts,
 )
-from edl_api.engine.vector import or_packed_ipv4
 
 if TYPE_CHECKING:  # drops imports this module
     from edl_api.engine.drops import DropRecorder
@@ -33,7 +35,8 @@ Networks = list[tuple[int, int, int]]
 
 @dataclass
 class IndicatorStore:
-    ipv4: dict[int, int] = field(default_factory=dict)
+    # IPv4 hosts as dict and array parts (`hosts4`); `ipv4` is them as one dict.
+    hosts4: Hosts4 = field(default_factory=Hosts4)
     ipv6: dict[int, int] = field(default_factory=dict)
     cidr4: dict[tuple[int, int], int] = field(default_factory=dict)
     cidr6: dict[tuple[int, int], int] = field(default_factory=dict)
@@ -46,9 +49,19 @@ class IndicatorStore:
     # URL -> host ((version, int) for IP literals, else the name); shared by augment and rules.
     url_hosts: dict[str, tuple[int, int] | str] = field(default_factory=dict)
 
+    @property
+    def ipv4(self) -> dict[int, int]:
+        return self.hosts4.as_dict()
+
     def maps(self) -> dict[str, dict[Any, int]]:
+        """Every kind's indicators as a dict (the IPv4 hosts made one: see `sinks`)."""
+        return self.sinks() | {IPV4: self.ipv4}
+
+    def sinks(self) -> dict[str, dict[Any, int]]:
+        """The dicts to OR new indicators into; the IPv4 one holds only what is written
+        to it (`Hosts4.sink`), so writing costs nothing when the hosts are arrays."""
         return {
-            IPV4: self.ipv4,
+            IPV4: self.hosts4.sink(),
             IPV6: self.ipv6,
             CIDR4: self.cidr4,
             CIDR6: self.cidr6,
@@ -58,7 +71,7 @@ class IndicatorStore:
 
     def counts(self) -> dict[str, int]:
         return {
-            "ipv4": len(self.ipv4),
+            "ipv4": len(self.hosts4),
             "ipv6": len(self.ipv6),
             "cidr": len(self.cidr4) + len(self.cidr6),
             "fqdn": len(self.fqdn),
@@ -84,8 +97,7 @@ def ingest(
 ) -> None:
     """Classify tokens into the store, OR-ing `bit` into each indicator's source mask;
     `recorder` is told of each invalid or `types:`-filtered token (for explain)."""
-    maps = store.maps()
-    ipv4_map = store.ipv4
+    maps = store.sinks()
     pton = socket.inet_pton
     af_inet = socket.AF_INET
     from_bytes = int.from_bytes
@@ -94,9 +106,13 @@ def ingest(
     by_type = stats.indicators
     cidr4_map = store.cidr4
     take_cidr = types is None or "cidr" in types
+    fqdn_map = store.fqdn
+    take_fqdn = types is None or "fqdn" in types
+    plain_name = PLAIN_NAME_RE.fullmatch
     quads = bytearray()  # packed dotted quads, OR-ed into the map in bulk below
     n_tokens = 0
     n_cidr4 = 0
+    n_fqdn = 0
     filtered = 0
     for token in tokens:
         n_tokens += 1
@@ -134,6 +150,14 @@ def ingest(
                             cidr4_map[cidr_key] = cidr4_map.get(cidr_key, 0) | bit
                             n_cidr4 += 1
                             continue
+        elif (
+            take_fqdn and "a" <= first <= "z" and len(token) <= PLAIN_NAME_MAX
+            and plain_name(token) is not None
+        ):
+            # A plain lowercase name (~all names in real feeds) is its own key.
+            fqdn_map[token] = fqdn_map.get(token, 0) | bit
+            n_fqdn += 1
+            continue
         parts = classify_parts(token, True)  # not a dotted quad: pre-check or pton said so
         if isinstance(parts, str):
             invalid[parts] += 1
@@ -151,9 +175,11 @@ def ingest(
             mapping[part_key] = mapping.get(part_key, 0) | bit
             by_type[kind_type] += 1
     if quads:
-        or_packed_ipv4(ipv4_map, quads, bit)
+        store.hosts4.add_packed(quads, bit)
         by_type["ipv4"] += len(quads) // 4
     if n_cidr4:
         by_type["cidr"] += n_cidr4
+    if n_fqdn:
+        by_type["fqdn"] += n_fqdn
     stats.tokens += n_tokens
     stats.filtered += filtered

@@ -9,6 +9,8 @@ otherwise. The results are exactly those of `aggregate.merge_intervals`/`to_pref
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,7 @@ def fits(bits: int, host_masks: dict[int, int], networks: list[tuple[int, int, i
         return False
     top = max(host_masks.values(), default=0)
     if networks:
-        top = max(top, max(mask for _, _, mask in networks))
+        top = max(top, max(map(itemgetter(2), networks)))
     return top < MASK_LIMIT
 
 
@@ -133,11 +135,19 @@ def aggregate_arrays(
     bits: int, min_prefix: int,
 ) -> VectorFamily:
     """`aggregate.aggregate_family(..., aggregate=True)` for one family whose masks fit."""
-    count = len(hosts)
     host = np.array(hosts, dtype=np.int64)
-    host_mask = _masks_of(host, hosts, host_masks)
+    return aggregate_sorted(host, _masks_of(host, hosts, host_masks), networks, bits, min_prefix)
+
+
+def aggregate_sorted(
+    host: Array, host_mask: Array, networks: list[tuple[int, int, int]], bits: int,
+    min_prefix: int,
+) -> VectorFamily:
+    """`aggregate_arrays` for hosts already as sorted distinct arrays (`Hosts4.arrays`)."""
+    count = len(host)
     if networks:
-        pieces = np.array(networks, dtype=np.int64).reshape(-1, 3)
+        pieces = np.fromiter(chain.from_iterable(networks), dtype=np.int64,
+                             count=3 * len(networks)).reshape(-1, 3)
         first, last, mask = merge(pieces[:, 0], pieces[:, 1], pieces[:, 2])
     else:
         first = last = mask = np.empty(0, dtype=np.int64)
@@ -210,30 +220,3 @@ def mask_groups(mask: Array) -> tuple[list[int], list[int]]:
     which = np.empty(len(mask), dtype=np.int64)
     which[order] = np.cumsum(starts) - 1
     return ordered[starts].tolist(), which.tolist()
-
-
-def _distinct(values: Array) -> Array:
-    """Sorted distinct values (np.unique hashes in numpy 2.4: 70x slower than a sort)."""
-    ordered = np.sort(values)
-    if len(ordered) < 2:
-        return ordered
-    keep = np.empty(len(ordered), dtype=bool)
-    keep[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    return ordered[keep]
-
-
-def or_packed_ipv4(mapping: dict[int, int], packed: bytes | bytearray, bit: int) -> None:
-    """OR `bit` into the mask of each packed (4-byte, network order) address; one sort
-    and one dict update instead of a conversion and a lookup per token."""
-    or_ipv4_keys(mapping, np.frombuffer(packed, dtype=">u4").astype(np.int64), bit)
-
-
-def or_ipv4_keys(mapping: dict[int, int], addresses: Array, bit: int) -> None:
-    """OR `bit` into the mask of each address (any order, repeats allowed)."""
-    keys = _distinct(addresses).tolist()
-    if not mapping:
-        mapping.update(dict.fromkeys(keys, bit))
-        return
-    get = mapping.get
-    mapping.update({key: get(key, 0) | bit for key in keys})
