@@ -278,15 +278,16 @@ class Indicator(SQLModel, table=True):
     """The latest published entries of a pipeline, with provenance carried across runs."""
 
     __tablename__ = "indicators"
-    __table_args__ = (sa.UniqueConstraint("pipeline_id", "indicator_type", "value"),)
+    # Keyed by (pipeline, type, value), nothing else indexed (migration 0016): each index
+    # is maintained per row of a million-row publish. On SQLite the rows live in the key's
+    # B-tree (WITHOUT ROWID), written in key order.
+    __table_args__ = {"sqlite_with_rowid": False}
 
-    id: int | None = Field(default=None, primary_key=True)
-    # No index of its own: the unique (pipeline_id, indicator_type, value) one leads with it.
-    # No foreign key either (migration 0015: its per-row check cost a 1M publish ~6 s on
+    # No foreign key (migration 0015: its per-row check cost a 1M publish ~6 s on
     # PostgreSQL); `profiles.lifecycle.purge_deleted` deletes a purged pipeline's rows.
-    pipeline_id: int
-    indicator_type: str = Field(max_length=10)
-    value: str = Field(max_length=2100, index=True)
+    pipeline_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    indicator_type: str = Field(max_length=10, primary_key=True)
+    value: str = Field(max_length=2100, primary_key=True)
     sources: list[str] = _json(list)
     tags: list[str] = _json(list)
     confidence: int = 50

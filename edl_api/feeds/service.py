@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy import select, union_all
+from sqlalchemy import BindParameter, bindparam, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -32,6 +32,7 @@ MAX_SEARCH_MATCHES = 1000
 # Values one search may look up (one UNION ALL branch each): SQLite refuses a compound
 # SELECT of more than 500 terms, and a wide range (`::1-ffff:…:fffe`) expands to thousands.
 MAX_SEARCH_TERMS = 500
+SEARCH_BRANCHES = 250  # UNION ALL branches per statement (SQLite allows 500)
 
 
 class ArtifactPruned(AppError):
@@ -163,10 +164,6 @@ async def search(
     if not text or len(text) > 2048:
         raise InvalidIndicator("give one indicator of at most 2048 characters")
     kind, candidates = search_candidates(text)
-    # Drive the lookup from the value index (a handful of probes), then keep the
-    # profile's live pipelines: filtering by pipeline first scans whole feeds.
-    # One equality per branch (UNION ALL): each is an index probe whatever the planner's
-    # statistics say (an IN list of 33 networks made PostgreSQL scan before ANALYZE).
     wanted = set(candidates)
     values = sorted({v for _, v in candidates})
     if len(values) > MAX_SEARCH_TERMS:
@@ -174,28 +171,39 @@ async def search(
             f"this search expands into {len(values)} networks and names to look up; at most "
             f"{MAX_SEARCH_TERMS}: search a narrower range"
         )
-    branches = [select(Indicator).where(col(Indicator.value) == value) for value in values]
-    hits = [
-        row for row in (
-            await session.execute(select(Indicator).from_statement(union_all(*branches)))
-        ).scalars()
-        if (row.indicator_type, row.value) in wanted
-    ]
-    names: dict[int, str] = {}
-    if hits:
-        names = {
-            pid: name for pid, name in (
-                await session.execute(
-                    select(col(Pipeline.id), col(Pipeline.name)).where(
-                        col(Pipeline.id).in_({row.pipeline_id for row in hits}),
-                        col(Pipeline.profile_id) == profile_id,
-                        principal.scope_filter(col(Pipeline.profile_id), col(Pipeline.id)),
-                        col(Pipeline.deleted_at).is_(None), col(Pipeline.is_active).is_(True),
-                    )
+    # The profile's live pipelines in scope first (a few rows), then one probe of the
+    # (pipeline, type, value) key per candidate and pipeline: one equality per UNION ALL
+    # branch, so each is an index probe whatever the planner's statistics say.
+    names = {
+        pid: name for pid, name in (
+            await session.execute(
+                select(col(Pipeline.id), col(Pipeline.name)).where(
+                    col(Pipeline.profile_id) == profile_id,
+                    principal.scope_filter(col(Pipeline.profile_id), col(Pipeline.id)),
+                    col(Pipeline.deleted_at).is_(None), col(Pipeline.is_active).is_(True),
                 )
             )
-            if pid is not None
-        }
+        )
+        if pid is not None
+    }
+    hits: list[Indicator] = []
+    # Our own pipeline ids, written into the SQL: one list for every branch, not a
+    # parameter per pipeline and branch (drivers cap a statement's parameters).
+    pipelines: BindParameter[list[int]] = bindparam(
+        "pipelines", sorted(names), expanding=True, literal_execute=True
+    )
+    pairs = sorted(wanted) if names else []
+    for start in range(0, len(pairs), SEARCH_BRANCHES):
+        branches = [
+            select(Indicator).where(
+                col(Indicator.pipeline_id).in_(pipelines),
+                col(Indicator.indicator_type) == kind_of, col(Indicator.value) == value,
+            )
+            for kind_of, value in pairs[start:start + SEARCH_BRANCHES]
+        ]
+        hits.extend((
+            await session.execute(select(Indicator).from_statement(union_all(*branches)))
+        ).scalars())
     found = sorted(
         ((row, names[row.pipeline_id]) for row in hits if row.pipeline_id in names),
         key=lambda pair: (pair[0].pipeline_id, pair[0].indicator_type, pair[0].value),

@@ -309,7 +309,7 @@ async def config_usage(session: AsyncSession, config_ids: list[int]) -> dict[int
         usage[cid].last_run_at = finished or started or created
         usage[cid].last_run_state = state
     for cid, count in await session.execute(
-        select(col(Pipeline.profile_config_id), func.count(col(Indicator.id)))
+        select(col(Pipeline.profile_config_id), func.count())
         .join(Indicator, col(Indicator.pipeline_id) == col(Pipeline.id))
         .where(in_ids, live, col(Pipeline.is_active).is_(True))
         .group_by(col(Pipeline.profile_config_id))

@@ -2,7 +2,7 @@
 
 Rows are read back from the database itself and compared with what the entries say:
 a first publish (one statement per provenance group), a churn publish that touches
-only the changed rows (the ids of the others stay), retention, a rewrite, entry lines
+only the changed rows (the others keep their last_seen), retention, a rewrite, entry lines
 the fast reader cannot take (escapes, another JSON form), and a 200k write that leaves
 the event loop free.
 """
@@ -58,14 +58,15 @@ def _no_watchdog(app: Any, monkeypatch: Any) -> None:
 
 
 async def _rows(app: Any, pipeline_id: int) -> dict[tuple[str, str], tuple[Any, ...]]:
-    """(type, value) → (id, sources, tags, confidence, run_id, first_seen) as stored."""
+    """(type, value) → (last_seen, sources, tags, confidence, run_id, first_seen) as stored
+    (a row rewritten by a publish gets that publish's last_seen)."""
     async with AppState.of(app).sessionmaker() as session:
         found = await session.execute(text(
-            "SELECT indicator_type, value, id, sources, tags, confidence, run_id, first_seen "
-            "FROM indicators WHERE pipeline_id = :pid"), {"pid": pipeline_id})
+            "SELECT indicator_type, value, last_seen, sources, tags, confidence, run_id, "
+            "first_seen FROM indicators WHERE pipeline_id = :pid"), {"pid": pipeline_id})
         rows = {}
-        for kind, value, row_id, sources, tags, confidence, run_id, first_seen in found:
-            rows[(kind, value)] = (row_id, _json(sources), _json(tags), confidence, run_id,
+        for kind, value, last_seen, sources, tags, confidence, run_id, first_seen in found:
+            rows[(kind, value)] = (last_seen, _json(sources), _json(tags), confidence, run_id,
                                    first_seen)
         return rows
 
@@ -129,7 +130,7 @@ async def test_a_churn_publish_touches_only_the_changed_rows(
     assert _provenance(after) == _expected(again)
     kept = [key for key in after if key in before]
     assert len(kept) == 4950
-    # the same rows (ids) and first_seen: nothing rewritten
+    # the same last_seen and first_seen: nothing rewritten
     assert all(after[key][0] == before[key][0] and after[key][5] == before[key][5]
                for key in kept)
 
