@@ -12,6 +12,7 @@ leading host label, so these rules only have to refuse what a vendor cannot load
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -207,6 +208,28 @@ def plainly_ok(value: str) -> bool:
     """True when no length, port, wildcard, IPv6 or character rule of any grammar can
     apply to `value` (only the grammar's types remain to be checked)."""
     return len(value) <= _SAFE_LENGTH and _SUSPECT.search(value) is None
+
+
+# `_SUSPECT` over many lines joined by newlines (a newline is no suspect there).
+_SUSPECT_CHARS = re.compile(r"[*^:\[\x00-\x09\x0b-\x20\x7f-\x9f]")  # a set: a fast scan
+SUSPECT_SLICE = 20_000  # lines screened per join/search call (each one short C call)
+
+
+def suspect_lines(lines: Sequence[str]) -> list[str]:
+    """The lines `plainly_ok` does not pass, in order. A slice of lines with no suspect
+    character and none too long is passed whole by one search over its joined text (a
+    million-line IPv4 feed: ~50 ms instead of a Python call per line); the others line
+    by line."""
+    found: list[str] = []
+    for start in range(0, len(lines), SUSPECT_SLICE):
+        part = lines[start:start + SUSPECT_SLICE]
+        text = "\n".join(part)
+        if (max(map(len, part)) <= _SAFE_LENGTH and text.count("\n") == len(part) - 1
+                and _SUSPECT_CHARS.search(text) is None
+                and "/0\n" not in text and not text.endswith("/0")):
+            continue  # (a line break inside a value would add to the count)
+        found.extend(value for value in part if not plainly_ok(value))
+    return found
 
 
 def check(grammar: VendorGrammar, indicator_type: str, value: str) -> DropReason | None:

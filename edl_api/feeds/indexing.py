@@ -277,6 +277,13 @@ def _plan(
             # entries are the feed.
             plans.append(indicator_store.plan_first(base, grouped.get(base, {}), now_raw))
             continue
+        if (feed is None and not stored.get(base) and counts is not None
+                and not _retained(prepared, base)):
+            # Only in the combined "ip" feed, no rows yet: the type's entries in the
+            # engine's file are exactly the "ip" feed's lines of that type (no other feed
+            # holds the type), so no line of a million needs classifying.
+            plans.append(indicator_store.plan_first(base, grouped.get(base, {}), now_raw))
+            continue
         if provenance is None:
             provenance = entries_reader.provenance_map(grouped)
         if feed is not None:

@@ -336,7 +336,7 @@ def drop_report(kind: str, lines: Sequence[str]) -> dict[str, dict[str, Any]]:
     options: a port is dropped, counted as "port"). Checks only, no bodies built, so it can
     run at publish: one quick pass finds the few lines any rule could apply to."""
     # The combined `ip` feed holds hosts and networks: each line says which it is.
-    suspects = [(i, v) for i, v in enumerate(lines) if not grammars.plainly_ok(v)]
+    suspects = grammars.suspect_lines(lines)
     report: dict[str, dict[str, Any]] = {}
     for fmt, feed_format in FEED_FORMATS.items():
         grammar = feed_format.grammar
@@ -348,7 +348,7 @@ def drop_report(kind: str, lines: Sequence[str]) -> dict[str, dict[str, Any]]:
                 drops.add(value, "type_not_supported")
             drops.by_reason["type_not_supported"] = len(lines)
         else:
-            for _, value in suspects:
+            for value in suspects:
                 line_kind = (ip_kind(value) or kind) if kind == "ip" else kind
                 reason = grammars.check(grammar, line_kind, value)
                 if reason is not None:

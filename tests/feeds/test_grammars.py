@@ -179,3 +179,22 @@ def test_no_published_line_has_a_control_char_or_a_token_panos_rejects(
             assert published + rendered.dropped <= len(entries)
             assert rendered.dropped == sum(rendered.drops.by_reason.values())
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.sampled_from(["192.0.2.1", "10.0.0.0/0", "x.example/a/0", "*.x.example", "::1",
+                     "a" * 300, "x.example:8080/", "ok.example", "[::1]/x", "x.example\x85"]),
+    st.text(min_size=1, max_size=12).filter(lambda v: "\n" not in v),
+), max_size=60))
+def test_screened_suspects_are_the_per_line_ones(lines: list[str]) -> None:
+    """The drop report's bulk screen (slices joined and searched once) finds exactly the
+    lines the per-line check finds, in order, whatever the slice boundaries."""
+    expected = [v for v in lines if not grammars.plainly_ok(v)]
+    for size in (1, 7, grammars.SUSPECT_SLICE):
+        original = grammars.SUSPECT_SLICE
+        grammars.SUSPECT_SLICE = size
+        try:
+            assert grammars.suspect_lines(lines) == expected
+        finally:
+            grammars.SUSPECT_SLICE = original

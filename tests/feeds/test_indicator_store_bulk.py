@@ -264,3 +264,26 @@ async def test_a_200k_write_leaves_the_loop_free(
         assert run is not None
         assert run.counts["indicators"]["ipv4"]["inserted"] == 200_000
     assert worst < 0.1, f"the indicator store write held the loop {worst * 1000:.0f} ms"
+
+
+async def test_a_type_only_in_the_ip_feed_is_stored_with_its_provenance(
+    app: Any, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """outputs [ipv4, ip]: the IPv6 entries exist only in the combined feed; their rows
+    come from the engine's entries as they are (no line of the ip feed classified), with
+    their own provenance, and follow the next publish."""
+    t = await make_tenant(client, "bulk7", shrink=100)
+    v4 = _ips(300)
+    v6 = [f"2001:db8::{i:x}" for i in range(1, 41)]
+    entries = _mixed(v4) + _mixed(v6, kind="ipv6")
+    await publish(app, tmp_path, t.pipeline_id, {"ipv4": v4, "ip": v4 + v6}, entries)
+    rows = await _rows(app, t.pipeline_id)
+    assert _provenance(rows) == _expected(entries)
+    assert sum(1 for kind, _ in rows if kind == "ipv6") == 40
+    # The next run drops 10 IPv6 entries and changes the provenance of 5 more.
+    again = _mixed(v4) + [dict(e) for e in _mixed(v6[10:], kind="ipv6")]
+    for changed in again[300:305]:
+        changed["sources"] = ["moved"]
+    run = await publish(app, tmp_path, t.pipeline_id, {"ipv4": v4, "ip": v4 + v6[10:]}, again)
+    assert run.errors == []
+    assert _provenance(await _rows(app, t.pipeline_id)) == _expected(again)
