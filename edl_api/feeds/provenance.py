@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import orjson
 
 from edl_api.feeds import entries_reader
+from edl_api.feeds.content import line_set
 from edl_api.feeds.entries_reader import Provenance
 
 PROVENANCE = "provenance"  # the artifact type (fits Artifact.indicator_type)
-SET_CHUNK = 50_000  # values per set update (each one short C call)
 GZIP_LEVEL = 1  # stored only for the next comparison; speed over size
 
 
@@ -59,13 +59,6 @@ def _by_header(raw: bytes) -> dict[str, list[str]]:
     return groups
 
 
-def _chunked_set(values: list[str]) -> set[str]:
-    found: set[str] = set()
-    for start in range(0, len(values), SET_CHUNK):
-        found.update(values[start:start + SET_CHUNK])
-    return found
-
-
 def _missing_from(values: list[str], other: set[str]) -> list[str]:
     return [value for value in values if value not in other]  # bytecode: the GIL moves
 
@@ -87,8 +80,8 @@ def compute_delta(baseline: bytes, new: bytes, types: list[str]) -> Delta | None
             if kind not in wanted:
                 continue
             old_values, new_values = old_groups.get(header, []), new_groups.get(header, [])
-            added = _missing_from(new_values, _chunked_set(old_values))
-            removed = _missing_from(old_values, _chunked_set(new_values))
+            added = _missing_from(new_values, line_set(old_values))
+            removed = _missing_from(old_values, line_set(new_values))
             if added:
                 delta.added[kind].update(
                     dict.fromkeys(added, entries_reader.provenance_of(entry, lists))
