@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, select, union_all
+import orjson
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -32,7 +33,6 @@ MAX_SEARCH_MATCHES = 1000
 # Values one search may look up (one UNION ALL branch each): SQLite refuses a compound
 # SELECT of more than 500 terms, and a wide range (`::1-ffff:…:fffe`) expands to thousands.
 MAX_SEARCH_TERMS = 500
-SEARCH_BRANCHES = 250  # UNION ALL branches per statement (SQLite allows 500)
 
 
 class ArtifactPruned(AppError):
@@ -156,6 +156,39 @@ def search_candidates(indicator: str) -> tuple[str, list[tuple[str, str]]]:
     return first.indicator_type, list(dict.fromkeys(candidates))
 
 
+# Every (pipeline, candidate) pair is one probe of the key, from the lists as arrays: one
+# short statement whatever the sizes. PostgreSQL: OFFSET 0 keeps the LATERAL subquery
+# from being planned as a join (right after a bulk load, without statistics, a scan);
+# SQLite: CROSS JOIN fixes the loop order, the indicators innermost.
+_PG_PROBE = text(
+    "SELECT i.* FROM unnest(CAST(:pipelines AS integer[])) AS p(pipeline_id) "
+    "CROSS JOIN unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS c(kind, value) "
+    "CROSS JOIN LATERAL (SELECT * FROM indicators WHERE pipeline_id = p.pipeline_id "
+    "AND indicator_type = c.kind AND value = c.value OFFSET 0) AS i"
+)
+_SQLITE_PROBE = text(
+    "SELECT i.* FROM json_each(:pipelines) AS p CROSS JOIN json_each(:pairs) AS c "
+    "CROSS JOIN indicators AS i WHERE i.pipeline_id = p.value "
+    "AND i.indicator_type = json_extract(c.value, '$[0]') "
+    "AND i.value = json_extract(c.value, '$[1]')"
+)
+
+
+async def _probe(
+    session: AsyncSession, pipelines: list[int], pairs: list[tuple[str, str]]
+) -> list[Indicator]:
+    """The stored rows of these pipelines for these (type, value) candidates."""
+    if (await session.connection()).dialect.name == "postgresql":
+        statement = _PG_PROBE.bindparams(
+            pipelines=pipelines, kinds=[k for k, _ in pairs], values=[v for _, v in pairs]
+        )
+    else:
+        statement = _SQLITE_PROBE.bindparams(
+            pipelines=orjson.dumps(pipelines).decode(), pairs=orjson.dumps(pairs).decode()
+        )
+    return list((await session.execute(select(Indicator).from_statement(statement))).scalars())
+
+
 async def search(
     session: AsyncSession, principal: Principal, profile_id: int, indicator: str
 ) -> SearchResult:
@@ -172,8 +205,7 @@ async def search(
             f"{MAX_SEARCH_TERMS}: search a narrower range"
         )
     # The profile's live pipelines in scope first (a few rows), then one probe of the
-    # (pipeline, type, value) key per candidate and pipeline: one equality per UNION ALL
-    # branch, so each is an index probe whatever the planner's statistics say.
+    # (pipeline, type, value) key per candidate and pipeline (`_probe`).
     names = {
         pid: name for pid, name in (
             await session.execute(
@@ -187,23 +219,8 @@ async def search(
         if pid is not None
     }
     hits: list[Indicator] = []
-    # Our own pipeline ids, written into the SQL: one list for every branch, not a
-    # parameter per pipeline and branch (drivers cap a statement's parameters).
-    pipelines: BindParameter[list[int]] = bindparam(
-        "pipelines", sorted(names), expanding=True, literal_execute=True
-    )
-    pairs = sorted(wanted) if names else []
-    for start in range(0, len(pairs), SEARCH_BRANCHES):
-        branches = [
-            select(Indicator).where(
-                col(Indicator.pipeline_id).in_(pipelines),
-                col(Indicator.indicator_type) == kind_of, col(Indicator.value) == value,
-            )
-            for kind_of, value in pairs[start:start + SEARCH_BRANCHES]
-        ]
-        hits.extend((
-            await session.execute(select(Indicator).from_statement(union_all(*branches)))
-        ).scalars())
+    if names:
+        hits = await _probe(session, sorted(names), sorted(wanted))
     found = sorted(
         ((row, names[row.pipeline_id]) for row in hits if row.pipeline_id in names),
         key=lambda pair: (pair[0].pipeline_id, pair[0].indicator_type, pair[0].value),
