@@ -89,3 +89,18 @@ def test_entries_are_made_only_when_used(tmp_path: Path) -> None:
     assert len(built) == 4
     assert [] + _entries() == list(built)
     assert type(__import__("copy").copy(_entries())) is list
+
+
+def test_plain_render_reads_the_texts() -> None:
+    """The plain renderer gives the same bytes from an untouched array feed's texts as
+    from its entry objects, and makes no objects."""
+    from edl_api.feeds.render import render
+
+    entries = _entries()
+    bulk = render(entries, "ip", "plain")
+    assert entries.intact
+    detached = _entries()
+    detached.detach()
+    assert bulk.body == render(detached, "ip", "plain").body == (
+        b"0.0.0.0/8\n1.2.3.4\n10.0.0.0/24\n255.255.255.254/31\n")
+    assert bulk.count == 4
