@@ -27,7 +27,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from edl_api.engine.build import ArrayEntries
+from edl_api.engine.build import ArrayEntries, entry_values
 from edl_api.engine.entries import BASE_TYPES, FeedEntry
 
 ENTRIES_FILE = "entries.grouped"
@@ -182,8 +182,5 @@ def read_entries_file(path: Path) -> list[dict[str, object]]:
 
 def write_plain(entries: Iterable[FeedEntry], path: Path) -> None:
     """`<type>.txt`: one value a line, each ending in a newline."""
-    if isinstance(entries, ArrayEntries) and entries.intact:
-        values = entries.texts
-    else:
-        values = [e.value for e in entries]
+    values = entry_values(entries)
     path.write_text("\n".join(values) + "\n" if values else "", encoding="utf-8")

@@ -270,18 +270,14 @@ def _plan(
     plans = []
     for base in previous:
         feed = prepared.get(base)
-        if (feed is not None and not stored.get(base) and not feed.retained
-                and counts is not None and counts.get(base) == len(feed.lines)):
-            # Its own feed, no rows yet: every feed line is one of the type's entries
-            # (the engine writes every feed's entries) and the counts match, so the
-            # entries are the feed.
-            plans.append(indicator_store.plan_first(base, grouped.get(base, {}), now_raw))
-            continue
-        if (feed is None and not stored.get(base) and counts is not None
-                and not _retained(prepared, base)):
-            # Only in the combined "ip" feed, no rows yet: the type's entries in the
-            # engine's file are exactly the "ip" feed's lines of that type (no other feed
-            # holds the type), so no line of a million needs classifying.
+        # No rows yet, nothing retained, and the engine's entries of the type are exactly
+        # the feed's lines: its own feed (every line one of its entries, the counts match)
+        # or, with no feed of its own, its share of the combined "ip" feed (no other feed
+        # holds the type). Then no line of a million needs looking up or classifying.
+        if not stored.get(base) and counts is not None and (
+            (feed is not None and not feed.retained and counts.get(base) == len(feed.lines))
+            or (feed is None and not _retained(prepared, base))
+        ):
             plans.append(indicator_store.plan_first(base, grouped.get(base, {}), now_raw))
             continue
         if provenance is None:

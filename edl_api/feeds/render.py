@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from edl_api.engine.build import ArrayEntries
+from edl_api.engine.build import entry_values
 from edl_api.engine.entries import FeedEntry
 from edl_api.engine.indicators import cidr_ok, has_control, int_to_ip, ip_kind
 from edl_api.feeds import grammars, stix
@@ -87,9 +87,7 @@ def _lines(lines: list[str], drops: Drops) -> RenderedFeed:
 
 
 def _plain(entries: Sequence[FeedEntry], _type: str, _options: RenderOptions) -> RenderedFeed:
-    if isinstance(entries, ArrayEntries) and entries.intact:  # its texts, no entry objects
-        return _lines(entries.texts, Drops())
-    return _lines([e.value for e in entries], Drops())
+    return _lines(entry_values(entries), Drops())
 
 
 def vendor_value(
