@@ -222,7 +222,7 @@ async def search(
     if names:
         hits = await _probe(session, sorted(names), sorted(wanted))
     found = sorted(
-        ((row, names[row.pipeline_id]) for row in hits if row.pipeline_id in names),
+        ((row, names[row.pipeline_id]) for row in hits),  # only these pipelines probed
         key=lambda pair: (pair[0].pipeline_id, pair[0].indicator_type, pair[0].value),
     )[:MAX_SEARCH_MATCHES]
     feeds: dict[int, dict[str, HostedFeed]] = {}
