@@ -128,15 +128,15 @@ def split_body(data: bytes) -> BulkLines:
         net_parts.append(address[is_cidr])
         len_parts.append(prefixlen[is_cidr])
         taken[lo + candidates[is_host | is_cidr]] = True
-    rest_index = np.flatnonzero(~taken)
-    if len(rest_index) == len(ends):
+    if not taken.any():
         rest = data if not len(data) or data.endswith(b"\n") else data + b"\n"
     else:
-        rest = b"".join(
-            [data[s : e] + b"\n" for s, e in zip(
-                starts[rest_index].tolist(), ends[rest_index].tolist(), strict=True
-            )]
-        )
+        # Every byte of the lines not taken, newline included (a last line without one
+        # gets one): one mask over the body instead of a slice per line.
+        spans = ends - starts + 1
+        if len(data) and data[-1:] != b"\n":
+            buffer = np.append(buffer, np.uint8(10))
+        rest = buffer[np.repeat(~taken, spans)].tobytes()
     empty = np.empty(0, dtype=np.int64)
     return BulkLines(
         np.concatenate(host_parts) if host_parts else empty,

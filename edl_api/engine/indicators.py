@@ -259,6 +259,37 @@ _URL_RE = re.compile(
 )
 
 
+# The common shape of a URL in feeds: lowercase http(s), a plain name host, an optional
+# port and a path (no userinfo, no query-only tail, no fragment). `plain_url` turns it
+# into what split_url gives without the general parse; anything else takes split_url.
+_PLAIN_URL_RE = re.compile(
+    r"(https?)://((?:[a-z0-9_]++(?:-++[a-z0-9_]++)*+\.)++(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59}))"
+    r"(?::([0-9]{1,5}))?"
+    r"(/[^#\x00-\x20\x7f\"<>\\^`{|}]*+)"
+)
+
+
+def plain_url(token: str) -> tuple[str, str] | None:
+    """(normalised url, host name) of a URL of the common shape, exactly as
+    `classify_parts` and `split_url` give them; None means "ask them" (not "invalid")."""
+    if len(token) > MAX_TOKEN_CHARS or not token.isascii():  # too long, or maybe controls
+        return None
+    match = _PLAIN_URL_RE.fullmatch(token)
+    if match is None:
+        return None
+    scheme, host, port, path = match.groups()
+    if len(host) > PLAIN_NAME_MAX:  # a label may be too long: normalise_fqdn decides
+        return None
+    if port is None:
+        return host + path, host
+    number = int(port)
+    if number == _DEFAULT_PORTS[scheme]:
+        return host + path, host
+    if not 0 < number < 65536 or number == _DEFAULT_PORTS["http"]:
+        return None  # invalid, or https on port 80 (no faithful form): split_url says so
+    return f"{host}:{number}{path}", host
+
+
 def split_url(text: str) -> tuple[str, str, Key] | None:
     """(normalised url, host kind, host key) or None when `text` is not a usable URL."""
     if len(text) > MAX_TOKEN_CHARS:

@@ -24,6 +24,7 @@ from edl_api.engine.indicators import (
     PLAIN_NAME_RE,
     URL,
     classify_parts,
+    plain_url,
 )
 
 if TYPE_CHECKING:  # drops imports this module
@@ -100,6 +101,7 @@ def ingest(
     maps = store.sinks()
     pton = socket.inet_pton
     af_inet = socket.AF_INET
+    af_inet6 = socket.AF_INET6
     from_bytes = int.from_bytes
     take_ipv4 = types is None or "ipv4" in types
     invalid = stats.invalid
@@ -109,10 +111,17 @@ def ingest(
     fqdn_map = store.fqdn
     take_fqdn = types is None or "fqdn" in types
     plain_name = PLAIN_NAME_RE.fullmatch
+    ipv6_map = store.ipv6
+    take_ipv6 = types is None or "ipv6" in types
+    url_map = store.url
+    url_hosts = store.url_hosts
+    take_url = types is None or "url" in types
     quads = bytearray()  # packed dotted quads, OR-ed into the map in bulk below
     n_tokens = 0
     n_cidr4 = 0
     n_fqdn = 0
+    n_ipv6 = 0
+    n_url = 0
     filtered = 0
     for token in tokens:
         n_tokens += 1
@@ -158,6 +167,24 @@ def ingest(
             fqdn_map[token] = fqdn_map.get(token, 0) | bit
             n_fqdn += 1
             continue
+        elif ":" in token:
+            if "/" not in token:
+                # An address inet_pton takes is what classify_parts makes of it.
+                if take_ipv6:
+                    try:
+                        address = from_bytes(pton(af_inet6, token), "big")
+                    except (OSError, ValueError):
+                        pass
+                    else:
+                        ipv6_map[address] = ipv6_map.get(address, 0) | bit
+                        n_ipv6 += 1
+                        continue
+            elif take_url and (found := plain_url(token)) is not None:
+                # The host is known now: augment and the rules need not parse it again.
+                url, url_hosts[url] = found
+                url_map[url] = url_map.get(url, 0) | bit
+                n_url += 1
+                continue
         parts = classify_parts(token, True)  # not a dotted quad: pre-check or pton said so
         if isinstance(parts, str):
             invalid[parts] += 1
@@ -181,5 +208,9 @@ def ingest(
         by_type["cidr"] += n_cidr4
     if n_fqdn:
         by_type["fqdn"] += n_fqdn
+    if n_ipv6:
+        by_type["ipv6"] += n_ipv6
+    if n_url:
+        by_type["url"] += n_url
     stats.tokens += n_tokens
     stats.filtered += filtered

@@ -15,7 +15,7 @@ from edl_api.engine.build import ArrayEntries
 from edl_api.engine.config import AugmentConfig, load_config
 from edl_api.engine.entries import FeedEntry
 from edl_api.engine.hosts4 import Hosts4
-from edl_api.engine.indicators import FQDN, classify_parts
+from edl_api.engine.indicators import FQDN, IPV6, URL, classify_parts, plain_url, split_url
 from edl_api.engine.pipeline import EngineSettings, run_pipeline
 from edl_api.engine.store import IndicatorStore, IngestStats, ingest
 
@@ -98,6 +98,73 @@ def test_plain_name_fast_path_is_the_classifier(tokens: list[str]) -> None:
     assert stats.indicators["fqdn"] == sum(
         1 for t in tokens if not isinstance(p := classify_parts(t), str)
         for kind, _ in p if kind == FQDN
+    )
+
+
+URL_SCHEMES = st.sampled_from(["http", "https", "HTTP", "ftp", "hxxp"])
+URL_HOSTS = st.text(st.sampled_from("abz09-_.é*A"), min_size=1, max_size=70)
+URL_PORTS = st.one_of(
+    st.none(), st.sampled_from(["0", "80", "443", "21", "8080", "080", "65535", "65536", "99999"])
+)
+URL_PATHS = st.text(st.sampled_from("/a?=#%. é\t\u2028|x"), max_size=12)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(URL_SCHEMES, URL_HOSTS, URL_PORTS, URL_PATHS)
+def test_plain_url_fast_path_is_split_url(
+    scheme: str, host: str, port: str | None, path: str
+) -> None:
+    token = f"{scheme}://{host}{'' if port is None else ':' + port}{path}"
+    fast = plain_url(token)
+    if fast is not None:
+        parsed = split_url(token)
+        assert parsed is not None
+        assert fast == (parsed[0], parsed[2])
+        assert parsed[1] == FQDN
+        assert classify_parts(token) == [(URL, fast[0])]
+
+
+def test_plain_url_fast_path_takes_the_common_shapes() -> None:
+    """The bench's URLs (and most feeds') take it, so it is not dead code."""
+    assert plain_url("https://login1f.pay.d3a.co.uk:8443/ab/a.php?id=7") == (
+        "login1f.pay.d3a.co.uk:8443/ab/a.php?id=7", "login1f.pay.d3a.co.uk"
+    )
+    assert plain_url("https://evil.example:443/x") == ("evil.example/x", "evil.example")
+    assert plain_url("http://evil.example:80/") == ("evil.example/", "evil.example")
+    for other in ("https://evil.example:80/", "http://Evil.example/", "http://e.example/#f",
+                  "http://u@evil.example/", "http://evil.example", "http://1.2.3.4/"):
+        assert plain_url(other) is None
+
+
+V6_CHARS = st.sampled_from("0123456789abcdefABCDEF:.%/[]-g ")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.text(V6_CHARS, min_size=1, max_size=45), max_size=6))
+def test_ipv6_and_url_fast_paths_are_the_classifier(tokens: list[str]) -> None:
+    """ingest's IPv6 and URL shortcuts: the same keys, counts and url hosts as classifying."""
+    tokens = [*tokens, "2a00:1450::1", "2A00:1450::1", "https://a.example:8443/p", "::ffff:1.2.3.4"]
+    store, stats = IndicatorStore(), IngestStats()
+    ingest(tokens, store, 1, None, stats)
+    ipv6: dict[int, int] = {}
+    urls: dict[str, int] = {}
+    for token in tokens:
+        parts = classify_parts(token)
+        if isinstance(parts, str):
+            continue
+        for kind, key in parts:
+            if kind == IPV6:
+                assert isinstance(key, int)
+                ipv6[key] = 1
+            elif kind == URL:
+                assert isinstance(key, str)
+                urls[key] = 1
+    assert list(store.ipv6.items()) == list(ipv6.items())
+    assert list(store.url.items()) == list(urls.items())
+    assert store.url_hosts == {"a.example:8443/p": "a.example"}
+    assert stats.indicators["ipv6"] == sum(
+        1 for t in tokens if not isinstance(p := classify_parts(t), str)
+        for kind, _ in p if kind == IPV6
     )
 
 
