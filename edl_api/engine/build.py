@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from edl_api.engine.aggregate import FamilyFeeds
 from edl_api.engine.config import PipelineConfig, SourceConfig
@@ -178,8 +179,11 @@ for _name in (
     setattr(ArrayEntries, _name, _filled(getattr(list, _name)))
 
 
-def _reuse(prefixes: PrefixArrays, hosts: list[FeedEntry] | None) -> Reuse | None:
-    """Where each host of `prefixes` is in the host feed `hosts` (same address and mask)."""
+def _reuse(
+    prefixes: PrefixArrays, hosts: list[FeedEntry] | None
+) -> tuple[ArrayEntries, npt.NDArray[np.int64]] | None:
+    """Where each host of `prefixes` is in the host feed `hosts` (same address and mask),
+    -1 for the others."""
     if not isinstance(hosts, ArrayEntries) or hosts.prefixes is None or hosts.moved:
         return None
     known = hosts.prefixes
@@ -190,7 +194,24 @@ def _reuse(prefixes: PrefixArrays, hosts: list[FeedEntry] | None) -> Reuse | Non
         (prefixes.prefixlen == 32) & (known.network[at] == prefixes.network)
         & (known.mask[at] == prefixes.mask)
     )
-    return hosts, np.where(same, at, -1).tolist()
+    return hosts, np.where(same, at, -1)
+
+
+def _texts(prefixes: PrefixArrays, reuse: tuple[ArrayEntries, npt.NDArray[np.int64]] | None
+           ) -> list[str]:
+    """The prefixes' texts; a host the host feed holds as text shares that string object
+    (the `ip` feed repeats a million of them at 5M: ~70 MB)."""
+    if reuse is None or not reuse[0].intact:
+        return ipv4_texts(prefixes.network, prefixes.prefixlen)
+    at = reuse[1]
+    shared = at >= 0
+    others = ~shared
+    texts = np.empty(len(at), dtype=object)
+    texts[shared] = np.array(reuse[0].texts, dtype=object)[at[shared]]
+    texts[others] = np.array(
+        ipv4_texts(prefixes.network[others], prefixes.prefixlen[others]), dtype=object
+    )
+    return texts.tolist()  # type: ignore[no-any-return]
 
 
 def array_entries(
@@ -199,7 +220,8 @@ def array_entries(
     """IPv4 entries of the array path: texts formatted in bulk, provenance per distinct
     mask, the FeedEntry objects only if something uses them (`ArrayEntries`); `hosts`:
     the host feed, whose entries the hosts here reuse when both are filled."""
-    texts = ipv4_texts(prefixes.network, prefixes.prefixlen)
+    reuse = _reuse(prefixes, hosts)
+    texts = _texts(prefixes, reuse)
     distinct, which = mask_groups(prefixes.mask)
     host_described = provenance.for_type("ipv4")
     cidr_described = provenance.for_type("cidr")
@@ -209,15 +231,17 @@ def array_entries(
         described.append(("cidr", *cidr_described(mask)))
         described.append(("ipv4", *host_described(mask)))
     group = (np.asarray(which, dtype=np.int64) * 2 + (prefixes.prefixlen == 32)).tolist()
-    entries = ArrayEntries(texts, group, described, _reuse(prefixes, hosts))
+    entries = ArrayEntries(
+        texts, group, described, None if reuse is None else (reuse[0], reuse[1].tolist())
+    )
     entries.prefixes = prefixes
     return entries
 
 
 def join_entries(first: list[FeedEntry], second: list[FeedEntry]) -> list[FeedEntry]:
-    """`first + second`, keeping an `ArrayEntries` one (the `ip` feed's IPv4 part) as
-    arrays: the few IPv6 entries join its texts and groups instead of a FeedEntry being
-    made for each of its (many) entries now, at the run's memory peak."""
+    """`first + second`, keeping `ArrayEntries` as arrays: the `ip` and `cidr` feeds join
+    their IPv4 and IPv6 parts' texts and groups instead of a FeedEntry being made for each
+    of their (many) entries now, at the run's memory peak."""
     if not second:
         return first
     if not first:
@@ -226,21 +250,42 @@ def join_entries(first: list[FeedEntry], second: list[FeedEntry]) -> list[FeedEn
         return first + second
     texts, group = list(first.texts), list(first.group)
     described = list(first.described)
-    codes: dict[tuple[str, int, int, int], int] = {}
-    for entry in second:
-        if entry.first_seen is not None or entry.last_seen is not None:
-            return first + second  # not expressible as (text, group)
-        key = (entry.indicator_type, id(entry.sources), id(entry.tags), entry.confidence)
-        code = codes.get(key)
-        if code is None:
-            code = codes[key] = len(described)
-            described.append((entry.indicator_type, entry.sources, entry.tags, entry.confidence))
-        texts.append(entry.value)
-        group.append(code)
+    if isinstance(second, ArrayEntries) and second.intact:
+        offset = len(described)
+        texts += second.texts
+        group += [offset + code for code in second.group]
+        described += second.described
+    else:
+        codes: dict[tuple[str, int, int, int], int] = {}
+        for entry in second:
+            if entry.first_seen is not None or entry.last_seen is not None:
+                return first + second  # not expressible as (text, group)
+            key = (entry.indicator_type, id(entry.sources), id(entry.tags), entry.confidence)
+            code = codes.get(key)
+            if code is None:
+                code = codes[key] = len(described)
+                described.append(
+                    (entry.indicator_type, entry.sources, entry.tags, entry.confidence)
+                )
+            texts.append(entry.value)
+            group.append(code)
     reuse = first.reuse
     if reuse is not None:
-        reuse = (reuse[0], reuse[1] + [-1] * len(second))
+        reuse = (reuse[0], reuse[1] + [-1] * (len(texts) - len(reuse[1])))
     return ArrayEntries(texts, group, described, reuse)
+
+
+def _grouped(
+    texts: list[str], keys: list[int], describe: Callable[[int], Described]
+) -> ArrayEntries:
+    """Entries of `texts` with a group per distinct key (described once each)."""
+    distinct = list(dict.fromkeys(keys))
+    if len(distinct) == 1:  # one source's entries, the common case
+        group = [0] * len(texts)
+    else:
+        code = {key: index for index, key in enumerate(distinct)}
+        group = list(map(code.__getitem__, keys))
+    return ArrayEntries(texts, group, [describe(key) for key in distinct])
 
 
 def host_entries(feed: FamilyFeeds, version: int, provenance: Provenance) -> list[FeedEntry]:
@@ -254,22 +299,9 @@ def host_entries(feed: FamilyFeeds, version: int, provenance: Provenance) -> lis
     size = 4 if version == 4 else 16
     kind_type = "ipv4" if version == 4 else "ipv6"
     described = provenance.for_type(kind_type)
-    out: list[FeedEntry] = []
-    append = out.append
-    last_mask = -1
-    sources: list[str] = []
-    tags: list[str] = []
-    confidence = 0
-    for address, mask in feed.hosts:
-        if mask != last_mask:  # runs of one source's mask are the common case
-            sources, tags, confidence = described(mask)
-            last_mask = mask
-        append(
-            FeedEntry(
-                ntop(family, address.to_bytes(size, "big")), kind_type, sources, tags, confidence
-            )
-        )
-    return out
+    texts = [ntop(family, address.to_bytes(size, "big")) for address, _ in feed.hosts]
+    return _grouped(texts, [mask for _, mask in feed.hosts],
+                    lambda mask: (kind_type, *described(mask)))
 
 
 def prefix_entries(
@@ -277,13 +309,9 @@ def prefix_entries(
     version: int,
     provenance: Provenance,
     host_entries: list[FeedEntry] | None = None,
-    hosts: list[tuple[int, int]] | None = None,
 ) -> list[FeedEntry]:
-    """Entries of networks (and hosts, for the `ip` feed).
-
-    Hosts that survive unmerged into the `ip` feed reuse the host feed's entry objects
-    (`hosts` and `host_entries` are parallel and sorted), saving a million allocations.
-    """
+    """Entries of networks (and hosts, for the `ip` feed); the array path's hosts reuse
+    the entries of `host_entries`, the host feed, when both are made."""
     if isinstance(prefixes, PrefixArrays):
         return array_entries(prefixes, provenance, host_entries)
     ntop = socket.inet_ntop
@@ -293,51 +321,35 @@ def prefix_entries(
     host_type = "ipv4" if version == 4 else "ipv6"
     host_described = provenance.for_type(host_type)
     cidr_described = provenance.for_type("cidr")
-    reuse = host_entries is not None and hosts is not None and len(host_entries) == len(hosts)
-    known_hosts = hosts if reuse and hosts is not None else []
-    known_entries = host_entries if reuse and host_entries is not None else []
-    cursor = 0
-    n_hosts = len(known_hosts)
-    out: list[FeedEntry] = []
-    append = out.append
+    texts: list[str] = []
+    keys: list[int] = []  # mask * 2, + 1 for a host
+    add_text, add_key = texts.append, keys.append
     for network, prefixlen, mask in prefixes:
+        text = ntop(family, network.to_bytes(size, "big"))
         if prefixlen == bits:
-            while cursor < n_hosts and known_hosts[cursor][0] < network:
-                cursor += 1
-            if (
-                cursor < n_hosts
-                and known_hosts[cursor][0] == network
-                and known_hosts[cursor][1] == mask
-            ):
-                append(known_entries[cursor])
-                continue
-            sources, tags, confidence = host_described(mask)
-            text = ntop(family, network.to_bytes(size, "big"))
-            append(FeedEntry(text, host_type, sources, tags, confidence))
+            add_text(text)
+            add_key(mask << 1 | 1)
         else:
-            sources, tags, confidence = cidr_described(mask)
-            text = f"{ntop(family, network.to_bytes(size, 'big'))}/{prefixlen}"
-            append(FeedEntry(text, "cidr", sources, tags, confidence))
-    return out
+            add_text(f"{text}/{prefixlen}")
+            add_key(mask << 1)
+
+    def describe(key: int) -> Described:
+        if key & 1:
+            return (host_type, *host_described(key >> 1))
+        return ("cidr", *cidr_described(key >> 1))
+
+    return _grouped(texts, keys, describe)
 
 
 def name_entries(
     mapping: dict[str, int], kind_type: str, provenance: Provenance
 ) -> list[FeedEntry]:
+    """Names or URLs in sorted order; as normalised they are always bare values of the
+    entries file (never a line break, `{` or `#` first: see `entries_file`)."""
     described = provenance.for_type(kind_type)
-    out: list[FeedEntry] = []
-    append = out.append
-    last_mask = -1
-    sources: list[str] = []
-    tags: list[str] = []
-    confidence = 0
-    for value in sorted(mapping):
-        mask = mapping[value]
-        if mask != last_mask:
-            sources, tags, confidence = described(mask)
-            last_mask = mask
-        append(FeedEntry(value, kind_type, sources, tags, confidence))
-    return out
+    texts = sorted(mapping)
+    return _grouped(texts, list(map(mapping.__getitem__, texts)),
+                    lambda mask: (kind_type, *described(mask)))
 
 
 def cap_entries(entries: list[FeedEntry], limit: int) -> tuple[list[FeedEntry], int]:

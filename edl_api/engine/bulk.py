@@ -25,6 +25,7 @@ from edl_api.engine.store import IndicatorStore, IngestStats, ingest
 WIDTH = 18  # "255.255.255.255/31" is the longest line taken in bulk
 MIN_WIDTH = 7  # "1.2.3.4"
 CHUNK_LINES = 1 << 18  # lines per vectorised pass: bounds the character matrix's memory
+NEWLINE_BLOCK = 1 << 24  # bytes per newline search
 BOM = b"\xef\xbb\xbf"
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
@@ -94,10 +95,35 @@ def _scan(matrix: U8, length: I64) -> tuple[Any, Any, I64, I64]:
     return ok & ~slash_at, ok & slash_at, address, fields[4].astype(np.int64)
 
 
+def _line_ends(buffer: U8) -> I64:
+    """Where the newlines are, a block at a time: a mask of the whole body would be one
+    more body-sized allocation (150 MB at 5M lines), and fresh memory is slow to touch."""
+    parts = [
+        np.flatnonzero(buffer[lo : lo + NEWLINE_BLOCK] == 10) + lo
+        for lo in range(0, len(buffer), NEWLINE_BLOCK)
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def _rows(buffer: U8, rows: I64) -> U8:
+    """The WIDTH bytes from each of `rows` (ascending offsets); past the end, zeros."""
+    safe = len(buffer) - WIDTH  # a row after this would read past the end
+    if len(rows) and rows[-1] <= safe:
+        return np.lib.stride_tricks.sliding_window_view(buffer, WIDTH)[rows]
+    matrix = np.empty((len(rows), WIDTH), dtype=np.uint8)
+    near = rows > safe
+    if safe >= 0:
+        matrix[~near] = np.lib.stride_tricks.sliding_window_view(buffer, WIDTH)[rows[~near]]
+    tail_from = max(0, safe)
+    tail = np.concatenate((buffer[tail_from:], np.zeros(WIDTH, dtype=np.uint8)))
+    matrix[near] = np.lib.stride_tricks.sliding_window_view(tail, WIDTH)[rows[near] - tail_from]
+    return matrix
+
+
 def split_body(data: bytes) -> BulkLines:
     """The bulk lines of `data` as arrays, and the other lines as bytes."""
     buffer = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(buffer == 10)
+    ends = _line_ends(buffer)
     if len(data) and data[-1:] != b"\n":
         ends = np.append(ends, len(data))  # a last line without its newline
     starts = np.empty(len(ends), dtype=np.int64)
@@ -110,33 +136,36 @@ def split_body(data: bytes) -> BulkLines:
     nonempty = np.flatnonzero(length > 0)
     has_cr[nonempty] = buffer[ends[nonempty] - 1] == 13
     length = length - has_cr
-    padded = np.concatenate((buffer, np.zeros(WIDTH, dtype=np.uint8)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, WIDTH)
     host_parts: list[I64] = []
     net_parts: list[I64] = []
     len_parts: list[I64] = []
-    taken = np.zeros(len(ends), dtype=bool)
+    rest_parts: list[bytes] = []
     for lo in range(0, len(ends), CHUNK_LINES):
         hi = min(lo + CHUNK_LINES, len(ends))
         part_length = length[lo:hi]
+        # The chunk's bytes, each line's newline included.
+        first, last = int(starts[lo]), min(int(ends[hi - 1]) + 1, len(data))
         candidates = np.flatnonzero((part_length >= MIN_WIDTH) & (part_length <= WIDTH))
         if not len(candidates):
+            rest_parts.append(data[first:last])
             continue
-        matrix = windows[starts[lo:hi][candidates]]
+        matrix = _rows(buffer, starts[lo:hi][candidates])
         is_host, is_cidr, address, prefixlen = _scan(matrix, part_length[candidates])
         host_parts.append(address[is_host])
         net_parts.append(address[is_cidr])
         len_parts.append(prefixlen[is_cidr])
-        taken[lo + candidates[is_host | is_cidr]] = True
-    if not taken.any():
-        rest = data if not len(data) or data.endswith(b"\n") else data + b"\n"
-    else:
-        # Every byte of the lines not taken, newline included (a last line without one
-        # gets one): one mask over the body instead of a slice per line.
-        spans = ends - starts + 1
-        if len(data) and data[-1:] != b"\n":
-            buffer = np.append(buffer, np.uint8(10))
-        rest = buffer[np.repeat(~taken, spans)].tobytes()
+        kept = np.ones(hi - lo, dtype=bool)
+        kept[candidates[is_host | is_cidr]] = False
+        if kept.all():
+            rest_parts.append(data[first:last])
+        elif kept.any():
+            # Every byte of the lines not taken: one mask over the chunk, not a slice a line.
+            spans = ends[lo:hi] - starts[lo:hi] + 1
+            keep = np.repeat(kept, spans)[: last - first]
+            rest_parts.append(buffer[first:last][keep].tobytes())
+    rest = b"".join(rest_parts)
+    if rest and not rest.endswith(b"\n"):
+        rest += b"\n"  # the body's last line, without its newline
     empty = np.empty(0, dtype=np.int64)
     return BulkLines(
         np.concatenate(host_parts) if host_parts else empty,

@@ -1,10 +1,11 @@
 """Drop reasons per entry: what the rules, the ingest and the caps left out, and why.
 
 The rules and the ingest hand each dropped entry to a `DropRecorder` (its key, the rule and
-its source mask: a few list appends, only for entries that are dropped). Once the feeds
-are built, `build_record` turns that into an `ExplainRecord` with a readable detail per
-entry (which allow entry, which registry range, which pattern…) and, for text and inline
-sources, the first raw line that carried it. Bounded by entries, never by lines.
+its source mask: a few list appends, only for entries that are dropped). Once the rules
+have run, `start_record` gives each a readable detail (which allow entry, which registry
+range, which pattern…) and, for text and inline sources, the first raw line that carried
+it, so the bodies can be freed before the feeds are built; `finish_record` adds the feeds'
+`max_entries` cuts and makes the `ExplainRecord`. Bounded by entries, never by lines.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ MAX_RAW_CHARS = 200  # an invalid token is kept this long at most
 
 @dataclass
 class DropRecorder:
-    """What was dropped, as cheap tuples; details are worked out once, in `build_record`."""
+    """What was dropped, as cheap tuples; details are worked out once, in `start_record`."""
 
     rules: list[tuple[str, Any, str, int]] = field(default_factory=list)  # kind, key, rule, mask
     # Networks the reserved/allow checks removed wholly (partial=False) or in part.
@@ -70,7 +71,7 @@ class DropRecorder:
         self.filtered[(kind, key)] = self.filtered.get((kind, key), 0) | bit
 
     def add_expired(self, value: str, detail: str, bit: int) -> None:
-        """An entry the expiry rule left out (`engine.expiry`); normalised in build_record."""
+        """An entry the expiry rule left out (`engine.expiry`); normalised in start_record."""
         raw = value[:MAX_RAW_CHARS]
         found = self.expired.get(raw)
         self.expired[raw] = (detail, bit | (found[1] if found else 0))
@@ -237,13 +238,15 @@ class _Details:
         return f"{'part of the network overlaps' if partial else 'inside'} {label}"
 
 
-def build_record(
+def start_record(
     recorder: DropRecorder, config: PipelineConfig, allow_store: IndicatorStore,
     url_hosts: dict[str, tuple[int, int] | str], confidence_of: Any,
     lines: dict[int, int], bodies: dict[int, bytes],
-) -> ExplainRecord:
-    """The run's explain record; `lines` is each source's line count (from its report),
-    `bodies` the text sources' bodies (to find each dropped entry's first raw line)."""
+) -> RecordBuilder:
+    """The explain record of everything dropped before the feeds are built (all but the
+    `max_entries` cuts), each with its first raw line found: after this the bodies are
+    needed only to locate cuts. `lines` is each source's line count (from its report),
+    `bodies` the text sources' bodies."""
     details = _Details(config, allow_store, url_hosts, confidence_of)
     record = RecordBuilder([s.name for s in config.sources], lines)
     step = {"allow": "allowlist", "exclude_reserved": "reserved"}
@@ -269,6 +272,21 @@ def build_record(
             record.add(item.indicator_type, item.value, "expired", detail, mask)
         if not indicators:
             record.add("invalid", raw, "expired", detail, mask)
+    # Handed over: the recorder keeps only what the feeds stage adds (cuts).
+    recorder.rules, recorder.ranges = [], []
+    recorder.filtered, recorder.invalid, recorder.expired = {}, {}, {}
+    record.locate_inline(config)
+    for source_index, body in bodies.items():
+        record.locate_text(source_index, body)
+    return record
+
+
+def finish_record(
+    record: RecordBuilder, recorder: DropRecorder, config: PipelineConfig,
+    bodies: dict[int, bytes],
+) -> ExplainRecord:
+    """`record` with the feeds' `max_entries` cuts added (located in `bodies`, which are
+    kept for that only when a feed has a cap)."""
     index = {s.name: i for i, s in enumerate(config.sources)}
     limits = {str(k): v for k, v in config.pipeline.max_entries.items()}
     for feed, entry in recorder.cut:
@@ -276,7 +294,8 @@ def build_record(
         record.add(entry.indicator_type, entry.value, "max_entries",
                    f"the {feed} feed keeps its {limits.get(feed)} highest-confidence entries "
                    f"(max_entries); this one has confidence {entry.confidence}", mask, feed)
-    record.locate_inline(config)
-    for source_index, body in bodies.items():
-        record.locate_text(source_index, body)
+    if recorder.cut:
+        record.locate_inline(config)
+        for source_index, body in bodies.items():
+            record.locate_text(source_index, body)
     return record.finish()

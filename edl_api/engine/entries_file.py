@@ -139,8 +139,10 @@ def _object_groups(entries: Sequence[FeedEntry]) -> tuple[Groups, list[FeedEntry
 
 
 def _array_groups(entries: ArrayEntries) -> Groups:
-    """Array-path entries from their texts and group codes: dotted quads and networks are
-    always plain values, so each group is its header and its texts, in feed order."""
+    """Array-path entries from their texts and group codes. Every normalised indicator is
+    a plain value (a control character makes a token invalid, and no address, network,
+    name or URL starts with `{` or `#`), so each group is its header and its texts, in
+    feed order."""
     members: list[list[str]] = [[] for _ in entries.described]
     appends = [values.append for values in members]
     for text, code in zip(entries.texts, entries.group, strict=True):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,26 @@ class ExplainRecord:
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise ValueError("not an explain record")
         return cls(header, body)
+
+
+LOCATE_CHUNK = 1 << 22
+
+
+def _chunks(body: bytes) -> Iterator[tuple[int, int]]:
+    """(start, end) spans of `body` of about LOCATE_CHUNK bytes that end before a newline
+    (or at the end): their lines, in order, are the body's lines."""
+    start, size = 0, len(body)
+    while start < size:
+        end = start + LOCATE_CHUNK
+        if end >= size:
+            end = size
+        else:
+            cut = body.rfind(b"\n", start, end)
+            end = cut if cut >= 0 else body.find(b"\n", end)
+            if end < 0:
+                end = size
+        yield start, end
+        start = end + 1
 
 
 class RecordBuilder:
@@ -91,15 +112,26 @@ class RecordBuilder:
         ]
         if not wanted:
             return
-        if b"\r" in body:
-            body = body.replace(b"\r\n", b"\n")
         pending = {value.encode("utf-8", "replace"): value for value in wanted}
-        for number, line in enumerate(body.split(b"\n"), 1):
-            value = pending.pop(line, None)
-            if value is not None:
-                self.where.setdefault(value, (index, number))
-                if not pending:
-                    return
+        crlf = b"\r" in body
+        number = 0
+        # A few MB of lines at a time: splitting all of a 5M-line body at once would hold
+        # a bytes object per line (~300 MB) at the end of the run.
+        for start, end in _chunks(body):
+            if crlf:  # with the span's newline, so a CR before it goes too
+                chunk = body[start:end + 1].replace(b"\r\n", b"\n")
+                if end < len(body):
+                    chunk = chunk[:-1]
+            else:
+                chunk = body[start:end]
+            lines = chunk.split(b"\n")
+            for offset, line in enumerate(lines, number + 1):
+                value = pending.pop(line, None)
+                if value is not None:
+                    self.where.setdefault(value, (index, offset))
+                    if not pending:
+                        return
+            number += len(lines)
 
     def finish(self) -> ExplainRecord:
         parts: list[str] = []

@@ -28,7 +28,7 @@ from edl_api.engine.build import (
 )
 from edl_api.engine.collect import NOT_FOR_US, Collected
 from edl_api.engine.config import PipelineConfig, SourceConfig
-from edl_api.engine.drops import DropRecorder, build_record
+from edl_api.engine.drops import DropRecorder, finish_record, start_record
 from edl_api.engine.entries import FeedEntry
 from edl_api.engine.expiry import Aging
 from edl_api.engine.explain import ExplainRecord
@@ -410,6 +410,17 @@ def _process(
     rules.apply(block)
     stages["rules"] = time.monotonic() - mark
 
+    # Everything dropped so far gets its raw line now: unless a feed is capped (a cut
+    # needs locating too), the bodies go before the feeds are built, the memory peak.
+    mark = time.monotonic()
+    record = start_record(
+        recorder, config, allow_store, block.url_hosts, provenance.confidence,
+        {i: r["lines"] for i, r in enumerate(source_reports)}, bodies,
+    )
+    if not config.pipeline.max_entries:
+        bodies.clear()
+    explain_seconds = time.monotonic() - mark
+
     mark = time.monotonic()
     notify(ProgressEvent("stage", {"stage": "aggregate"}))
     aggregate = config.pipeline.aggregate
@@ -475,12 +486,9 @@ def _process(
     stages["feeds"] = time.monotonic() - mark
 
     mark = time.monotonic()
-    explain = build_record(
-        recorder, config, allow_store, block.url_hosts, provenance.confidence,
-        {i: r["lines"] for i, r in enumerate(source_reports)}, bodies,
-    )
+    explain = finish_record(record, recorder, config, bodies)
     bodies.clear()
-    stages["explain"] = time.monotonic() - mark
+    stages["explain"] = explain_seconds + time.monotonic() - mark
 
     if time.monotonic() > deadline:
         errors.append(f"run exceeded the total deadline of {settings.total_deadline_seconds:.0f}s")

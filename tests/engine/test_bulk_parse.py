@@ -84,6 +84,18 @@ def test_bulk_equals_per_line_with_types(data: bytes) -> None:
     assert in_bulk(data, types) == per_line(data, types)
 
 
+@settings(max_examples=200, deadline=None)
+@given(bodies(), st.integers(1, 5), st.integers(1, 40))
+def test_bulk_equals_per_line_in_small_chunks(data: bytes, chunk: int, block: int) -> None:
+    """Chunk and newline-block edges anywhere (mid-line, at a CR, at the end)."""
+    saved = bulk.CHUNK_LINES, bulk.NEWLINE_BLOCK
+    bulk.CHUNK_LINES, bulk.NEWLINE_BLOCK = chunk, block
+    try:
+        assert in_bulk(data) == per_line(data)
+    finally:
+        bulk.CHUNK_LINES, bulk.NEWLINE_BLOCK = saved
+
+
 def test_octets_follow_inet_pton() -> None:
     # Whatever inet_pton accepts is taken in bulk with its value; the rest is left alone.
     forms = ["0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3.04", "00.1.2.3", "1.2.3.256",

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edl_api.cli import main as cli_main
 from edl_api.engine.config import validate_config_document
-from edl_api.engine.explain import ExplainRecord, lookup
+from edl_api.engine.explain import ExplainRecord, RecordBuilder, lookup
 from edl_api.engine.pipeline import EngineSettings, run_pipeline
 
 BLOCK = [
@@ -150,3 +152,55 @@ def test_cli_explain_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "ipv4: not listed: reserved: inside reserved range 10.0.0.0/8 [from s line 2]" in out
     assert cli_main(["explain", str(config), "8.8.4.4"]) == 0
     assert "ipv4: listed as 8.8.4.4" in capsys.readouterr().out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a.example", "b.example\r", "", "\r", "junk", "c" * 9]),
+                max_size=30), st.integers(3, 20))
+def test_raw_lines_are_found_across_locate_chunks(
+    lines: list[str], chunk: int
+) -> None:
+    """The first raw line of each value is the same however the body is cut up."""
+    import edl_api.engine.explain as explain_module
+
+    body = "\n".join(lines).encode()
+    expected: dict[str, int] = {}
+    for number, line in enumerate(body.replace(b"\r\n", b"\n").split(b"\n"), 1):
+        expected.setdefault(line.decode(), number)
+    saved = explain_module.LOCATE_CHUNK
+    explain_module.LOCATE_CHUNK = chunk
+    try:
+        builder = RecordBuilder(["s"], {0: len(lines)})
+        for value in ("a.example", "b.example", "junk", "c" * 9, "missing.example"):
+            builder.add("fqdn", value, "allowlist", "x", 1)
+        builder.locate_text(0, body)
+    finally:
+        explain_module.LOCATE_CHUNK = saved
+    for value in ("a.example", "b.example", "junk", "c" * 9, "missing.example"):
+        found = builder.where.get(value)
+        assert (found[1] if found else None) == expected.get(value)
+
+
+@pytest.mark.parametrize("capped", [False, True])
+def test_a_text_sources_drops_and_cuts_keep_their_raw_lines(tmp_path: Path, capped: bool) -> None:
+    """Drops are located before the feeds are built (the bodies are freed then unless a
+    feed is capped); a capped feed's cuts are located after, in the same bodies."""
+    (tmp_path / "feed.txt").write_text("# list\r\na.test\r\nco.uk\r\nb.test\r\nbad..x\r\n")
+    doc: dict[str, Any] = {
+        "sources": [{"name": "a", "path": "feed.txt", "confidence": 50},
+                    {"name": "b", "values": ["b.test"], "confidence": 90}],
+    }
+    if capped:
+        doc["pipeline"] = {"max_entries": {"fqdn": 1}}
+    result = asyncio.run(run_pipeline(validate_config_document(doc),
+                                      EngineSettings(source_dir=str(tmp_path))))
+    assert result.explain is not None
+    record = ExplainRecord.from_bytes(result.explain.to_bytes())
+    assert _one(record, "co.uk")["first_line"] == {"source": "a", "line": 3}
+    assert _one(record, "bad..x")["first_line"] == {"source": "a", "line": 5}
+    if capped:
+        cut = _one(record, "a.test")
+        assert cut["step"] == "max_entries"
+        assert cut["first_line"] == {"source": "a", "line": 2}
+    else:
+        assert lookup(record, "a.test") == []

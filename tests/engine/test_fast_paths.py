@@ -188,6 +188,10 @@ def test_ip_feed_shares_the_host_entries() -> None:
     ip, ipv4 = result.feeds["ip"], result.feeds["ipv4"]
     assert isinstance(ip, ArrayEntries)
     assert ip.intact  # IPv6 joined its texts: nothing made yet
+    assert isinstance(ipv4, ArrayEntries)
+    # Before any object is made, the hosts' texts are the ipv4 feed's strings.
+    host_texts = {id(text) for text in ipv4.texts}
+    assert [id(t) in host_texts for t in ip.texts] == [True, True, True, False, False, False]
     assert _fields(ip) == [
         ("1.2.3.4", "ipv4", ["a"], [], 50), ("1.2.3.6", "ipv4", ["a"], [], 50),
         ("8.8.8.8", "ipv4", ["a", "b"], [], 90), ("11.9.0.0/16", "cidr", ["a"], [], 50),
