@@ -178,6 +178,9 @@ async def test_old_polls_are_pruned_and_deleted_devices_skipped(
     # A ledger of the test's own: the app's background flush cannot take its window.
     ledger = PollLedger(60, state.settings.poll_retention_days)
     ledger.attach(state.sessionmaker)
+    # The app's ledger prunes on its first flush: let it do that now, not between the
+    # insert below and this ledger's prune (it then waits PRUNE_EVERY_SECONDS).
+    await state.ledger.flush()
     old = utcnow() - timedelta(days=state.settings.poll_retention_days, hours=1)
     recent = utcnow() - timedelta(days=state.settings.poll_retention_days - 1)
     async with state.sessionmaker() as session:
