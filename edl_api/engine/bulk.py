@@ -24,8 +24,7 @@ from edl_api.engine.store import IndicatorStore, IngestStats, ingest
 
 WIDTH = 18  # "255.255.255.255/31" is the longest line taken in bulk
 MIN_WIDTH = 7  # "1.2.3.4"
-CHUNK_LINES = 1 << 18  # lines per vectorised pass: bounds the character matrix's memory
-NEWLINE_BLOCK = 1 << 24  # bytes per newline search
+BLOCK_BYTES = 1 << 22  # body bytes per vectorised pass (~140k lines of addresses)
 BOM = b"\xef\xbb\xbf"
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
@@ -95,16 +94,6 @@ def _scan(matrix: U8, length: I64) -> tuple[Any, Any, I64, I64]:
     return ok & ~slash_at, ok & slash_at, address, fields[4].astype(np.int64)
 
 
-def _line_ends(buffer: U8) -> I64:
-    """Where the newlines are, a block at a time: a mask of the whole body would be one
-    more body-sized allocation (150 MB at 5M lines), and fresh memory is slow to touch."""
-    parts = [
-        np.flatnonzero(buffer[lo : lo + NEWLINE_BLOCK] == 10) + lo
-        for lo in range(0, len(buffer), NEWLINE_BLOCK)
-    ]
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-
-
 def _rows(buffer: U8, rows: I64) -> U8:
     """The WIDTH bytes from each of `rows` (ascending offsets); past the end, zeros."""
     safe = len(buffer) - WIDTH  # a row after this would read past the end
@@ -120,49 +109,66 @@ def _rows(buffer: U8, rows: I64) -> U8:
     return matrix
 
 
+def _blocks(data: bytes) -> list[tuple[int, int]]:
+    """(first, end) byte spans of about BLOCK_BYTES, each ending just after a newline (or
+    at the end of `data`): their lines, in order, are the body's lines."""
+    spans = []
+    first, size = 0, len(data)
+    while first < size:
+        end = first + BLOCK_BYTES
+        if end >= size:
+            end = size
+        else:
+            cut = data.rfind(b"\n", first, end)
+            if cut < 0:  # one line longer than a block
+                cut = data.find(b"\n", end)
+            end = size if cut < 0 else cut + 1
+        spans.append((first, end))
+        first = end
+    return spans
+
+
 def split_body(data: bytes) -> BulkLines:
-    """The bulk lines of `data` as arrays, and the other lines as bytes."""
+    """The bulk lines of `data` as arrays, and the other lines as bytes.
+
+    A block of lines at a time: every temporary is block-sized, so the allocator reuses
+    it instead of touching fresh memory (slow here) for body-sized arrays at 5M lines."""
     buffer = np.frombuffer(data, dtype=np.uint8)
-    ends = _line_ends(buffer)
-    if len(data) and data[-1:] != b"\n":
-        ends = np.append(ends, len(data))  # a last line without its newline
-    starts = np.empty(len(ends), dtype=np.int64)
-    if len(ends):
-        starts[0] = 0
-        starts[1:] = ends[:-1] + 1
-    length = ends - starts
-    # One trailing CR is stripped by the per-line path (it is in TRIM): strip it here too.
-    has_cr = np.zeros(len(ends), dtype=bool)
-    nonempty = np.flatnonzero(length > 0)
-    has_cr[nonempty] = buffer[ends[nonempty] - 1] == 13
-    length = length - has_cr
     host_parts: list[I64] = []
     net_parts: list[I64] = []
     len_parts: list[I64] = []
     rest_parts: list[bytes] = []
-    for lo in range(0, len(ends), CHUNK_LINES):
-        hi = min(lo + CHUNK_LINES, len(ends))
-        part_length = length[lo:hi]
-        # The chunk's bytes, each line's newline included.
-        first, last = int(starts[lo]), min(int(ends[hi - 1]) + 1, len(data))
-        candidates = np.flatnonzero((part_length >= MIN_WIDTH) & (part_length <= WIDTH))
+    lines = 0
+    for first, end in _blocks(data):
+        block = buffer[first:end]
+        ends = np.flatnonzero(block == 10)
+        if block[-1] != 10:
+            ends = np.append(ends, len(block))  # the body's last line, without a newline
+        lines += len(ends)
+        starts = np.empty(len(ends), dtype=np.int64)
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+        length = ends - starts
+        # One trailing CR is stripped by the per-line path (it is in TRIM): here too.
+        nonempty = np.flatnonzero(length > 0)
+        length[nonempty] -= block[ends[nonempty] - 1] == 13
+        candidates = np.flatnonzero((length >= MIN_WIDTH) & (length <= WIDTH))
         if not len(candidates):
-            rest_parts.append(data[first:last])
+            rest_parts.append(data[first:end])
             continue
-        matrix = _rows(buffer, starts[lo:hi][candidates])
-        is_host, is_cidr, address, prefixlen = _scan(matrix, part_length[candidates])
+        matrix = _rows(block, starts[candidates])
+        is_host, is_cidr, address, prefixlen = _scan(matrix, length[candidates])
         host_parts.append(address[is_host])
         net_parts.append(address[is_cidr])
         len_parts.append(prefixlen[is_cidr])
-        kept = np.ones(hi - lo, dtype=bool)
+        kept = np.ones(len(ends), dtype=bool)
         kept[candidates[is_host | is_cidr]] = False
         if kept.all():
-            rest_parts.append(data[first:last])
+            rest_parts.append(data[first:end])
         elif kept.any():
-            # Every byte of the lines not taken: one mask over the chunk, not a slice a line.
-            spans = ends[lo:hi] - starts[lo:hi] + 1
-            keep = np.repeat(kept, spans)[: last - first]
-            rest_parts.append(buffer[first:last][keep].tobytes())
+            # Every byte of the lines not taken: one mask over the block, not a slice a line.
+            keep = np.repeat(kept, ends - starts + 1)[: len(block)]
+            rest_parts.append(block[keep].tobytes())
     rest = b"".join(rest_parts)
     if rest and not rest.endswith(b"\n"):
         rest += b"\n"  # the body's last line, without its newline
@@ -172,7 +178,7 @@ def split_body(data: bytes) -> BulkLines:
         np.concatenate(net_parts) if net_parts else empty,
         np.concatenate(len_parts) if len_parts else empty,
         rest,
-        len(ends),
+        lines,
     )
 
 
