@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from edl_api.engine.config import SourceConfig
 from edl_api.engine.drops import DropRecorder
+from edl_api.engine.lines import line_blocks
 from edl_api.engine.parsers import ParseStats, parse_text
 from edl_api.engine.store import IndicatorStore, IngestStats, ingest
 
@@ -109,25 +110,6 @@ def _rows(buffer: U8, rows: I64) -> U8:
     return matrix
 
 
-def _blocks(data: bytes) -> list[tuple[int, int]]:
-    """(first, end) byte spans of about BLOCK_BYTES, each ending just after a newline (or
-    at the end of `data`): their lines, in order, are the body's lines."""
-    spans = []
-    first, size = 0, len(data)
-    while first < size:
-        end = first + BLOCK_BYTES
-        if end >= size:
-            end = size
-        else:
-            cut = data.rfind(b"\n", first, end)
-            if cut < 0:  # one line longer than a block
-                cut = data.find(b"\n", end)
-            end = size if cut < 0 else cut + 1
-        spans.append((first, end))
-        first = end
-    return spans
-
-
 def split_body(data: bytes) -> BulkLines:
     """The bulk lines of `data` as arrays, and the other lines as bytes.
 
@@ -139,7 +121,7 @@ def split_body(data: bytes) -> BulkLines:
     len_parts: list[I64] = []
     rest_parts: list[bytes] = []
     lines = 0
-    for first, end in _blocks(data):
+    for first, end in line_blocks(data, BLOCK_BYTES):
         block = buffer[first:end]
         ends = np.flatnonzero(block == 10)
         if block[-1] != 10:

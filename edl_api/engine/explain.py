@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from edl_api.engine.config import PipelineConfig
 from edl_api.engine.indicators import TRIM, cidr_ok, classify, url_host
+from edl_api.engine.lines import line_blocks
 
 FORMAT = "edl-explain/1"
 FILE_NAME = "explain.gz"
@@ -47,24 +47,7 @@ class ExplainRecord:
         return cls(header, body)
 
 
-LOCATE_CHUNK = 1 << 22
-
-
-def _chunks(body: bytes) -> Iterator[tuple[int, int]]:
-    """(start, end) spans of `body` of about LOCATE_CHUNK bytes that end before a newline
-    (or at the end): their lines, in order, are the body's lines."""
-    start, size = 0, len(body)
-    while start < size:
-        end = start + LOCATE_CHUNK
-        if end >= size:
-            end = size
-        else:
-            cut = body.rfind(b"\n", start, end)
-            end = cut if cut >= 0 else body.find(b"\n", end)
-            if end < 0:
-                end = size
-        yield start, end
-        start = end + 1
+LOCATE_CHUNK = 1 << 22  # body bytes split at a time when locating raw lines
 
 
 class RecordBuilder:
@@ -117,13 +100,12 @@ class RecordBuilder:
         number = 0
         # A few MB of lines at a time: splitting all of a 5M-line body at once would hold
         # a bytes object per line (~300 MB) at the end of the run.
-        for start, end in _chunks(body):
-            if crlf:  # with the span's newline, so a CR before it goes too
-                chunk = body[start:end + 1].replace(b"\r\n", b"\n")
-                if end < len(body):
-                    chunk = chunk[:-1]
-            else:
-                chunk = body[start:end]
+        for start, end in line_blocks(body, LOCATE_CHUNK):
+            chunk = body[start:end]
+            if crlf:
+                chunk = chunk.replace(b"\r\n", b"\n")
+            if chunk.endswith(b"\n"):  # the block's own end, not a line of its own
+                chunk = chunk[:-1]
             lines = chunk.split(b"\n")
             for offset, line in enumerate(lines, number + 1):
                 value = pending.pop(line, None)
