@@ -275,9 +275,7 @@ def start_record(
     # Handed over: the recorder keeps only what the feeds stage adds (cuts).
     recorder.rules, recorder.ranges = [], []
     recorder.filtered, recorder.invalid, recorder.expired = {}, {}, {}
-    record.locate_inline(config)
-    for source_index, body in bodies.items():
-        record.locate_text(source_index, body)
+    record.locate(config, bodies)
     return record
 
 
@@ -295,7 +293,5 @@ def finish_record(
                    f"the {feed} feed keeps its {limits.get(feed)} highest-confidence entries "
                    f"(max_entries); this one has confidence {entry.confidence}", mask, feed)
     if recorder.cut:
-        record.locate_inline(config)
-        for source_index, body in bodies.items():
-            record.locate_text(source_index, body)
+        record.locate(config, bodies)
     return record.finish()

@@ -84,6 +84,12 @@ class RecordBuilder:
                     if candidate in wanted and candidate not in self.where:
                         self.where[candidate] = (index, number)
 
+    def locate(self, config: PipelineConfig, bodies: dict[int, bytes]) -> None:
+        """First line of each recorded value not located yet, in inline and text sources."""
+        self.locate_inline(config)
+        for index, body in bodies.items():
+            self.locate_text(index, body)
+
     def locate_text(self, index: int, body: bytes) -> None:
         """First raw line of each recorded value in a text body: lines that are the value
         alone (CRLF allowed), which is how lists are written; others are left without a

@@ -263,7 +263,7 @@ _URL_RE = re.compile(
 # port and a path (no userinfo, no query-only tail, no fragment). `plain_url` turns it
 # into what split_url gives without the general parse; anything else takes split_url.
 _PLAIN_URL_RE = re.compile(
-    r"(https?)://((?:[a-z0-9_]++(?:-++[a-z0-9_]++)*+\.)++(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59}))"
+    rf"(https?)://({_FQDN_RE.pattern})"  # the host: a name as normalise_fqdn accepts it
     r"(?::([0-9]{1,5}))?"
     r"(/[^#\x00-\x20\x7f\"<>\\^`{|}]*+)"
 )
