@@ -30,8 +30,8 @@ from edl_api.models import Artifact, HostedFeed, Indicator, Pipeline, PipelineRu
 from edl_api.settings import Settings
 
 MAX_SEARCH_MATCHES = 1000
-# Values one search may look up (one UNION ALL branch each): SQLite refuses a compound
-# SELECT of more than 500 terms, and a wide range (`::1-ffff:…:fffe`) expands to thousands.
+# Values one search may look up: each is one key probe per pipeline in scope (`_probe`),
+# and a wide range (`::1-ffff:…:fffe`) would expand to thousands of them.
 MAX_SEARCH_TERMS = 500
 
 
