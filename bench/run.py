@@ -193,6 +193,31 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+def machine_probe(log: Path) -> dict[str, float]:
+    """`machine_probe.py` in a fresh process: how fast the machine is before a part."""
+    try:
+        return {k: float(v) for k, v in sub_json("machine_probe.py", [], 120, log).items()}
+    except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
+        print(f"  machine probe failed: {exc}", flush=True)
+        return {}
+
+
+def add_probes(figs: Figures, probes: dict[str, dict[str, float]]) -> None:
+    """The machine's speed before each part: the median as the figure, each part's in
+    the note (a slow spell shows as a high `fresh_memory_s` before the part it hit)."""
+    for key, what in (("python_s", "300k-token interpreter loop"),
+                      ("fresh_memory_s", "256 MB first touch (page faults)"),
+                      ("reused_memory_s", "256 MB rewritten")):
+        seen = {part: p[key] for part, p in probes.items() if key in p}
+        name = f"machine_{key.removesuffix('_s')}"
+        if not seen:
+            figs.skip([(name, "s")], "the machine probe did not run")
+            continue
+        each = ", ".join(f"{part} {value:.3f}" for part, value in seen.items())
+        figs.add(name, median(list(seen.values())), "s",
+                 note=f"{what}, fresh process before each part: {each}")
+
+
 # ---------------------------------------------------------------------------- parts
 
 
@@ -705,11 +730,14 @@ def main() -> int:
 
     figs = Figures()
     timings: dict[str, float] = {}
+    probes: dict[str, dict[str, float]] = {}
     suite_started = time.monotonic()
     for part in parts:
+        probes[part] = machine_probe(log)
         started = time.monotonic()
         before = len(figs.items)
-        print(f"[{time.strftime('%H:%M:%S')}] {part} ...", flush=True)
+        print(f"[{time.strftime('%H:%M:%S')}] {part} ... (machine: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in probes[part].items()) + ")", flush=True)
         try:
             if part == "engine":
                 part_engine(figs, mode, log)
@@ -730,6 +758,7 @@ def main() -> int:
         timings[part] = time.monotonic() - started
         print(f"  {part}: {timings[part]:.0f} s", flush=True)
 
+    add_probes(figs, probes)
     print()
     print(table(figs.items))
     total = time.monotonic() - suite_started

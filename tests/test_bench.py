@@ -52,7 +52,7 @@ def test_smoke_run_writes_one_object_per_figure(tmp_path: Path) -> None:
     # every part produced at least one figure (a failed part shows up as "<part>_failed")
     assert not [n for n in names if n.endswith("_failed")], [
         f for f in figures if f["name"].endswith("_failed")]
-    for prefix in ("engine_", "api_", "publish_", "search_", "auth_"):
+    for prefix in ("engine_", "api_", "publish_", "search_", "auth_", "machine_"):
         assert any(n.startswith(prefix) for n in measured), (prefix, sorted(measured))
     # ours beside the peers on the same IP input: each peer either ran and produced the
     # same prefix set, or is skipped with the reason (smoke mode installs nothing)
@@ -63,6 +63,12 @@ def test_smoke_run_writes_one_object_per_figure(tmp_path: Path) -> None:
         assert row["value"] is not None or row["note"].startswith("skipped:"), row
     differing = by_name["engine_ip_5k_peers_differing"]
     assert differing["value"] in (0, None), differing
+    # the machine's speed before each part, each part's timing in the note
+    for name in ("machine_python", "machine_fresh_memory", "machine_reused_memory"):
+        probe = by_name[name]
+        assert probe["value"] > 0, probe
+        assert probe["ok"] is None, probe
+        assert all(f"{part} " in probe["note"] for part in ("engine", "runs", "feeds")), probe
     # nginx/wrk are not used in the smoke mode: the serving figures are skipped
     serving = [f for f in figures if f["name"].startswith("feed_")]
     assert serving
