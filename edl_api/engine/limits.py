@@ -10,8 +10,10 @@ service and other runs never share the child's address space.
 
 from __future__ import annotations
 
+import os
 import resource
 import threading
+from typing import BinaryIO
 
 MIB = 1024 * 1024
 
@@ -86,3 +88,17 @@ def apply_memory_limit(memory_mb: int | None) -> None:
     if hard != resource.RLIM_INFINITY:
         wanted = min(wanted, hard)
     resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
+
+
+def read_capped(handle: BinaryIO, cap: int) -> bytes:
+    """At most `cap + 1` bytes of `handle` (one more than `cap` shows it is over).
+
+    `read(n)` allocates n bytes before it reads: `read(cap + 1)` reserved a source's whole
+    `max_bytes` of address space, so under the run's RLIMIT_AS a 10-line file with a
+    512 MiB cap failed as "memory limit reached". Read what the file holds instead; a file
+    that grew since `fstat` is read on, up to the cap (never cut short at the old size)."""
+    size = os.fstat(handle.fileno()).st_size
+    data = handle.read(min(cap, size) + 1)
+    if len(data) > size and len(data) <= cap:
+        data += handle.read(cap + 1 - len(data))
+    return data

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from edl_api.engine.config import BasicAuth, SourceConfig
 from edl_api.engine.indicators import cidr_ok, ipv4_to_int, ipv6_to_int
-from edl_api.engine.limits import ByteBudget
+from edl_api.engine.limits import ByteBudget, read_capped
 from edl_api.engine.special import RESERVED_V4, RESERVED_V6, IntervalSet, embedded_ipv4
 
 if TYPE_CHECKING:  # httpx is imported when a run has a url source (`make_client`)
@@ -428,7 +428,7 @@ def read_path(
             # Never read more than the budget has left (+1 to see it is over).
             left = budget.remaining() if budget is not None else None
             cap = source.max_bytes if left is None else min(source.max_bytes, left)
-            data = handle.read(cap + 1)
+            data = read_capped(handle, cap)
     except OSError as exc:
         raise SourceError(f"cannot read file: {exc.strerror or exc.__class__.__name__}") from None
     if len(data) > source.max_bytes:

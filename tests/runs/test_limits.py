@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from edl_api.engine import limits
 from edl_api.engine.__main__ import settings_to_json
 from edl_api.engine.config import load_config
-from edl_api.engine.limits import BudgetExceeded, ByteBudget
+from edl_api.engine.limits import BudgetExceeded, ByteBudget, read_capped
 from edl_api.engine.pipeline import EngineSettings, run_pipeline
 from edl_api.engine.sources import maybe_gunzip
 from edl_api.runs.child import child_env, engine_command
@@ -164,3 +165,56 @@ def test_a_normal_run_fits_the_default_limit(tmp_path: Path) -> None:
     print(f"peak RSS of a 100k-line run under {settings.run_memory_mb} MiB: "  # noqa: T201
           f"{peak_mib:.0f} MiB")
     assert peak_mib < settings.run_memory_mb
+
+
+def test_a_small_file_under_a_large_max_bytes_fits_a_tight_limit(tmp_path: Path) -> None:
+    """A file source reads what the file holds, not `max_bytes` worth of address space:
+    a 10-line file with `max_bytes: 512 MiB` (the whole default run budget) succeeds in
+    an engine child limited to 600 MiB (a valid EDL_RUN_MEMORY_MB), where reserving the
+    cap up front failed the run with "memory limit reached"."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "small.txt").write_bytes(_lines(10, 1))
+    (tmp_path / "config.yaml").write_text(
+        f"sources:\n  - {{name: small, path: small.txt, max_bytes: {512 * MIB}}}\n"
+    )
+    engine = EngineSettings(source_dir=str(tmp_path / "src"), memory_mb=600,
+                            max_run_bytes=512 * MIB)
+    (tmp_path / "settings.json").write_text(settings_to_json(engine))
+    proc = subprocess.run(
+        [*engine_command(), "run", "--config", str(tmp_path / "config.yaml"),
+         "--out", str(tmp_path / "out"), "--settings", str(tmp_path / "settings.json")],
+        stdout=subprocess.DEVNULL, env=child_env(), timeout=60, check=False,
+    )
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert proc.returncode == 0, report["errors"]
+    assert report["counts"]["published"]["ipv4"] == 10
+
+
+@pytest.mark.parametrize(("cap", "expected"), [(1000, 100), (100, 100), (99, 100), (10, 11)])
+def test_read_capped_reads_the_file_or_one_byte_past_the_cap(
+    tmp_path: Path, cap: int, expected: int
+) -> None:
+    path = tmp_path / "f.txt"
+    path.write_bytes(b"x" * 100)
+    with path.open("rb") as handle:
+        assert len(read_capped(handle, cap)) == expected
+
+
+def test_read_capped_reads_on_when_the_file_grew_since_its_size_was_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appended to between `fstat` and the read: the whole file up to the cap, never the
+    old size's worth passed off as the file."""
+    path = tmp_path / "f.txt"
+    path.write_bytes(b"1.2.3.4\n" * 100)  # 800 bytes; fstat says 80
+    real = os.fstat
+
+    def stale(fd: int) -> os.stat_result:
+        found = real(fd)
+        return os.stat_result((*found[:6], 80, *found[7:]))
+
+    monkeypatch.setattr(limits.os, "fstat", stale)
+    with path.open("rb") as handle:
+        assert read_capped(handle, 10_000) == path.read_bytes()
+    with path.open("rb") as handle:
+        assert len(read_capped(handle, 400)) == 401  # over the cap: the caller refuses it
