@@ -104,3 +104,18 @@ def test_plain_render_reads_the_texts() -> None:
     assert bulk.body == render(detached, "ip", "plain").body == (
         b"0.0.0.0/8\n1.2.3.4\n10.0.0.0/24\n255.255.255.254/31\n")
     assert bulk.count == 4
+
+
+def test_join_of_two_array_feeds_is_their_concatenation() -> None:
+    """The `cidr`/`ip` join: texts and groups appended without objects made; both parts
+    stay as they were."""
+    expected = list(_entries()) + list(_entries())
+    first, second = _entries(), _entries()
+    joined = join_entries(first, second)
+    assert isinstance(joined, ArrayEntries)
+    assert joined.intact
+    assert len(first) == len(second) == 4
+    assert first.intact
+    assert second.intact
+    assert [(e.value, e.indicator_type, e.sources, e.confidence) for e in joined] == [
+        (e.value, e.indicator_type, e.sources, e.confidence) for e in expected]
