@@ -251,13 +251,9 @@ def join_entries(first: list[FeedEntry], second: list[FeedEntry]) -> list[FeedEn
         return second
     if not isinstance(first, ArrayEntries) or not first.intact:
         return first + second
-    arrays = isinstance(second, ArrayEntries) and second.intact
-    if not arrays and any(e.first_seen is not None or e.last_seen is not None for e in second):
-        return first + second  # not expressible as (text, group)
-    texts, group, described = list(first.texts), list(first.group), list(first.described)
-    reuse = first.reuse
-    if arrays:
-        assert isinstance(second, ArrayEntries)
+    texts, group = list(first.texts), list(first.group)
+    described = list(first.described)
+    if isinstance(second, ArrayEntries) and second.intact:
         offset = len(described)
         texts += second.texts
         group += [offset + code for code in second.group]
@@ -265,6 +261,8 @@ def join_entries(first: list[FeedEntry], second: list[FeedEntry]) -> list[FeedEn
     else:
         codes: dict[tuple[str, int, int, int], int] = {}
         for entry in second:
+            if entry.first_seen is not None or entry.last_seen is not None:
+                return first + second  # not expressible as (text, group)
             key = (entry.indicator_type, id(entry.sources), id(entry.tags), entry.confidence)
             code = codes.get(key)
             if code is None:
@@ -274,6 +272,7 @@ def join_entries(first: list[FeedEntry], second: list[FeedEntry]) -> list[FeedEn
                 )
             texts.append(entry.value)
             group.append(code)
+    reuse = first.reuse
     if reuse is not None:
         tail = np.full(len(texts) - len(reuse[1]), -1, dtype=np.int64)
         reuse = (reuse[0], np.concatenate([reuse[1], tail]))
