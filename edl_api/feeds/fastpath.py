@@ -1,4 +1,4 @@
-"""The feed fast path: a pure ASGI middleware that answers hot feed polls from memory.
+"""The feed fast path: answers hot feed polls from memory, ahead of the whole ASGI stack.
 
 It answers a feed GET/HEAD only when everything needed is already in this app's caches,
 asking the same functions the route asks: `keys.extract_key` and `CachedPrincipals`
@@ -7,9 +7,9 @@ asking the same functions the route asks: `keys.extract_key` and `CachedPrincipa
 pointer, odd URL, error — goes to the FastAPI route, which does the full work and fills
 the caches. The fast path can therefore only ever say what the route would say.
 
-`app.EdlApp` makes it the outermost layer (ahead of FastAPI's own middleware too: that
-is where its speed comes from); it counts its answers and writes the same access-log
-line as `middleware.AccessLog`.
+`app.EdlApp.__call__` asks it before FastAPI and Starlette run at all (that is where
+its speed comes from); it counts its answers and writes the same access-log line as
+`middleware.AccessLog`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from starlette.datastructures import QueryParams
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from edl_api import metrics
 from edl_api.auth import keys
@@ -40,38 +40,53 @@ _WANTED = {
     b"accept-encoding": "accept-encoding",
 }
 _NO_QUERY: dict[str, str] = {}
+_MAX_FEED_URLS = 4096
 
 
 class FeedFastPath:
     def __init__(
-        self, app: ASGIApp, *, principals: keys.CachedPrincipals, feed_cache: FeedCache,
-        ledger: PollLedger,
+        self, *, principals: keys.CachedPrincipals, feed_cache: FeedCache, ledger: PollLedger,
     ) -> None:
-        self.app = app
         self.principals = principals
         self.feed_cache = feed_cache
         self.ledger = ledger
+        # (path, query string) → the parsed feed request: a fleet polls a few URLs all
+        # day. Only URLs that parse are kept (an error goes to the route), and the memo
+        # is emptied when full, so odd URLs cannot grow it.
+        self._feeds: dict[tuple[str, bytes], feed_http.FeedRequest] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
-            path: str = scope["path"]
-            if "/edl/" in path:
-                started = time.perf_counter()
-                try:
-                    answer = self._answer(scope, path)
-                except AppError:  # a URL the route answers with an error
-                    answer = None
-                except Exception:  # never let the shortcut break a poll: take the route
-                    logger.exception("feed fast path failed; using the route")
-                    answer = None
-                if answer is not None:
-                    status, headers, payload = answer
-                    await send({"type": "http.response.start", "status": status,
-                                "headers": headers})
-                    await send({"type": "http.response.body", "body": payload})
-                    log_access(scope, status, started)
-                    return
-        await self.app(scope, receive, send)
+    async def answered(self, scope: Scope, send: Send) -> bool:
+        """Answer `scope` from the caches and say True, or say False (the route answers)."""
+        if scope["method"] not in ("GET", "HEAD"):
+            return False
+        path: str = scope["path"]
+        if "/edl/" not in path:
+            return False
+        started = time.perf_counter()
+        try:
+            answer = self._answer(scope, path)
+        except AppError:  # a URL the route answers with an error
+            return False
+        except Exception:  # never let the shortcut break a poll: take the route
+            logger.exception("feed fast path failed; using the route")
+            return False
+        if answer is None:
+            return False
+        status, headers, payload = answer
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        log_access(scope, status, started)
+        return True
+
+    def _feed(self, path: str, raw_query: bytes) -> feed_http.FeedRequest:
+        feed = self._feeds.get((path, raw_query))
+        if feed is None:
+            query = QueryParams(raw_query) if raw_query else _NO_QUERY
+            feed = feed_http.parse_feed_request(path, query)
+            if len(self._feeds) >= _MAX_FEED_URLS:
+                self._feeds.clear()
+            self._feeds[(path, raw_query)] = feed
+        return feed
 
     def _answer(self, scope: Scope, path: str) -> tuple[int, Any, bytes] | None:
         headers: dict[str, str] = {}
@@ -85,9 +100,7 @@ class FeedFastPath:
         principal = self.principals.get(key)
         if principal is None:
             return None
-        raw_query: bytes = scope.get("query_string", b"")
-        query = QueryParams(raw_query) if raw_query else _NO_QUERY
-        feed = feed_http.parse_feed_request(path, query)
+        feed = self._feed(path, scope.get("query_string", b""))
         body = serving.cached_body(self.feed_cache, principal, feed, poll=True)
         if body is None:
             return None

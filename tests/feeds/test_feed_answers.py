@@ -112,3 +112,31 @@ async def test_an_empty_first_result_is_held_until_allowed(
     assert run.counts["feeds"]["ipv4"]["published"] is True
     r = await client.get(f"/pipelines/{other}/edl/ipv4", headers=basic(other_token))
     assert (r.status_code, r.content, r.headers["x-edl-count"]) == (200, b"", "0")
+
+
+async def test_the_fast_paths_url_memo_is_bounded_and_knows_no_tenant(
+    app: Any, client: httpx.AsyncClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path remembers which feed a URL names (not who may read it): another
+    tenant's token on a remembered URL is the same 404 as a pipeline that does not exist,
+    and URLs past the memo's cap (odd query strings) empty it rather than grow it."""
+    _, mine, _, token = await _pipeline(client)
+    _, _, _, other_token = await _pipeline(client)
+    await publish(app, tmp_path, mine, {"ipv4": ["9.9.9.7"], "ip": ["9.9.9.7"]})
+    url = f"/pipelines/{mine}/edl/ipv4"
+    for _ in range(2):  # the route fills the caches, then the fast path answers
+        r = await client.get(url, headers=basic(token))
+        assert (r.status_code, r.text) == (200, "9.9.9.7\n")
+    assert (url, b"") in app.fast_path._feeds
+
+    foreign = await client.get(url, headers=basic(other_token))
+    missing = await client.get("/pipelines/999999/edl/ipv4", headers=basic(other_token))
+    assert foreign.status_code == missing.status_code == 404
+    assert foreign.json() == missing.json()
+
+    monkeypatch.setattr("edl_api.feeds.fastpath._MAX_FEED_URLS", 3)
+    for n in range(10):
+        r = await client.get(f"{url}?n={n}", headers=basic(token))
+        assert (r.status_code, r.text) == (200, "9.9.9.7\n")
+        assert len(app.fast_path._feeds) <= 3
+    assert (url, b"n=9") in app.fast_path._feeds  # the newest is kept
