@@ -47,8 +47,8 @@ class EdlApp(FastAPI):
     own layers (their `__call__`, telemetry check, error and body-limit middleware):
     through uvicorn's own protocol in-process that took a device's 304 from ~125 to
     ~100 µs (2026-12-02, medians). Everything else, and every poll the caches cannot
-    answer, takes the full stack. The fast path writes its own
-    access-log line and counts itself."""
+    answer, takes the full stack. The fast path writes its own access-log line and counts
+    itself."""
 
     def __init__(self, state: AppState, **options: Any) -> None:
         super().__init__(**options)
