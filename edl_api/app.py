@@ -25,7 +25,7 @@ from edl_api.feeds.router import router as feeds_router
 from edl_api.fleet.router import router as fleet_router
 from edl_api.health import metrics_router
 from edl_api.health import router as health_router
-from edl_api.logging_setup import configure_logging
+from edl_api.logging_setup import configure_logging, flush_logs
 from edl_api.middleware import AccessLog, BodySizeLimit, FeedRequestCounter, UnexpectedErrors
 from edl_api.pagination import document_page_max
 from edl_api.pipelines.router import router as pipelines_router
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.verifier.close()
             await engine.dispose()
             logger.info("edl-api stopped")
+            flush_logs()
 
     app = EdlApp(
         state,

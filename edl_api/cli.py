@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,9 @@ def _serve(args: argparse.Namespace) -> int:
     lock = _instance_lock(settings, "serve")
     if lock is False:
         return 3
+    # uvicorn re-raises a SIGTERM after its graceful shutdown, with the handler it found:
+    # this one writes the batched log lines (the last second's, uvicorn's own) first.
+    signal.signal(signal.SIGTERM, _flush_logs_then_die)
     # Our own logging config (api.log with redaction) is set in the lifespan.
     uvicorn.run(
         create_app(settings),
@@ -41,10 +45,16 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flush_logs_then_die(signum: int, _frame: object) -> None:
+    from edl_api.logging_setup import flush_logs
+
+    flush_logs()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
 async def _worker(settings: Settings) -> None:
     """The dispatcher alone (no HTTP): claims queued runs until SIGTERM/SIGINT."""
-    import signal
-
     from edl_api.db import create_engine, create_sessionmaker, ensure_schema
     from edl_api.logging_setup import configure_logging
     from edl_api.runs import logs

@@ -1,11 +1,24 @@
-"""api.log (rotated) with a redaction filter: no key or Authorization value is ever written."""
+"""api.log (rotated) with a redaction filter: no key or Authorization value is ever written.
+
+Lines are written in batches (as nginx's `access_log … buffer= flush=`): a WARNING or
+worse at once with everything before it, an INFO line (one per request) at most
+`FLUSH_SECONDS` later. Written one at a time, an access line cost more than the 304 it
+logged (two writes, two `stat`s, a seek and three formats per record), which at the
+default level made a fleet's polls ~4x slower than at WARNING.
+"""
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import re
+import stat
 import sys
+import threading
+import time
+import weakref
+from typing import TextIO
 
 from edl_api.engine.indicators import CONTROL_CHARACTERS
 from edl_api.settings import Settings
@@ -39,8 +52,21 @@ class EscapingFormatter(logging.Formatter):
     """Every record is exactly one line: the whole formatted text (message, traceback) is
     escaped, whatever a caller passed in."""
 
+    _second = -1
+    _stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
         return escape_log(super().format(record))
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        # One `strftime` a second, not one a line (a busy server logs thousands a second).
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime(self.default_time_format, self.converter(second))
+        return f"{self._stamp},{int(record.msecs):03d}"  # the default `default_msec_format`
 
 
 class RedactingFilter(logging.Filter):
@@ -68,6 +94,109 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+FLUSH_SECONDS = 1.0
+_BUFFER_CHARS = 64 * 1024
+_batched: weakref.WeakSet[BatchedHandler] = weakref.WeakSet()
+_flusher: threading.Thread | None = None
+
+
+class BatchedHandler(logging.Handler):
+    """The one root handler of api.log and stderr: a record is filtered (redacted) and
+    formatted once, kept, and written with the lines before it to both, whole lines in
+    one write (two processes appending to one api.log never split each other's lines)."""
+
+    def __init__(self, log_file: logging.handlers.RotatingFileHandler, stream: TextIO) -> None:
+        super().__init__()
+        self._file = log_file  # used for its stream and `doRollover`, never as a handler
+        self._stream = stream
+        self._lines: list[str] = []
+        self._chars = 0
+        self._due = 0.0  # a line logged after this is written at once (a quiet server's)
+        _batched.add(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+        except Exception:
+            self.handleError(record)
+            return
+        self._lines.append(line)
+        self._chars += len(line)
+        if (record.levelno >= logging.WARNING or self._chars >= _BUFFER_CHARS
+                or time.monotonic() >= self._due):
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # an RLock: `handle` may hold it
+            self._due = time.monotonic() + FLUSH_SECONDS
+            if not self._lines:
+                return
+            text = "".join(self._lines)
+            self._lines.clear()
+            self._chars = 0
+            for write in (self._write_file, self._write_stream):
+                try:
+                    write(text)
+                except Exception:
+                    self.handleError(logging.makeLogRecord({"msg": "log write failed"}))
+
+    def _write_file(self, text: str) -> None:
+        stream = self._file.stream
+        if stream is None:  # closed
+            return
+        # The size once per write, with `fstat` (what every process appending to the file
+        # wrote); never roll over anything but a regular file (bpo-45401: /dev/null).
+        info = os.fstat(stream.fileno())
+        if (self._file.maxBytes > 0 and stat.S_ISREG(info.st_mode) and info.st_size
+                and info.st_size + len(text.encode("utf-8")) > self._file.maxBytes):
+            self._file.doRollover()
+            stream = self._file.stream
+        if stream is not None:
+            stream.write(text)
+            stream.flush()
+
+    def _write_stream(self, text: str) -> None:
+        self._stream.write(text)
+        self._stream.flush()
+
+    def drop_inherited(self) -> None:
+        """In a forked child: the parent's pending lines are the parent's to write."""
+        self._lines.clear()
+        self._chars = 0
+
+    def close(self) -> None:
+        self.flush()
+        self._file.close()
+        super().close()
+
+
+def flush_logs() -> None:
+    """Write every batched line now (a test reading api.log, a shutdown)."""
+    for handler in list(_batched):
+        handler.flush()
+
+
+def _flush_forever() -> None:
+    while True:  # a daemon thread: the last lines of a burst, on a server that went quiet
+        time.sleep(FLUSH_SECONDS)
+        flush_logs()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_batched):
+        handler.drop_inherited()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _start_flusher() -> None:
+    global _flusher
+    if _flusher is None or not _flusher.is_alive():
+        _flusher = threading.Thread(target=_flush_forever, name="edl-log-flush", daemon=True)
+        _flusher.start()
+
+
 _configured_marker = "_edl_handler"
 
 
@@ -79,18 +208,16 @@ def configure_logging(settings: Settings) -> None:
         if getattr(handler, _configured_marker, False):
             root.removeHandler(handler)
             handler.close()
-    redactor = RedactingFilter([secret for secret, _ in settings.legacy_keys()])
-    formatter = EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    file_handler = logging.handlers.RotatingFileHandler(
+    log_file = logging.handlers.RotatingFileHandler(
         settings.log_dir / "api.log", maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8"
     )
-    stream_handler = logging.StreamHandler(sys.stderr)
-    for handler in (file_handler, stream_handler):
-        handler.setFormatter(formatter)
-        handler.addFilter(redactor)
-        setattr(handler, _configured_marker, True)
-        root.addHandler(handler)
+    handler = BatchedHandler(log_file, sys.stderr)
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter([secret for secret, _ in settings.legacy_keys()]))
+    setattr(handler, _configured_marker, True)
+    root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
+    _start_flusher()
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

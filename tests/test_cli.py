@@ -125,6 +125,9 @@ def test_serve_end_to_end_and_clean_log(tmp_path: Path) -> None:
     assert proc.returncode in (0, -signal.SIGTERM)
     log = (tmp_path / "logs" / "api.log").read_text()
     assert "edl-api stopped" in log  # the lifespan ran to its end
+    # …and what uvicorn logs after it, before it re-raises the SIGTERM: lines are batched,
+    # and the SIGTERM handler writes them before the process goes.
+    assert "Finished server process" in log
     assert "POST /profiles 201" in log
     # one access line per request: ours (no uvicorn duplicate, which would also be unredacted)
     assert log.count("/readyz") == 1
