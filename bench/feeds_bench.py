@@ -358,6 +358,33 @@ def wrk(url: str, headers: dict[str, str], duration: int, connections: int) -> f
     return float(match.group(1))
 
 
+def interleaved(args: argparse.Namespace, targets: list[tuple[str, dict[str, str]]],
+                ) -> list[list[float]]:
+    """`args.repeat` wrk runs of each (url, headers), taken in turn so machine noise hits all."""
+    runs: list[list[float]] = [[] for _ in targets]
+    for _ in range(args.repeat):
+        for seen, (url, headers) in zip(runs, targets, strict=True):
+            seen.append(wrk(url, headers, args.duration, args.connections))
+    return runs
+
+
+def compare_access_log(args: argparse.Namespace, auth: dict[str, str], info_url: str,
+                       warning_url: str, api_etag: str, info_log: Path) -> dict[str, Any]:
+    """Device 304 polls at EDL_LOG_LEVEL=INFO (the default: one access line per poll in
+    api.log and on stderr) against the WARNING server the other figures use."""
+    with httpx.Client(timeout=30) as http:  # verify the key once, as for the first server
+        assert http.get(info_url, headers=auth).status_code == 200
+    headers = auth | {"If-None-Match": api_etag}
+    info, warning = interleaved(args, [(info_url, headers), (warning_url, headers)])
+    a, b = statistics.median(info), statistics.median(warning)
+    time.sleep(2.5)  # batched lines are written within a second
+    logged = sum(" 304 " in line for line in info_log.read_text().splitlines())
+    print(f"\naccess log on (INFO) vs off (WARNING), device 304s: {a:.0f} vs {b:.0f} req/s, "
+          f"{a / b:.2f}; access lines of 304s in the INFO server's api.log: {logged}")
+    return {"info": a, "warning": b, "info_runs": info, "warning_runs": warning,
+            "logged_304s": logged}
+
+
 def compare_recording(
     args: argparse.Namespace, auth: dict[str, str], on_url: str, off_url: str,
     nginx_url: str, api_etag: str, nginx_etag: str,
@@ -376,11 +403,9 @@ def compare_recording(
         assert http.get(off_url, headers=auth).status_code == 200
     result: dict[str, Any] = {}
     for name, (api_headers, nginx_headers) in cases.items():
-        on, off, ref = [], [], []
-        for _ in range(args.repeat):
-            on.append(wrk(on_url, auth | api_headers, args.duration, args.connections))
-            off.append(wrk(off_url, auth | api_headers, args.duration, args.connections))
-            ref.append(wrk(nginx_url, nginx_headers, args.duration, args.connections))
+        on, off, ref = interleaved(args, [(on_url, auth | api_headers),
+                                          (off_url, auth | api_headers),
+                                          (nginx_url, nginx_headers)])
         a, b, c = (statistics.median(x) for x in (on, off, ref))
         result[name] = {"on": a, "off": b, "nginx": c, "on_runs": on, "off_runs": off,
                         "nginx_runs": ref}
@@ -454,7 +479,7 @@ def main() -> int:
                                                   "search_load_s")})
         report.update(feed_bytes=len(facts["content"]), feed_gzip_bytes=len(facts["gzip"]))
         api_port, nginx_port = free_port(), free_port()
-        off_port = free_port()
+        off_port, info_port = free_port(), free_port()
         if not args.skip_serving:
             # The same service with device recording off, on its own copy of the SQLite
             # database (one process per SQLite file) or the same PostgreSQL one.
@@ -464,6 +489,11 @@ def main() -> int:
             if not db_url:
                 shutil.copytree(work / "data", work / "data-off")
             procs.append(start_api(off_env, off_port, work / "api-off.out"))
+            info_env = env | {"EDL_LOG_LEVEL": "INFO", "EDL_DATA_DIR": str(work / "data-info"),
+                              "EDL_LOG_DIR": str(work / "logs-info")}
+            if not db_url:
+                shutil.copytree(work / "data", work / "data-info")
+            procs.append(start_api(info_env, info_port, work / "api-info.out"))
         api = start_api(env, api_port, work / "api.out")
         procs.append(api)
         bare_port = free_port()
@@ -524,6 +554,10 @@ def main() -> int:
         if not args.skip_serving:
             report["devices"] = compare_recording(
                 args, auth, api_url, off_url, nginx_url, api_etag, nginx_etag
+            )
+            report["access_log"] = compare_access_log(
+                args, auth, api_url.replace(f":{api_port}/", f":{info_port}/"), api_url,
+                api_etag, work / "logs-info" / "api.log",
             )
             with httpx.Client(timeout=30) as http:  # the polls this run recorded
                 page = http.get(

@@ -422,7 +422,8 @@ def part_feeds(figs: Figures, mode: dict[str, Any], log: Path, serving_note: str
         figs.skip([(f"feed_{lines}_{c}_vs_nginx", "req/s") for c, _ in cases]
                   + [(f"feed_{lines}_{c}_bare_asgi_vs_nginx", "req/s") for c, _ in cases]
                   + [(f"feed_{lines}_{c}_device_recording_{side}", "req/s")
-                     for c in ("304", "plain") for side in ("on_vs_off", "off_vs_nginx")], why)
+                     for c in ("304", "plain") for side in ("on_vs_off", "off_vs_nginx")]
+                  + [(f"feed_{lines}_304_access_log_info_vs_warning", "req/s")], why)
         return
     note = (f"wrk -t1 -c32 -d{f['duration']}s, median of {f['repeat']}; feed token over "
             f"HTTP Basic; reference nginx 1 worker gzip_static")
@@ -443,6 +444,13 @@ def part_feeds(figs: Figures, mode: dict[str, Any], log: Path, serving_note: str
                  note=f"{note}; on/nginx {row['on'] / row['nginx']:.2f}; runs interleaved")
         figs.add(f"feed_{lines}_{case}_device_recording_off_vs_nginx", row["off"], "req/s",
                  reference=row["nginx"], note="EDL_POLL_LEDGER_ENABLED=false")
+    # What the default level costs a poll (the figures above run at WARNING, as nginx
+    # runs with `access_log off`): INFO writes one access line per request.
+    row = data["access_log"]
+    figs.add(f"feed_{lines}_304_access_log_info_vs_warning", row["info"], "req/s",
+             reference=row["warning"],
+             note=f"{note}; EDL_LOG_LEVEL=INFO vs WARNING, device 304s, runs interleaved; "
+                  f"{row['logged_304s']} access lines of 304s written")
 
 
 def part_auth(figs: Figures, mode: dict[str, Any], log: Path) -> None:
