@@ -179,7 +179,10 @@ def flush_logs() -> None:
 def _flush_forever() -> None:
     while True:  # a daemon thread: the last lines of a burst, on a server that went quiet
         time.sleep(FLUSH_SECONDS)
-        flush_logs()
+        try:
+            flush_logs()
+        except Exception:  # noqa: S112  # a handler added mid-walk: next time; never die
+            continue
 
 
 def _after_fork_in_child() -> None:
