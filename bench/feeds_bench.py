@@ -507,6 +507,7 @@ def main() -> int:
             f"fw:{facts['token']}".encode()).decode()}
         api_url = f"http://127.0.0.1:{api_port}/pipelines/{facts['feed_pipeline']}/edl/ipv4"
         off_url = f"http://127.0.0.1:{off_port}/pipelines/{facts['feed_pipeline']}/edl/ipv4"
+        info_url = f"http://127.0.0.1:{info_port}/pipelines/{facts['feed_pipeline']}/edl/ipv4"
         nginx_url = f"http://127.0.0.1:{nginx_port}/feed.txt"
         with httpx.Client(timeout=30) as http:
             first = http.get(api_url, headers=auth | {"Accept-Encoding": "identity"})
@@ -538,13 +539,9 @@ def main() -> int:
         for name, (api_headers, nginx_headers) in scenarios.items():
             if args.skip_serving:
                 break
-            ours, theirs, bare = [], [], []
-            for _ in range(args.repeat):
-                ours.append(wrk(api_url, auth | api_headers, args.duration, args.connections))
-                theirs.append(wrk(nginx_url, auth | nginx_headers, args.duration,
-                                  args.connections))
-                bare.append(wrk(bare_url, auth | bare_headers[name], args.duration,
-                                args.connections))
+            ours, theirs, bare = interleaved(args, [(api_url, auth | api_headers),
+                                                    (nginx_url, auth | nginx_headers),
+                                                    (bare_url, auth | bare_headers[name])])
             a, b, c = (statistics.median(x) for x in (ours, theirs, bare))
             report["serving"][name] = {"edl": a, "nginx": b, "bare": c, "edl_runs": ours,
                                        "nginx_runs": theirs, "bare_runs": bare}
@@ -556,8 +553,7 @@ def main() -> int:
                 args, auth, api_url, off_url, nginx_url, api_etag, nginx_etag
             )
             report["access_log"] = compare_access_log(
-                args, auth, api_url.replace(f":{api_port}/", f":{info_port}/"), api_url,
-                api_etag, work / "logs-info" / "api.log",
+                args, auth, info_url, api_url, api_etag, work / "logs-info" / "api.log",
             )
             with httpx.Client(timeout=30) as http:  # the polls this run recorded
                 page = http.get(
