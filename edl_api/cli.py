@@ -21,6 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from edl_api.app import create_app
+    from edl_api.feeds.poll_protocol import FeedPollProtocol
 
     settings = _settings()
     lock = _instance_lock(settings, "serve")
@@ -35,6 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_config=None,
+        http=FeedPollProtocol,  # answers a cached feed poll without an ASGI cycle
         access_log=False,  # `middleware.AccessLog` and the feed fast path write the line
         server_header=False,  # no "server: uvicorn" advertised, one header less per poll
         proxy_headers=args.proxy_headers,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from starlette.datastructures import QueryParams
 from starlette.types import Scope, Send
@@ -57,26 +56,34 @@ class FeedFastPath:
 
     async def answered(self, scope: Scope, send: Send) -> bool:
         """Answer `scope` from the caches and say True, or say False (the route answers)."""
-        if scope["method"] not in ("GET", "HEAD"):
-            return False
-        path: str = scope["path"]
-        if "/edl/" not in path:
-            return False
-        started = time.perf_counter()
-        try:
-            answer = self._answer(scope, path)
-        except AppError:  # a URL the route answers with an error
-            return False
-        except Exception:  # never let the shortcut break a poll: take the route
-            logger.exception("feed fast path failed; using the route")
-            return False
+        answer = self.answer(scope)
         if answer is None:
             return False
         status, headers, payload = answer
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        log_access(scope, status, started)
         return True
+
+    def answer(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """(status, headers, payload) for `scope` from the caches, counted, recorded and
+        access-logged as answered; None when the route must answer. Synchronous, so the
+        HTTP protocol (`feeds.poll_protocol`) can write it without an ASGI cycle."""
+        if scope["method"] not in ("GET", "HEAD"):
+            return None
+        path: str = scope["path"]
+        if "/edl/" not in path:
+            return None
+        started = time.perf_counter()
+        try:
+            answer = self._answer(scope, path)
+        except AppError:  # a URL the route answers with an error
+            return None
+        except Exception:  # never let the shortcut break a poll: take the route
+            logger.exception("feed fast path failed; using the route")
+            return None
+        if answer is not None:
+            log_access(scope, answer[0], started)
+        return answer
 
     def _feed(self, path: str, raw_query: bytes) -> feed_http.FeedRequest:
         feed = self._feeds.get((path, raw_query))
@@ -88,7 +95,9 @@ class FeedFastPath:
             self._feeds[(path, raw_query)] = feed
         return feed
 
-    def _answer(self, scope: Scope, path: str) -> tuple[int, Any, bytes] | None:
+    def _answer(
+        self, scope: Scope, path: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             wanted = _WANTED.get(name)
