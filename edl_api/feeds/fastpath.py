@@ -40,6 +40,11 @@ _WANTED = {
 }
 _NO_QUERY: dict[str, str] = {}
 _MAX_FEED_URLS = 4096
+# Set in a scope the fast path declined. A request is asked once: a second ask (the
+# protocol declined, then `EdlApp.__call__` asks) would take the pointer's refresh grace
+# (`cache._Timed.get`) that the first ask started, and the poll meant to refresh an
+# expired pointer through the route would be answered from it again, for ever.
+DECLINED = "edl.fast_path_declined"
 
 
 class FeedFastPath:
@@ -68,7 +73,7 @@ class FeedFastPath:
         """(status, headers, payload) for `scope` from the caches, counted, recorded and
         access-logged as answered; None when the route must answer. Synchronous, so the
         HTTP protocol (`feeds.poll_protocol`) can write it without an ASGI cycle."""
-        if scope["method"] not in ("GET", "HEAD"):
+        if scope["method"] not in ("GET", "HEAD") or DECLINED in scope:
             return None
         path: str = scope["path"]
         if "/edl/" not in path:
@@ -77,11 +82,13 @@ class FeedFastPath:
         try:
             answer = self._answer(scope, path)
         except AppError:  # a URL the route answers with an error
-            return None
+            answer = None
         except Exception:  # never let the shortcut break a poll: take the route
             logger.exception("feed fast path failed; using the route")
-            return None
-        if answer is not None:
+            answer = None
+        if answer is None:
+            scope[DECLINED] = True
+        else:
             log_access(scope, answer[0], started)
         return answer
 

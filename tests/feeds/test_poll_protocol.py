@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import uvicorn
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from edl_api.feeds.cache import REFRESH_GRACE_SECONDS
 from edl_api.feeds.fastpath import FeedFastPath
 from edl_api.feeds.poll_protocol import FeedPollProtocol, fast_path_of
 from edl_api.state import AppState
@@ -265,3 +267,32 @@ async def test_shutdown_closes_a_kept_alive_poll_connection(
     # the server stopped (within its 10 s wait) and closed the kept-alive connection
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
+
+
+async def test_the_poll_that_finds_its_pointer_expired_refreshes_it_through_the_route(
+    app: Any, client: httpx.AsyncClient, tmp_path: Path, outage: Callable[[bool], Any]
+) -> None:
+    """Once a pointer's TTL is over, the next poll goes to the route, which re-reads the
+    database: here the database is down, so from then on every poll is told the feed is
+    the last known one (`X-EDL-Stale`). Asked twice (by this protocol, then by
+    `EdlApp.__call__`), the second ask took the refresh grace the first one started and
+    answered from the old pointer: the route was never reached, and polls went on being
+    served as fresh through a whole outage (or past another host's publish)."""
+    ttl = 0.3
+    AppState.of(app).feed_cache.ttl = ttl
+    url, auth, etag = await _feed(app, client, tmp_path)
+    seen: list[tuple[float, int, str | None]] = []
+    async with serving(app, FeedPollProtocol) as port, \
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as polls:
+        await outage(True)
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < ttl + REFRESH_GRACE_SECONDS + 3 * ttl:
+            r = await polls.get(url, headers=auth | {"If-None-Match": etag})
+            seen.append((elapsed, r.status_code, r.headers.get("x-edl-stale")))
+            await asyncio.sleep(ttl / 4)
+    assert {status for _, status, _ in seen} == {304}, seen
+    # the first poll past the TTL refreshes (stale from then on); a poll that came in
+    # its grace may still say fresh, none after it
+    late = [stale for t, _, stale in seen if t > ttl + REFRESH_GRACE_SECONDS + ttl / 2]
+    assert late, seen
+    assert set(late) == {"db-unavailable"}, seen
