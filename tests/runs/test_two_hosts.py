@@ -1,8 +1,11 @@
 """Two hosts: two `serve` processes with their own data and log folders on one PostgreSQL
-read a run's log the same, whichever of them ran it (GET, tail and follow)."""
+read a run's log the same, whichever of them ran it (GET, tail and follow), and serve
+a feed one of them published."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from pathlib import Path
 
@@ -62,3 +65,62 @@ async def test_logs_read_the_same_from_both_hosts(
     assert followed[other].endswith(" dispatcher: succeeded\n")
     assert followed["a"] == whole["a"]
     assert followed["b"] == whole["b"]
+
+
+@pytest.mark.postgres
+async def test_a_publish_on_one_host_is_served_by_the_other_within_its_pointer_ttl(
+    tmp_path: Path, pg_database: str
+) -> None:
+    """Host B has the feed cached and answers its polls from memory (`edl-api serve`'s
+    protocol path); host A publishes a new version. B's pointer expires after its TTL, the
+    next poll re-reads it through the route, and B serves the new version: a fleet polling
+    either host gets what was published, within TTL + the refresh grace."""
+    ttl = 0.5
+
+    def host(name: str) -> dict[str, str]:
+        (tmp_path / name).mkdir()
+        return clean_env(
+            EDL_DATABASE_URL=pg_database, EDL_API_KEY=SUPER_KEY, EDL_BCRYPT_ROUNDS="4",
+            EDL_DATA_DIR=str(tmp_path / name / "data"), EDL_LOG_DIR=str(tmp_path / name / "logs"),
+            EDL_AUTO_REFRESH_MINUTES="0", EDL_FEED_POINTER_TTL_SECONDS=str(ttl),
+        )
+
+    values = "sources:\n  - {{name: x, values: [{}]}}\n".format
+    with running_server(host("a"), tmp_path / "a") as (_, base_a), \
+            running_server(host("b"), tmp_path / "b") as (_, base_b):
+        async with httpx.AsyncClient(base_url=base_a, timeout=10) as a, \
+                httpx.AsyncClient(base_url=base_b, timeout=10) as b:
+            profile_id, _ = await make_profile(a, f"tenant-{uuid.uuid4().hex[:8]}")
+            pipeline_id = await make_pipeline(a, profile_id, values("9.9.9.1"))
+            await wait_run(a, (await launch_run(a, pipeline_id, persist=True))["id"],
+                           "succeeded")
+            feed = f"/pipelines/{pipeline_id}/edl/ipv4"
+            old = {}
+            for name, client in (("a", a), ("b", b)):
+                first = await client.get(feed, headers=h())
+                assert first.text == "9.9.9.1\n", (name, first.text)
+                old[name] = first.headers["etag"]
+                # cached now: answered from memory
+                again = await client.get(feed, headers=h() | {"If-None-Match": old[name]})
+                assert again.status_code == 304
+            config_id = (await a.get(f"/pipelines/{pipeline_id}", headers=h())).json()[
+                "profile_config_id"]
+            patched = await a.patch(f"/profiles/{profile_id}/configs/{config_id}",
+                                    json={"yaml": values("9.9.9.2")}, headers=h())
+            assert patched.status_code == 200, patched.text
+            await wait_run(a, (await launch_run(a, pipeline_id, persist=True))["id"],
+                           "succeeded")
+            published = time.monotonic()
+            served: dict[str, float] = {}
+            while len(served) < 2 and time.monotonic() - published < ttl + 1.0 + 3.0:
+                for name, client in (("a", a), ("b", b)):
+                    if name in served:
+                        continue
+                    r = await client.get(feed, headers=h() | {"If-None-Match": old[name]})
+                    if r.status_code == 200:
+                        assert r.text == "9.9.9.2\n", (name, r.text)
+                        served[name] = time.monotonic() - published
+                await asyncio.sleep(0.05)
+    # the run's own host drops its pointer when it commits; the other re-reads it
+    assert set(served) == {"a", "b"}, served
+    assert max(served.values()) < ttl + 1.0 + 1.0, served
