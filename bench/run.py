@@ -337,14 +337,19 @@ def part_runs(figs: Figures, mode: dict[str, Any], log: Path) -> None:
     for request in ("healthz", "feed"):
         figs.add(f"api_{request}_p50_idle", med(f"{request}_idle", "p50"), "ms", note=reps)
         figs.add(f"api_{request}_p99_idle", med(f"{request}_idle", "p99"), "ms", note=reps)
-    load = "200 feed polls/s + 20 GET /runs/{id}/s, paced"
-    for request in ("feed", "api"):
+    load = "200 feed polls/s + 20 GET /runs/{id}/s + 20 GET /healthz/s, paced"
+    # The < 50 ms bound (issues #4, #18) is on the feed and /healthz. `api` is GET
+    # /runs/{id}, a database read, reported beside them with no bound: during indexing it
+    # waits for the GIL behind the publish's worker threads (bench/RESULTS.md).
+    for request in ("feed", "healthz", "api"):
         idle = "feed" if request == "feed" else "healthz"
+        bounded = request != "api"
         figs.add(f"api_{request}_p50_during_{lab}_run", med(f"{request}_during", "p50"), "ms",
                  reference=med(f"{idle}_idle", "p50"), note=f"{reps}; {load}")
         figs.add(f"api_{request}_p99_during_{lab}_run", med(f"{request}_during", "p99"), "ms",
-                 reference=med(f"{idle}_idle", "p99"), target=50.0 if request == "feed" else None,
-                 goal="value <= 50", applies=at_size, note=f"{reps}; {load}")
+                 reference=med(f"{idle}_idle", "p99"), target=50.0 if bounded else None,
+                 goal="value <= 50" if bounded else None, applies=at_size,
+                 note=f"{reps}; {load}" + ("" if bounded else "; GET /runs/{id}, no bound"))
     # Per phase of the run (its progress.stage): the issue's bounds hold in every phase.
     for phase in ("fetch", "engine", "publish", "index"):
         measured = [r["phases"][phase]["feed"] for r in runs if r["phases"][phase]["feed"]["n"]]

@@ -4,7 +4,7 @@
     python bench/runs_bench.py --indicators 200000 --max-seconds 120
     python bench/runs_bench.py --pg postgresql+asyncpg://postgres@127.0.0.1:5432/test
     python bench/runs_bench.py --json out.json     # also write p50/p99 per phase as JSON
-    python bench/runs_bench.py --polls 200 --api 20  # the load during the run (per second)
+    python bench/runs_bench.py --polls 200 --api 20 --healthz 20  # the load during the run (/s)
 
 Starts `edl-api serve` on a loopback port (one uvicorn process, its own dispatcher),
 publishes a small pipeline, then measures p50/p99 of `GET /healthz` and of that
@@ -12,8 +12,10 @@ pipeline's feed (`GET /pipelines/{id}/edl/ipv4`, feed served from the cache) idl
 (sequential requests), then under a paced load while a run of a 1M-line local file
 source executes (engine child process, then publishing and indexing in the API
 process): `--polls` conditional feed polls per second (`If-None-Match`: a 304 from
-memory, what a firewall fleet mostly gets) and `--api` calls per second of
-`GET /runs/{id}` of the big run. Requests start on a fixed schedule whether or not
+memory, what a firewall fleet mostly gets), `--api` calls per second of
+`GET /runs/{id}` of the big run (a database read: three queries) and `--healthz` calls per
+second of `GET /healthz` (the API without the database: issue #4's bound is on it and on
+the feed). Requests start on a fixed schedule whether or not
 earlier ones answered, so a stalled loop shows up as latency instead of fewer samples.
 Each request is tagged with the phase of the run when it started, from the run's
 `progress.stage` as those API calls read it: fetch (claimed/starting/engine/fetch),
@@ -102,6 +104,8 @@ PHASES = {"queued": "fetch", "claimed": "fetch", "starting": "fetch", "start": "
           "done": "engine", "publishing": "publish", "indexing": "index",
           "recording": "index", "finished": "after"}
 PHASE_ORDER = ("fetch", "engine", "publish", "index", "after")
+# The requests timed during the run, each on its own schedule.
+DURING = ("feed", "api", "healthz")
 
 
 class RawPoller:
@@ -167,7 +171,8 @@ async def watch_feed(client: httpx.AsyncClient, feed: str, old_etag: str | None,
 
 async def paced_load(client: httpx.AsyncClient, feed: str, run_id: int, args: argparse.Namespace,
                      deadline: float, posted: float) -> dict[str, Any]:
-    """`args.polls` feed polls and `args.api` run reads per second until the run ends.
+    """`args.polls` feed polls, `args.api` run reads and `args.healthz` health checks per
+    second until the run ends.
     Samples are (wall time, ms, phase at start). `ended` is the seconds from `posted` to
     the first answer that shows the run finished (20 reads/s: within ~50 ms)."""
     h = {"X-API-Key": KEY}
@@ -178,6 +183,7 @@ async def paced_load(client: httpx.AsyncClient, feed: str, run_id: int, args: ar
     now = {"phase": "fetch", "state": "queued"}
     feed_ms: list[tuple[float, float, str]] = []
     api_ms: list[tuple[float, float, str]] = []
+    health_ms: list[tuple[float, float, str]] = []
     statuses: dict[int | str, int] = {}
     pending: set[asyncio.Task[None]] = set()
 
@@ -208,13 +214,22 @@ async def paced_load(client: httpx.AsyncClient, feed: str, run_id: int, args: ar
         api_ms.append((time.time(), (time.perf_counter() - started) * 1000, phase))
         statuses[f"api {status}"] = statuses.get(f"api {status}", 0) + 1
 
+    async def health() -> None:
+        phase, started = now["phase"], time.perf_counter()
+        try:
+            status: int | str = (await client.get("/healthz")).status_code
+        except httpx.HTTPError as exc:
+            status = type(exc).__name__
+        health_ms.append((time.time(), (time.perf_counter() - started) * 1000, phase))
+        statuses[f"healthz {status}"] = statuses.get(f"healthz {status}", 0) + 1
+
     def launch(job: Any) -> None:
         task = asyncio.create_task(job())
         pending.add(task)
         task.add_done_callback(pending.discard)
 
     started = time.monotonic()
-    polls = api_calls = 0
+    polls = api_calls = health_calls = 0
     while now["state"] in ("queued", "running") and time.monotonic() < deadline:
         elapsed = time.monotonic() - started
         while polls < elapsed * args.polls:
@@ -223,11 +238,14 @@ async def paced_load(client: httpx.AsyncClient, feed: str, run_id: int, args: ar
         while api_calls < elapsed * args.api:
             api_calls += 1
             launch(api)
+        while health_calls < elapsed * args.healthz:
+            health_calls += 1
+            launch(health)
         await asyncio.sleep(0.002)
     if pending:
         await asyncio.wait(pending, timeout=30)
     poller.close()
-    return {"feed": feed_ms, "api": api_ms, "statuses": statuses,
+    return {"feed": feed_ms, "api": api_ms, "healthz": health_ms, "statuses": statuses,
             "seconds": time.monotonic() - started, "ended": ended[0] if ended else None}
 
 
@@ -315,7 +333,7 @@ def retag(during: dict[str, Any], log: str) -> None:
     publishes: the run log's dispatcher notes (1 s stamps) mark publish and index."""
     exited = _stamp(log, "dispatcher: engine exited")
     live = _stamp(log, "feeds live after")
-    for name in ("feed", "api"):
+    for name in DURING:
         samples = during[name]
         for i, (t, ms, phase) in enumerate(samples):
             if phase in ("engine", "publish") and exited is not None and t >= exited:
@@ -341,13 +359,13 @@ def summarise(result: dict[str, Any], args: argparse.Namespace) -> str:
     during = result["during"]
     lines = [
         f"load during the run: {args.polls} feed polls/s (If-None-Match) + {args.api} "
-        f"GET /runs/{{id}}/s, paced; {during['seconds']:.1f} s",
+        f"GET /runs/{{id}}/s + {args.healthz} GET /healthz/s, paced; {during['seconds']:.1f} s",
         f"{'request':<8} {'phase':<14} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}",
     ]
     rows: list[tuple[str, str, list[float]]] = [
         (name, "idle", [ms for _, ms in result["idle"][name]]) for name in ("healthz", "feed")
     ]
-    for name in ("feed", "api"):
+    for name in DURING:
         rows.extend((name, phase, values) for phase, values in by_phase(during[name]).items())
     for name, phase, values in rows:
         lines.append(
@@ -373,9 +391,10 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
         out[f"{name}_idle"] = stats([ms for _, ms in result["idle"][name]])
     out["feed_during"] = stats([ms for _, ms, _ in during["feed"]])
     out["api_during"] = stats([ms for _, ms, _ in during["api"]])
+    out["healthz_during"] = stats([ms for _, ms, _ in during["healthz"]])
     out["phases"] = {
         phase: {name: stats([ms for _, ms, p in during[name] if p == phase])
-                for name in ("feed", "api")}
+                for name in DURING}
         for phase in PHASE_ORDER
     }
     return out
@@ -393,6 +412,8 @@ def main() -> int:
                         help="keep the work folder (server output, logs, database)")
     parser.add_argument("--polls", type=float, default=200.0,
                         help="feed polls per second during the run")
+    parser.add_argument("--healthz", type=float, default=20.0,
+                        help="GET /healthz calls per second during the run")
     parser.add_argument("--api", type=float, default=20.0,
                         help="GET /runs/{id} calls per second during the run")
     args = parser.parse_args()
