@@ -2,7 +2,7 @@
 
 parse -> classify -> augment/rules (10k-entry allowlist) -> aggregate -> render every
 feed in plain format. Each measurement runs in a fresh process so peak RSS is that
-run's own; the median of `--repeat` runs is reported.
+run's own; the median of `--repeat` runs is reported, the sizes' runs interleaved.
 
     python bench/engine_bench.py                 # 1M and 5M, 3 runs each
     python bench/engine_bench.py --sizes 1000000 --repeat 1
@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 TLDS = ("com", "net", "org", "info", "ru", "cn", "io", "xyz", "top", "de", "co.uk")
 WORDS = ("login", "secure", "update", "cdn", "mail", "pay", "verify", "files", "api", "img")
@@ -152,16 +153,25 @@ def child(data_dir: str) -> None:
     )
 
 
-def measure(data_dir: Path, repeat: int) -> list[dict[str, float]]:
-    runs = []
+def measure_once(data_dir: Path) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", str(data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def measure(data_dirs: dict[int, Path], repeat: int) -> dict[int, list[dict[str, Any]]]:
+    """`repeat` runs per size, the sizes interleaved (1M, 5M, 1M, 5M, ...): this VM's speed
+    drifts within minutes, and the 5M / 1M ratio must compare runs made in the same spell
+    (taken one size after the other, it read 6.23 in a run where interleaved pairs on the
+    same machine read 4.5)."""
+    runs: dict[int, list[dict[str, Any]]] = {size: [] for size in data_dirs}
     for _ in range(repeat):
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", str(data_dir)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        for size, data_dir in data_dirs.items():
+            runs[size].append(measure_once(data_dir))
     return runs
 
 
@@ -179,11 +189,14 @@ def main() -> None:
     medians: dict[int, float] = {}
     report: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="edl-bench-") as tmp:
-        data_dir = Path(tmp)
-        generate_allowlist(data_dir / "allow.txt")
+        data_dirs: dict[int, Path] = {}
         for size in (int(s) for s in args.sizes.split(",")):
-            generate(data_dir / "feed.txt", size)
-            runs = measure(data_dir, args.repeat)
+            data_dirs[size] = Path(tmp) / str(size)
+            data_dirs[size].mkdir()
+            generate_allowlist(data_dirs[size] / "allow.txt")
+            generate(data_dirs[size] / "feed.txt", size)
+        measured = measure(data_dirs, args.repeat)
+        for size, runs in measured.items():
             wall = statistics.median(r["wall"] for r in runs)
             rss = statistics.median(r["peak_rss_mb"] for r in runs)
             cpu = statistics.median(r["cpu"] for r in runs)
