@@ -76,7 +76,8 @@ MODES: dict[str, dict[str, Any]] = {
         "runs_indicators": 1_000_000, "runs_repeat": 3, "runs_idle": 5.0,
         "feeds": {"lines": 100_000, "search_pipelines": 50, "search_entries": 100_000,
                   "search_queries": 300, "search_repeat": 3, "publish_entries": 1_000_000,
-                  "publish_repeat": 3, "serving": True, "duration": 5, "repeat": 3},
+                  "publish_repeat": 3, "serving": True, "duration": 5, "repeat": 3,
+                  "recording_repeat": 5},
         "auth": {"requests": 2000, "repeats": 3},
         "pg": {"runs": 20, "indicators": 50_000, "pipelines": 4, "repeat": 3},
         "timeout": 1200,
@@ -395,7 +396,8 @@ def part_feeds(figs: Figures, mode: dict[str, Any], log: Path, serving_note: str
     f = mode["feeds"]
     serving = f["serving"] and serving_note is None
     args = ["--lines", str(f["lines"]), *_search_and_publish_args(f, f["publish_repeat"]),
-            "--duration", str(f["duration"]), "--repeat", str(f["repeat"])]
+            "--duration", str(f["duration"]), "--repeat", str(f["repeat"]),
+            "--recording-repeat", str(f.get("recording_repeat", f["repeat"]))]
     if not serving:
         args.append("--skip-serving")
     data = sub_json("feeds_bench.py", args, mode["timeout"] * 2, log)
@@ -446,7 +448,8 @@ def part_feeds(figs: Figures, mode: dict[str, Any], log: Path, serving_note: str
         row = data["devices"][case]
         figs.add(f"feed_{lines}_{case}_device_recording_on_vs_off", row["on"], "req/s",
                  reference=row["off"], target=0.9, goal="ratio >= 0.9",
-                 note=f"{note}; on/nginx {row['on'] / row['nginx']:.2f}; runs interleaved")
+                 note=f"{note}; on/nginx {row['on'] / row['nginx']:.2f}; runs interleaved, median "
+                      f"of {len(row['on_runs'])}")
         figs.add(f"feed_{lines}_{case}_device_recording_off_vs_nginx", row["off"], "req/s",
                  reference=row["nginx"], note="EDL_POLL_LEDGER_ENABLED=false")
     # What the default level costs a poll (the figures above run at WARNING, as nginx
