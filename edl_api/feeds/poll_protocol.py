@@ -9,7 +9,8 @@ written from `on_headers_complete` 72-79k/s, and nginx 92k/s.
 `on_headers_complete` it asks `FeedFastPath.answer` — the same question `EdlApp.__call__`
 asks, so the answer is the one the route would give — and, when the caches answer,
 writes the response itself. Every other request takes uvicorn's own path unchanged, as
-does a poll the caches cannot answer.
+does a poll the caches cannot answer; `EdlApp.__call__` does not ask the fast path again
+for it (`fastpath.DECLINED`), so the poll that found a pointer expired reaches the route.
 
 It answers only where uvicorn would write at once:
 - no earlier request of the connection still running (pipelined requests keep their order);
