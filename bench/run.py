@@ -448,8 +448,8 @@ def part_feeds(figs: Figures, mode: dict[str, Any], log: Path, serving_note: str
         row = data["devices"][case]
         figs.add(f"feed_{lines}_{case}_device_recording_on_vs_off", row["on"], "req/s",
                  reference=row["off"], target=0.9, goal="ratio >= 0.9",
-                 note=f"{note}; on/nginx {row['on'] / row['nginx']:.2f}; runs interleaved, median "
-                      f"of {len(row['on_runs'])}")
+                 note=f"wrk -t1 -c32 -d{f['duration']}s, median of {len(row['on_runs'])} "
+                      f"interleaved rounds; on/nginx {row['on'] / row['nginx']:.2f}")
         figs.add(f"feed_{lines}_{case}_device_recording_off_vs_nginx", row["off"], "req/s",
                  reference=row["nginx"], note="EDL_POLL_LEDGER_ENABLED=false")
     # What the default level costs a poll (the figures above run at WARNING, as nginx
