@@ -74,14 +74,21 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def sample(client: httpx.AsyncClient, path: str, headers: dict[str, str],
-                 store: list[tuple[float, float]], statuses: dict[int | str, int]) -> None:
+async def timed_get(client: httpx.AsyncClient, path: str, headers: dict[str, str]
+                    ) -> tuple[int | str, float]:
+    """(status, ms) of one GET; a failed request counts, with its duration, not a crash."""
     started = time.perf_counter()
     try:
         status: int | str = (await client.get(path, headers=headers)).status_code
-    except httpx.HTTPError as exc:  # a stall counts, with its duration, not a crash
+    except httpx.HTTPError as exc:
         status = type(exc).__name__
-    store.append((time.time(), (time.perf_counter() - started) * 1000))
+    return status, (time.perf_counter() - started) * 1000
+
+
+async def sample(client: httpx.AsyncClient, path: str, headers: dict[str, str],
+                 store: list[tuple[float, float]], statuses: dict[int | str, int]) -> None:
+    status, ms = await timed_get(client, path, headers)
+    store.append((time.time(), ms))
     statuses[status] = statuses.get(status, 0) + 1
 
 
@@ -215,12 +222,9 @@ async def paced_load(client: httpx.AsyncClient, feed: str, run_id: int, args: ar
         statuses[f"api {status}"] = statuses.get(f"api {status}", 0) + 1
 
     async def health() -> None:
-        phase, started = now["phase"], time.perf_counter()
-        try:
-            status: int | str = (await client.get("/healthz")).status_code
-        except httpx.HTTPError as exc:
-            status = type(exc).__name__
-        health_ms.append((time.time(), (time.perf_counter() - started) * 1000, phase))
+        phase = now["phase"]
+        status, ms = await timed_get(client, "/healthz", {})
+        health_ms.append((time.time(), ms, phase))
         statuses[f"healthz {status}"] = statuses.get(f"healthz {status}", 0) + 1
 
     def launch(job: Any) -> None:
